@@ -1,0 +1,329 @@
+package dht
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Mode says whether a node serves the DHT.
+type Mode int
+
+const (
+	// ModeAuto serves the DHT once libp2p finds the node publicly reachable,
+	// and is a client until then.
+	ModeAuto Mode = iota
+	// ModeServer always serves the DHT.
+	ModeServer
+	// ModeClient never serves the DHT.
+	ModeClient
+)
+
+// ProtocolPrefix is the kad-dht protocol prefix of the cell network. It keeps
+// cell nodes off the public IPFS DHT.
+const ProtocolPrefix = "/cell"
+
+// Config configures a DHT. The zero value works.
+type Config struct {
+	// Mode is the DHT mode; the zero value is ModeAuto.
+	Mode Mode
+	// BootstrapPeers are handed to kad-dht, which dials them whenever its
+	// routing table runs low. Nil means none.
+	BootstrapPeers []peer.AddrInfo
+	// BucketSize is kad-dht's k; 0 means 20.
+	BucketSize int
+	// Replication is how many of the closest peers a record is stored at;
+	// 0 means BucketSize.
+	Replication int
+	// RequestTimeout bounds one request of the instances protocol; 0 means 5 s.
+	RequestTimeout time.Duration
+	// DisableAutoRefresh turns off kad-dht's periodic routing-table refresh
+	// (the simulator refreshes explicitly).
+	DisableAutoRefresh bool
+	// Store bounds the local record store.
+	Store StoreConfig
+	// Logger receives debug logs; nil means discard.
+	Logger *slog.Logger
+}
+
+// DHT is a node's view of the cell namespace: a kad-dht instance with the
+// cell validator, the local set-valued store (served when the node is a DHT
+// server) and the instances protocol. It is safe for concurrent use.
+type DHT struct {
+	cfg   Config
+	host  host.Host
+	kad   *kaddht.IpfsDHT
+	store *Store
+	log   *slog.Logger
+	count Counters
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New starts a DHT on h and registers the instances protocol on it. It
+// starts everything or nothing; Close stops what it started (not h).
+func New(h host.Host, cfg Config) (*DHT, error) {
+	if cfg.BucketSize <= 0 {
+		cfg.BucketSize = 20
+	}
+	if cfg.Replication <= 0 {
+		cfg.Replication = cfg.BucketSize
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 5 * time.Second
+	}
+	if cfg.Store.Now == nil {
+		cfg.Store.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	kad, err := kaddht.New(h, kadOptions(cfg)...)
+	if err != nil {
+		return nil, fmt.Errorf("dht: start kad-dht: %w", err)
+	}
+	d := &DHT{
+		cfg: cfg, host: h, kad: kad, store: NewStore(cfg.Store), log: log,
+		count: newCounters(), done: make(chan struct{}),
+	}
+	h.SetStreamHandler(ProtocolID, d.handle)
+	d.wg.Add(1)
+	go d.gcLoop()
+	return d, nil
+}
+
+// kadOptions is the one place where Config becomes kad-dht options.
+func kadOptions(cfg Config) []kaddht.Option {
+	mode := map[Mode]kaddht.ModeOpt{ModeAuto: kaddht.ModeAuto, ModeServer: kaddht.ModeServer, ModeClient: kaddht.ModeClient}[cfg.Mode]
+	opts := []kaddht.Option{
+		kaddht.ProtocolPrefix(ProtocolPrefix),
+		kaddht.Validator(record.NamespacedValidator{"cell": Validator{Now: cfg.Store.Now}}),
+		kaddht.Mode(mode),
+		kaddht.BucketSize(cfg.BucketSize),
+		// kad-dht serves value records by age only; our 60 s expiry is
+		// enforced by the validator and by finders. Keep them no longer.
+		kaddht.MaxRecordAge(2 * time.Minute),
+		kaddht.ValueGCInterval(time.Minute),
+	}
+	if len(cfg.BootstrapPeers) > 0 {
+		opts = append(opts, kaddht.BootstrapPeers(cfg.BootstrapPeers...))
+	}
+	if cfg.DisableAutoRefresh {
+		opts = append(opts, kaddht.DisableAutoRefresh())
+	}
+	return opts
+}
+
+func (d *DHT) gcLoop() {
+	defer d.wg.Done()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.done:
+			return
+		case <-t.C:
+			d.store.GC()
+		}
+	}
+}
+
+// Kad returns the underlying kad-dht instance.
+func (d *DHT) Kad() *kaddht.IpfsDHT { return d.kad }
+
+// Store returns the local record store.
+func (d *DHT) Store() *Store { return d.store }
+
+// Counters returns a snapshot of the DHT's message counters (requests
+// sent and received, bytes) merged with the store's counters.
+func (d *DHT) Counters() map[string]uint64 {
+	out := d.count.snapshot()
+	for k, v := range d.store.Counters() {
+		out["store_"+k] = v
+	}
+	return out
+}
+
+// Server reports whether the node currently serves the DHT.
+func (d *DHT) Server() bool { return d.kad.Mode() == kaddht.ModeServer }
+
+// Close stops the DHT and removes the protocol handler. It is safe to call
+// more than once.
+func (d *DHT) Close() error {
+	var err error
+	d.closeOnce.Do(func() {
+		d.host.RemoveStreamHandler(ProtocolID)
+		close(d.done)
+		err = d.kad.Close()
+		d.wg.Wait()
+	})
+	return err
+}
+
+// PublishStats says where a record went.
+type PublishStats struct {
+	Closest int  // peers the lookup returned
+	Stored  int  // peers that accepted the record
+	Local   bool // stored in this node's own store (it is a DHT server)
+}
+
+// Publish stores the signed record r at the peers closest to its cell
+// name's key, and in the local store when this node is a DHT server. It
+// fails only if no peer (and not the local store) took the record; the
+// first refusal is returned then.
+func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
+	var st PublishStats
+	if r.raw == nil {
+		return st, errors.New("dht: publish: record is not signed")
+	}
+	key := Key(r.Name)
+	if d.Server() {
+		if _, err := d.store.Put(r.Name, r.raw); err != nil {
+			return st, fmt.Errorf("dht: publish %s: %w", r.Name, err)
+		}
+		st.Local = true
+	}
+	peers, lookupErr := d.kad.GetClosestPeers(ctx, key)
+	peers = d.capPeers(peers)
+	st.Closest = len(peers)
+	errs := make([]error, len(peers))
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.count.add("put_sent", 1)
+			_, errs[i] = d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.raw})
+		}()
+	}
+	wg.Wait()
+	var first error
+	for _, err := range errs {
+		if err == nil {
+			st.Stored++
+		} else if first == nil {
+			first = err
+		}
+	}
+	if st.Stored == 0 && !st.Local {
+		if first == nil {
+			first = lookupErr
+		}
+		if first == nil {
+			first = errNoStore
+		}
+		return st, fmt.Errorf("dht: publish %s: no peer stored it: %w", r.Name, first)
+	}
+	return st, nil
+}
+
+func (d *DHT) capPeers(peers []peer.ID) []peer.ID {
+	if len(peers) > d.cfg.Replication {
+		peers = peers[:d.cfg.Replication]
+	}
+	return peers
+}
+
+// FindStats says how a find went.
+type FindStats struct {
+	Closest   int            // peers the lookup returned
+	Responded int            // peers that answered the get
+	Received  int            // records received, valid or not
+	Rejected  map[string]int // records dropped, by Reason
+	Lookup    time.Duration  // time spent in the closest-peer lookup
+}
+
+// ErrNoPeers is returned by Find when the lookup reached no peer at all; the
+// local store's records are still returned with it.
+var ErrNoPeers = errors.New("dht: no peer to ask")
+
+// Find returns the live instances of the cell name: the newest record of
+// each publisher among those held by the peers closest to the name's key
+// and by the local store, each verified at the time now. Withdrawn
+// instances are left out. Records that fail verification are dropped and
+// counted in FindStats.Rejected.
+func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*Record, FindStats, error) {
+	st := FindStats{Rejected: map[string]int{}}
+	if _, err := ParseName(name); err != nil {
+		return nil, st, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	start := time.Now()
+	peers, lookupErr := d.kad.GetClosestPeers(ctx, Key(name))
+	st.Lookup = time.Since(start)
+	peers = d.capPeers(peers)
+	st.Closest = len(peers)
+
+	var mu sync.Mutex
+	var raws [][]byte
+	for _, r := range d.store.Get(name) {
+		raws = append(raws, r.raw)
+	}
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.count.add("get_sent", 1)
+			resp, err := d.call(ctx, p, request{Op: opGet, Name: name})
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			st.Responded++
+			raws = append(raws, resp.Records...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	st.Received = len(raws)
+	recs := Merge(name, raws, now(), st.Rejected)
+	for reason, n := range st.Rejected {
+		d.count.add("find_rejected_"+reason, uint64(n))
+	}
+	if st.Closest == 0 && lookupErr != nil {
+		return recs, st, fmt.Errorf("%w: %v", ErrNoPeers, lookupErr)
+	}
+	return recs, st, nil
+}
+
+// Merge verifies raw records of name at now and keeps the newest record of
+// each publisher, dropping withdrawn instances. Rejections are counted in
+// rejected by Reason when it is not nil. The result is ordered by peer ID.
+func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) []*Record {
+	best := map[peer.ID]*Record{}
+	for _, raw := range raws {
+		r, err := Verify(raw, name, now)
+		if err != nil {
+			if rejected != nil {
+				rejected[Reason(err)]++
+			}
+			continue
+		}
+		if old, ok := best[r.Peer]; !ok || r.Seq > old.Seq {
+			best[r.Peer] = r
+		}
+	}
+	out := make([]*Record, 0, len(best))
+	for _, r := range best {
+		if !r.Withdrawn {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
+	return out
+}

@@ -1,0 +1,134 @@
+package dht
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-msgio"
+)
+
+// ProtocolID is the stream protocol on which DHT servers store and serve
+// the instance sets of cell names. One stream carries one request and one
+// response, each a varint-length-prefixed CBOR message (see docs/records.md).
+const ProtocolID protocol.ID = "/cell/instances/1.0.0"
+
+const (
+	opPut = 1
+	opGet = 2
+
+	maxRequestSize  = MaxRecordSize + 512
+	maxResponseSize = 2 << 20
+)
+
+type request struct {
+	Op     uint64 `cbor:"1,keyasint"`
+	Name   string `cbor:"2,keyasint"`
+	Record []byte `cbor:"3,keyasint,omitempty"`
+}
+
+type response struct {
+	Error   string   `cbor:"1,keyasint,omitempty"`
+	Records [][]byte `cbor:"2,keyasint,omitempty"`
+}
+
+// msgDec decodes protocol messages: strict on structure, tolerant of fields
+// a later version may add.
+var msgDec, _ = cbor.DecOptions{
+	DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+	IndefLength:      cbor.IndefLengthForbidden,
+	TagsMd:           cbor.TagsForbidden,
+	MaxArrayElements: 4096,
+	MaxNestedLevels:  4,
+}.DecMode()
+
+// handle serves one request stream.
+func (d *DHT) handle(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(d.cfg.RequestTimeout))
+	r := msgio.NewVarintReaderSize(s, maxRequestSize)
+	msg, err := r.ReadMsg()
+	if err != nil {
+		_ = s.Reset()
+		return
+	}
+	var req request
+	err = msgDec.Unmarshal(msg, &req)
+	r.ReleaseMsg(msg)
+	var resp response
+	switch {
+	case err != nil:
+		resp.Error = "malformed request"
+	case req.Op == opPut:
+		d.count.add("put_received", 1)
+		if _, err := ParseName(req.Name); err != nil {
+			resp.Error = err.Error()
+		} else if _, err := d.store.Put(req.Name, req.Record); err != nil {
+			resp.Error = err.Error()
+			d.log.Debug("rejected record", "peer", s.Conn().RemotePeer(), "cell", req.Name, "err", err)
+		}
+	case req.Op == opGet:
+		d.count.add("get_received", 1)
+		for _, rec := range d.store.Get(req.Name) {
+			resp.Records = append(resp.Records, rec.raw)
+		}
+	default:
+		resp.Error = fmt.Sprintf("unknown op %d", req.Op)
+	}
+	out, _ := encMode.Marshal(resp)
+	if err := msgio.NewVarintWriter(s).WriteMsg(out); err != nil {
+		_ = s.Reset()
+	}
+}
+
+// call sends one request to p and returns its response.
+func (d *DHT) call(ctx context.Context, p peer.ID, req request) (*response, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+	defer cancel()
+	s, err := d.host.NewStream(ctx, p, ProtocolID)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	msg, _ := encMode.Marshal(req)
+	if err := msgio.NewVarintWriter(s).WriteMsg(msg); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	_ = s.CloseWrite()
+	d.count.add("bytes_sent", uint64(len(msg)))
+	r := msgio.NewVarintReaderSize(s, maxResponseSize)
+	b, err := r.ReadMsg()
+	if err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	defer r.ReleaseMsg(b)
+	d.count.add("bytes_received", uint64(len(b)))
+	var resp response
+	if err := msgDec.Unmarshal(b, &resp); err != nil {
+		return nil, fmt.Errorf("malformed response: %w", err)
+	}
+	if resp.Error != "" {
+		return &resp, &RemoteError{Peer: p, Msg: resp.Error}
+	}
+	return &resp, nil
+}
+
+// RemoteError is a request that a peer received and refused.
+type RemoteError struct {
+	Peer peer.ID
+	Msg  string
+}
+
+func (e *RemoteError) Error() string { return fmt.Sprintf("peer %s: %s", e.Peer, e.Msg) }
+
+var errNoStore = errors.New("dht: no peer stored the record")

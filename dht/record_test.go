@@ -1,0 +1,353 @@
+package dht
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/ipfs/go-cid"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// testKey returns a deterministic key; n picks one of several.
+func testKey(n byte) ed25519.PrivateKey {
+	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
+}
+
+func testRecord(priv ed25519.PrivateKey) Record {
+	return Record{
+		Name:      "acme/exchange",
+		PublicKey: priv.Public().(ed25519.PublicKey),
+		Endpoints: []string{"192.0.2.7:9000", "unix:/run/cells/exchange.sock"},
+		Region:    "eu-west",
+		Seq:       1_795_000_000_000_000,
+		Issued:    t0,
+		Expires:   t0.Add(60 * time.Second),
+	}
+}
+
+func mustSign(t testing.TB, priv ed25519.PrivateKey, r Record) []byte {
+	t.Helper()
+	s, err := Sign(priv, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Bytes()
+}
+
+// reencode decodes raw's envelope and body, lets edit change the body
+// fields, and re-signs with priv (when priv is not nil) or keeps the old
+// signature.
+func reencode(t *testing.T, raw []byte, priv ed25519.PrivateKey, edit func(*body)) []byte {
+	t.Helper()
+	var env envelope
+	if err := cbor.Unmarshal(raw, &env); err != nil {
+		t.Fatal(err)
+	}
+	var b body
+	if err := cbor.Unmarshal(env.Body, &b); err != nil {
+		t.Fatal(err)
+	}
+	edit(&b)
+	env.Body, _ = encMode.Marshal(b)
+	if priv != nil {
+		env.Sig = ed25519Sign(priv, env.Body)
+	}
+	out, _ := encMode.Marshal(env)
+	return out
+}
+
+func TestVerifyRejects(t *testing.T) {
+	priv, other := testKey(1), testKey(2)
+	good := mustSign(t, priv, testRecord(priv))
+	now := t0.Add(10 * time.Second)
+
+	pureSig := func() []byte { // same body, signed with pure Ed25519 (no context)
+		var env envelope
+		_ = cbor.Unmarshal(good, &env)
+		env.Sig = ed25519.Sign(priv, env.Body)
+		out, _ := encMode.Marshal(env)
+		return out
+	}
+	nonCanonicalEnvelope := func() []byte { // envelope keys in the wrong order
+		var env envelope
+		_ = cbor.Unmarshal(good, &env)
+		m := cbor.EncOptions{Sort: cbor.SortNone}
+		em, _ := m.EncMode()
+		type rev struct {
+			Sig  []byte `cbor:"2,keyasint"`
+			Body []byte `cbor:"1,keyasint"`
+		}
+		out, _ := em.Marshal(rev{Sig: env.Sig, Body: env.Body})
+		return out
+	}
+
+	tests := []struct {
+		name string
+		raw  []byte
+		cell string
+		now  time.Time
+		want error
+	}{
+		{"good", good, "acme/exchange", now, nil},
+		{"empty", nil, "", now, ErrMalformed},
+		{"garbage", []byte("hello"), "", now, ErrMalformed},
+		{"oversized", make([]byte, MaxRecordSize+1), "", now, ErrTooLarge},
+		{"bad signature", reencode(t, good, nil, func(b *body) { b.Region = "us-east" }), "", now, ErrBadSignature},
+		{"signed by another key", reencode(t, good, other, func(b *body) {}), "", now, ErrBadSignature},
+		{"pure ed25519 signature", pureSig(), "", now, ErrBadSignature},
+		{"peer id of another key", reencode(t, good, priv, func(b *body) {
+			id, _ := peerIDOf(other.Public().(ed25519.PublicKey))
+			b.Peer = []byte(id)
+		}), "", now, ErrPeerMismatch},
+		{"another name", good, "acme/other", now, ErrWrongName},
+		{"lifetime over 60s", reencode(t, good, priv, func(b *body) { b.Expires = b.Issued + 60_001 }), "", now, ErrLifetime},
+		{"expires before issued", reencode(t, good, priv, func(b *body) { b.Expires = b.Issued - 1 }), "", now, ErrMalformed},
+		{"issued in the future", good, "", t0.Add(-MaxSkew - time.Millisecond), ErrFuture},
+		{"issued within skew", good, "", t0.Add(-MaxSkew), nil},
+		{"expired", good, "", t0.Add(60*time.Second + MaxSkew + time.Millisecond), ErrExpired},
+		{"expired within skew", good, "", t0.Add(60*time.Second + MaxSkew), nil},
+		{"non-canonical envelope", nonCanonicalEnvelope(), "", now, ErrNonCanonical},
+		{"trailing bytes", append(bytes.Clone(good), 0), "", now, ErrMalformed},
+		{"version 2", reencode(t, good, priv, func(b *body) { b.Version = 2 }), "", now, ErrMalformed},
+		{"bad name", reencode(t, good, priv, func(b *body) { b.Name = "Acme/Exchange" }), "", now, ErrMalformed},
+		{"no endpoints", reencode(t, good, priv, func(b *body) { b.Endpoints = []string{} }), "", now, ErrMalformed},
+		{"null endpoints", reencode(t, good, priv, func(b *body) { b.Endpoints = nil }), "", now, ErrMalformed},
+		{"seq zero", reencode(t, good, priv, func(b *body) { b.Seq = 0 }), "", now, ErrMalformed},
+		{"short key", reencode(t, good, priv, func(b *body) { b.Key = b.Key[:31] }), "", now, ErrMalformed},
+		{"too many endpoints", reencode(t, good, priv, func(b *body) { b.Endpoints = make([]string, MaxEndpoints+1); for i := range b.Endpoints { b.Endpoints[i] = "h:1" } }), "", now, ErrMalformed},
+		{"long region", reencode(t, good, priv, func(b *body) { b.Region = strings.Repeat("r", MaxRegionLen+1) }), "", now, ErrMalformed},
+		{"bad manifest cid", reencode(t, good, priv, func(b *body) { b.Manifest = []byte{1, 2, 3} }), "", now, ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Verify(tc.raw, tc.cell, tc.now)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				if !bytes.Equal(r.Bytes(), tc.raw) {
+					t.Fatal("Bytes() differs from input")
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Verify error = %v, want %v", err, tc.want)
+			}
+			if r != nil {
+				t.Fatal("rejected record returned")
+			}
+		})
+	}
+}
+
+func TestNonCanonicalBody(t *testing.T) {
+	priv := testKey(1)
+	good := mustSign(t, priv, testRecord(priv))
+	var env envelope
+	_ = cbor.Unmarshal(good, &env)
+	// Append an unknown key 11 to the body map by hand: a decoder that
+	// ignored unknown fields would accept a record that re-encodes shorter.
+	b := bytes.Clone(env.Body)
+	if b[0]&0xe0 != 0xa0 {
+		t.Fatalf("body is not a small map: %x", b[0])
+	}
+	b[0]++
+	b = append(b, 0x0b, 0x00)
+	env.Body = b
+	env.Sig = ed25519Sign(priv, b)
+	raw, _ := encMode.Marshal(env)
+	if _, err := Decode(raw); !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNonCanonical) {
+		t.Fatalf("unknown field: err = %v", err)
+	}
+	// A one-byte uint written in the long form is valid CBOR but not canonical.
+	b2 := bytes.Clone(env.Body[:0])
+	b2 = append(b2, 0xa1, 0x00, 0x1b, 0, 0, 0, 0, 0, 0, 0, 1) // {0: 1} with an 8-byte uint
+	env.Body = b2
+	env.Sig = ed25519Sign(priv, b2)
+	raw, _ = encMode.Marshal(env)
+	if _, err := Decode(raw); !errors.Is(err, ErrNonCanonical) {
+		t.Fatalf("long-form uint: err = %v", err)
+	}
+}
+
+// TestTamper flips every bit of a good record in turn: no flip may produce
+// a record that verifies.
+func TestTamper(t *testing.T) {
+	priv := testKey(1)
+	good := mustSign(t, priv, testRecord(priv))
+	for i := range good {
+		for bit := 0; bit < 8; bit++ {
+			raw := bytes.Clone(good)
+			raw[i] ^= 1 << bit
+			if _, err := Decode(raw); err == nil {
+				t.Fatalf("flipping byte %d bit %d still verifies", i, bit)
+			}
+		}
+	}
+}
+
+func TestSignRoundTrip(t *testing.T) {
+	priv := testKey(3)
+	r := testRecord(priv)
+	r.Manifest = cid.MustParse("baf4bcfd4bh5gdnl6n7fygqbk6hbtfbqgmkbqvci")
+	r.Issued = t0.Add(123456789 * time.Nanosecond) // sub-millisecond is dropped
+	s, err := Sign(priv, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Decode(s.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Issued.Equal(t0.Add(123*time.Millisecond)) || !d.Manifest.Equals(r.Manifest) || d.Peer != s.Peer || d.Region != r.Region {
+		t.Fatalf("round trip: got %+v", d)
+	}
+	if _, err := Sign(testKey(4), r); err == nil {
+		t.Fatal("Sign with a key that is not the record's succeeded")
+	}
+	w := r
+	w.Withdrawn, w.Endpoints = true, nil
+	if _, err := Sign(priv, w); err != nil {
+		t.Fatalf("withdrawal: %v", err)
+	}
+}
+
+type golden struct {
+	Comment   string   `json:"comment"`
+	Seed      string   `json:"seed_hex"`
+	Name      string   `json:"name"`
+	Peer      string   `json:"peer"`
+	Endpoints []string `json:"endpoints"`
+	Region    string   `json:"region"`
+	Manifest  string   `json:"manifest"`
+	Seq       uint64   `json:"seq"`
+	IssuedMS  int64    `json:"issued_unix_ms"`
+	ExpiresMS int64    `json:"expires_unix_ms"`
+	Body      string   `json:"body_hex"`
+	Signature string   `json:"signature_hex"`
+	Record    string   `json:"record_hex"`
+}
+
+// TestGolden pins the signed format: the same fields and key must always
+// give these exact bytes, and these bytes must always verify.
+func TestGolden(t *testing.T) {
+	const path = "testdata/record_v1.json"
+	priv := testKey(7)
+	r := testRecord(priv)
+	r.Manifest = cid.MustParse("baf4bcfd4bh5gdnl6n7fygqbk6hbtfbqgmkbqvci")
+	s, err := Sign(priv, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env envelope
+	_ = cbor.Unmarshal(s.Bytes(), &env)
+	got := golden{
+		Comment:   "cellnode instance record v1; Ed25519ctx (RFC 8032) with context \"cellnode/instance/v1\" over body_hex; see docs/records.md",
+		Seed:      hex.EncodeToString(priv.Seed()),
+		Name:      r.Name,
+		Peer:      s.Peer.String(),
+		Endpoints: r.Endpoints,
+		Region:    r.Region,
+		Manifest:  r.Manifest.String(),
+		Seq:       r.Seq,
+		IssuedMS:  r.Issued.UnixMilli(),
+		ExpiresMS: r.Expires.UnixMilli(),
+		Body:      hex.EncodeToString(env.Body),
+		Signature: hex.EncodeToString(env.Sig),
+		Record:    hex.EncodeToString(s.Bytes()),
+	}
+	if *update {
+		b, _ := json.MarshalIndent(got, "", "  ")
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want golden
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	if got.Record != want.Record || got.Body != want.Body || got.Signature != want.Signature || got.Peer != want.Peer {
+		t.Fatalf("signed format changed:\n got %s\nwant %s", got.Record, want.Record)
+	}
+	// The signature checks with the standard library alone, given only the
+	// seed, the body bytes and the context string.
+	seed, _ := hex.DecodeString(want.Seed)
+	bodyBytes, _ := hex.DecodeString(want.Body)
+	sig, _ := hex.DecodeString(want.Signature)
+	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+	if err := ed25519.VerifyWithOptions(pub, bodyBytes, sig, &ed25519.Options{Context: "cellnode/instance/v1"}); err != nil {
+		t.Fatalf("golden signature: %v", err)
+	}
+	raw, _ := hex.DecodeString(want.Record)
+	d, err := Verify(raw, want.Name, time.UnixMilli(want.IssuedMS))
+	if err != nil {
+		t.Fatalf("golden record does not verify: %v", err)
+	}
+	if d.Seq != want.Seq || d.Peer.String() != want.Peer || d.Manifest.String() != want.Manifest {
+		t.Fatalf("golden record decodes to %+v", d)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	priv := testKey(1)
+	good := mustSign(f, priv, testRecord(priv))
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte{0xa2, 0x01, 0x40, 0x02, 0x40})
+	w := testRecord(priv)
+	w.Withdrawn, w.Endpoints = true, nil
+	f.Add(mustSign(f, priv, w))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		r, err := Decode(raw)
+		if err != nil {
+			if r != nil {
+				t.Fatal("record returned with error")
+			}
+			return
+		}
+		// Anything accepted is canonical: signing the decoded fields again
+		// gives the same body (signatures are deterministic only for our key).
+		if !bytes.Equal(r.Bytes(), raw) {
+			t.Fatal("accepted bytes differ from Bytes()")
+		}
+		if r.checkStatic() != nil {
+			t.Fatal("accepted a record that breaks the static rules")
+		}
+	})
+}
+
+func TestParseName(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"acme/exchange", true}, {"a/b", true}, {"a-1.x/y.z-2", true},
+		{strings.Repeat("a", 64) + "/b", true}, {strings.Repeat("a", 65) + "/b", false},
+		{"", false}, {"acme", false}, {"/x", false}, {"x/", false}, {"a/b/c", false},
+		{"Acme/x", false}, {"a_b/c", false}, {"a b/c", false}, {"a/é", false},
+	} {
+		_, err := ParseName(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseName(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalidName) {
+			t.Errorf("ParseName(%q) error does not wrap ErrInvalidName", tc.in)
+		}
+	}
+}
