@@ -1,0 +1,251 @@
+package dht
+
+import (
+	"context"
+	"fmt"
+	"crypto/ed25519"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// clock is a settable clock shared by every node of a test network.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+type testNode struct {
+	dht  *DHT
+	host host.Host
+	priv ed25519.PrivateKey
+}
+
+// testNetwork starts n DHT servers on a mocknet, all linked, each connected
+// to node 0, with refreshed routing tables.
+func testNetwork(t *testing.T, n int, clk *clock) []*testNode {
+	t.Helper()
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	nodes := make([]*testNode, n)
+	for i := range nodes {
+		sk, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 100::/64 is the discard prefix; mocknet never touches a real network.
+		h, err := mn.AddPeer(sk, ma.StringCast(fmt.Sprintf("/ip6/100::%x/tcp/4242", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := sk.Raw()
+		d, err := New(h, Config{Mode: ModeServer, BucketSize: 4, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		nodes[i] = &testNode{dht: d, host: h, priv: ed25519.PrivateKey(raw)}
+	}
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 1; i < n; i++ {
+		if err := nodes[i].host.Connect(ctx, peer.AddrInfo{ID: nodes[0].host.ID()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, nd := range nodes {
+		<-nd.dht.Kad().RefreshRoutingTable()
+	}
+	return nodes
+}
+
+func (n *testNode) record(t *testing.T, name string, seq uint64, now time.Time, endpoint string) *Record {
+	t.Helper()
+	r, err := Sign(n.priv, Record{
+		Name: name, PublicKey: n.priv.Public().(ed25519.PublicKey), Endpoints: []string{endpoint},
+		Seq: seq, Issued: now, Expires: now.Add(60 * time.Second),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func peersOf(recs []*Record) map[peer.ID]bool {
+	m := map[peer.ID]bool{}
+	for _, r := range recs {
+		m[r.Peer] = true
+	}
+	return m
+}
+
+func TestPublishFind(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 16, clk)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	want := map[peer.ID]bool{}
+	for i, nd := range nodes[1:4] {
+		st, err := nd.dht.Publish(ctx, nd.record(t, "acme/exchange", 1, clk.Now(), "127.0.0.1:900"+string(rune('0'+i))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Stored == 0 {
+			t.Fatalf("publish stored nowhere: %+v", st)
+		}
+		want[nd.host.ID()] = true
+	}
+	if _, err := nodes[5].dht.Publish(ctx, nodes[5].record(t, "acme/other", 1, clk.Now(), "127.0.0.1:1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, finder := range []*testNode{nodes[0], nodes[9], nodes[15]} {
+		recs, st, err := finder.dht.Find(ctx, "acme/exchange", clk.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := peersOf(recs)
+		if len(got) != 3 || !got[nodes[1].host.ID()] || !got[nodes[2].host.ID()] || !got[nodes[3].host.ID()] {
+			t.Fatalf("finder %s got %d records %v, stats %+v", finder.host.ID(), len(recs), got, st)
+		}
+	}
+
+	// A newer record replaces the older one everywhere; the older is refused.
+	n1 := nodes[1]
+	if _, err := n1.dht.Publish(ctx, n1.record(t, "acme/exchange", 5, clk.Now(), "127.0.0.1:7777")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.dht.Publish(ctx, n1.record(t, "acme/exchange", 4, clk.Now(), "127.0.0.1:6666")); err == nil {
+		t.Fatal("publishing an older sequence number succeeded")
+	} else if re := (*RemoteError)(nil); !errors.As(err, &re) && !errors.Is(err, ErrStale) {
+		t.Fatalf("older sequence: %v", err)
+	}
+	recs, _, _ := nodes[12].dht.Find(ctx, "acme/exchange", clk.Now)
+	for _, r := range recs {
+		if r.Peer == n1.host.ID() && (r.Seq != 5 || r.Endpoints[0] != "127.0.0.1:7777") {
+			t.Fatalf("stale record served: %+v", r)
+		}
+	}
+
+	// A withdrawal hides the instance.
+	w, err := Sign(n1.priv, Record{Name: "acme/exchange", PublicKey: n1.priv.Public().(ed25519.PublicKey),
+		Seq: 6, Issued: clk.Now(), Expires: clk.Now().Add(time.Minute), Withdrawn: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.dht.Publish(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, _ = nodes[7].dht.Find(ctx, "acme/exchange", clk.Now)
+	if got := peersOf(recs); len(got) != 2 || got[n1.host.ID()] {
+		t.Fatalf("after withdrawal: %v", got)
+	}
+
+	// Past 60 s + skew nothing is served or returned, without anybody
+	// withdrawing: storers drop on serve and finders check again.
+	clk.Add(MaxLifetime + MaxSkew + time.Millisecond)
+	recs, _, err = nodes[9].dht.Find(ctx, "acme/exchange", clk.Now)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("after expiry: %d records, err %v", len(recs), err)
+	}
+}
+
+// TestStorerRejects sends bad records straight to a storer.
+func TestStorerRejects(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 2, clk)
+	a, b := nodes[0], nodes[1]
+	ctx := context.Background()
+	good := a.record(t, "acme/x", 10, clk.Now(), "h:1")
+	for _, tc := range []struct {
+		name string
+		cell string
+		raw  []byte
+	}{
+		{"another name", "acme/y", good.raw},
+		{"bad signature", "acme/x", append(good.raw[:len(good.raw)-1:len(good.raw)-1], good.raw[len(good.raw)-1]^1)},
+		{"garbage", "acme/x", []byte("junk")},
+		{"oversized", "acme/x", make([]byte, MaxRecordSize+100)},
+		{"invalid name", "ACME", good.raw},
+		{"expired", "acme/x", a.record(t, "acme/x", 11, clk.Now().Add(-2*time.Minute), "h:1").raw},
+		{"future", "acme/x", a.record(t, "acme/x", 12, clk.Now().Add(time.Minute), "h:1").raw},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := a.dht.call(ctx, b.host.ID(), request{Op: opPut, Name: tc.cell, Record: tc.raw})
+			var re *RemoteError
+			if !errors.As(err, &re) {
+				t.Fatalf("storer accepted it: %v", err)
+			}
+		})
+	}
+	if n := b.dht.Store().Len(); n != 0 {
+		t.Fatalf("storer holds %d records", n)
+	}
+	c := b.dht.Counters()
+	if c["store_rejected_wrong_name"] == 0 || c["store_rejected_bad_signature"] == 0 || c["store_rejected_expired"] == 0 || c["store_rejected_future"] == 0 {
+		t.Fatalf("rejections not counted: %v", c)
+	}
+}
+
+// TestFinderRejects plants records in a storer's memory behind the
+// validator's back (as a lying storer would serve them): the finder must
+// drop every one of them and count it.
+func TestFinderRejects(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 3, clk)
+	liar, publisher, finder := nodes[0], nodes[1], nodes[2]
+	ctx := context.Background()
+	good := publisher.record(t, "acme/x", 1, clk.Now(), "h:1")
+	other := publisher.record(t, "acme/y", 2, clk.Now(), "h:1")
+	old := publisher.record(t, "acme/x", 3, clk.Now().Add(-2*time.Minute), "h:1")
+	forged := append([]byte{}, good.raw...)
+	forged[len(forged)-1] ^= 1
+	liar.dht.Store().mu.Lock()
+	liar.dht.Store().byName["acme/x"] = map[peer.ID]*Record{
+		"a": {Name: "acme/x", raw: other.raw, Expires: clk.Now().Add(time.Hour)},
+		"b": {Name: "acme/x", raw: old.raw, Expires: clk.Now().Add(time.Hour)},
+		"c": {Name: "acme/x", raw: forged, Expires: clk.Now().Add(time.Hour)},
+	}
+	liar.dht.Store().mu.Unlock()
+	recs, st, err := finder.dht.Find(ctx, "acme/x", clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 0 {
+		t.Fatalf("finder returned %d planted records", len(recs))
+	}
+	if st.Rejected["wrong_name"] != 1 || st.Rejected["expired"] != 1 || st.Rejected["bad_signature"] != 1 {
+		t.Fatalf("rejections: %v", st.Rejected)
+	}
+}
+
+func TestFindNoPeers(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	mn := mocknet.New()
+	defer mn.Close()
+	h, _ := mn.GenPeer()
+	d, err := New(h, Config{Mode: ModeClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, _, err = d.Find(context.Background(), "acme/x", clk.Now)
+	if !errors.Is(err, ErrNoPeers) {
+		t.Fatalf("Find with an empty routing table: %v", err)
+	}
+	if _, _, err := d.Find(context.Background(), "Bad Name", clk.Now); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("Find with a bad name: %v", err)
+	}
+}
