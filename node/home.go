@@ -1,0 +1,190 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+)
+
+// State directory layout, relative to the home directory.
+const (
+	KeyFile   = "identity.key" // libp2p-marshalled ed25519 private key, mode 0600
+	SeqFile   = "seq"          // last sequence number used, decimal
+	LockFile  = "lock"         // held (flock) while a node runs with this home
+	APISocket = "api.sock"     // the local API
+	PeersFile = "peers.json"   // peers seen before (bootstrap.Store)
+)
+
+// HomeEnv names the environment variable that sets the state directory.
+const HomeEnv = "CELLNODE_HOME"
+
+// ErrHomeInUse is returned by New when another node holds the home's lock.
+var ErrHomeInUse = errors.New("node: home directory in use by another cellnode")
+
+// DefaultHome returns $CELLNODE_HOME, or ~/.cellnode.
+func DefaultHome() string {
+	if h := os.Getenv(HomeEnv); h != "" {
+		return h
+	}
+	if d, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(d, ".cellnode")
+	}
+	return ".cellnode"
+}
+
+// ensureHome creates dir with mode 0700 if it does not exist.
+func ensureHome(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("node: create home: %w", err)
+	}
+	return nil
+}
+
+// LoadIdentity reads the node key from home, creating a new ed25519 key
+// (file mode 0600) if there is none. It refuses a key file that others can
+// read, and a key that is not ed25519.
+func LoadIdentity(home string) (crypto.PrivKey, error) {
+	if err := ensureHome(home); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(home, KeyFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		sk, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			return nil, fmt.Errorf("node: generate key: %w", err)
+		}
+		b, err := crypto.MarshalPrivateKey(sk)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(path, b, 0o600); err != nil {
+			return nil, fmt.Errorf("node: save key: %w", err)
+		}
+		return sk, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: read key: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("node: key file %s is accessible by others (mode %v); run chmod 600 on it", path, fi.Mode().Perm())
+	}
+	sk, err := crypto.UnmarshalPrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("node: key file %s is corrupt: %w", path, err)
+	}
+	if sk.Type() != crypto.Ed25519 {
+		return nil, fmt.Errorf("node: key file %s holds a %v key, want ed25519", path, sk.Type())
+	}
+	return sk, nil
+}
+
+// lockHome takes an exclusive, non-blocking lock on home. The returned
+// file releases the lock when closed (or when the process dies).
+func lockHome(home string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(home, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("node: lock home: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s (give each cellnode its own --home)", ErrHomeInUse, home)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	return f, nil
+}
+
+// Sequencer hands out record sequence numbers that never go back, also
+// across restarts: the current time in microseconds, or one more than the
+// last number handed out if the clock is behind it. The last number is kept
+// in a file. It is safe for concurrent use.
+type Sequencer struct {
+	mu   sync.Mutex
+	path string // "" keeps nothing on disk
+	last uint64
+	now  func() time.Time
+}
+
+// NewSequencer loads the last sequence number from path ("" for none).
+func NewSequencer(path string, now func() time.Time) (*Sequencer, error) {
+	s := &Sequencer{path: path, now: now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if path == "" {
+		return s, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("node: read sequence: %w", err)
+	}
+	if len(b) > 0 {
+		if s.last, err = strconv.ParseUint(string(trimSpace(b)), 10, 64); err != nil {
+			return nil, fmt.Errorf("node: sequence file %s is corrupt: %w", path, err)
+		}
+	}
+	return s, nil
+}
+
+// Next returns the next sequence number and records it.
+func (s *Sequencer) Next() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := uint64(s.now().UnixMicro())
+	if n <= s.last {
+		n = s.last + 1
+	}
+	s.last = n
+	if s.path != "" {
+		if err := writeFileAtomic(s.path, []byte(strconv.FormatUint(n, 10)+"\n"), 0o600); err != nil {
+			return 0, fmt.Errorf("node: save sequence: %w", err)
+		}
+	}
+	return n, nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// writeFileAtomic writes b to a temporary file in path's directory and
+// renames it into place, so readers see the old or the new file whole.
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// WriteFileAtomic is writeFileAtomic for other packages (address files).
+func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
+	return writeFileAtomic(path, b, mode)
+}

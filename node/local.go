@@ -1,0 +1,74 @@
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// RuntimeDirEnv names the environment variable that sets the runtime
+// directory where running cells register themselves on this machine.
+const RuntimeDirEnv = "CELLNODE_RUNTIME_DIR"
+
+// DefaultRuntimeDir returns $CELLNODE_RUNTIME_DIR, else
+// $XDG_RUNTIME_DIR/cellnode, else <tmp>/cellnode-<uid>.
+func DefaultRuntimeDir() string {
+	if d := os.Getenv(RuntimeDirEnv); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "cellnode")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("cellnode-%d", os.Getuid()))
+}
+
+// LocalCell is what a running announcer leaves in the runtime directory:
+// enough for a finder on this machine to find the cell with no network,
+// and for `ps` to list it. Record holds the last signed instance record,
+// which a finder verifies like any other.
+type LocalCell struct {
+	Name     string    `json:"name"`
+	Peer     string    `json:"peer"`
+	Endpoint string    `json:"endpoint"` // as given to run, e.g. ":9000"
+	Local    []string  `json:"local_endpoints"`
+	PID      int       `json:"pid"`
+	Home     string    `json:"home"`
+	Started  time.Time `json:"started"`
+	Record   []byte    `json:"record,omitempty"`
+}
+
+func localPath(dir, peerID, name string) string {
+	return filepath.Join(dir, peerID+"."+strings.ReplaceAll(name, "/", "_")+".json")
+}
+
+func writeLocal(dir string, c LocalCell) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(localPath(dir, c.Peer, c.Name), b, 0o600)
+}
+
+// LocalCells reads the cells registered in dir. Unreadable entries are
+// skipped; a missing directory is no cells.
+func LocalCells(dir string) []LocalCell {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	var out []LocalCell
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var c LocalCell
+		if json.Unmarshal(b, &c) == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}

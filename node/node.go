@@ -1,0 +1,295 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cellnode/cellnode/bootstrap"
+	"github.com/cellnode/cellnode/dht"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+)
+
+// DefaultListen are the addresses a node listens on when Config.Listen is
+// empty: TCP and QUIC on every interface, on ports the system picks.
+var DefaultListen = []string{
+	"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1",
+	"/ip6/::/tcp/0", "/ip6/::/udp/0/quic-v1",
+}
+
+// Config configures a Node. The zero value works: a node with its state in
+// DefaultHome, listening on DefaultListen, in DHT auto mode, with no
+// bootstrap peers and no local API.
+type Config struct {
+	// Home is the state directory (identity, sequence, lock, API socket,
+	// peers seen before); "" means DefaultHome(). Created with mode 0700.
+	Home string
+	// Ephemeral gives the node a fresh random identity and takes no lock on
+	// Home, for one-shot commands such as find; it still reads and updates
+	// the peers seen before.
+	Ephemeral bool
+	// Listen are libp2p multiaddrs to listen on; nil means DefaultListen.
+	Listen []string
+	// Bootstrap are the peers Bootstrap dials; nil means none.
+	Bootstrap []peer.AddrInfo
+	// API serves the local API on Home/api.sock.
+	API bool
+	// RuntimeDir is the machine-wide directory where running announcers
+	// register their cells; "" means DefaultRuntimeDir().
+	RuntimeDir string
+	// DHT configures the DHT; the node sets its BootstrapPeers and Logger.
+	DHT dht.Config
+	// Host, when not nil, is used instead of a new libp2p host (the
+	// simulator passes mocknet hosts); Listen is then ignored. Close does
+	// not close it.
+	Host host.Host
+	// Logger receives the node's logs; nil means discard.
+	Logger *slog.Logger
+
+	now func() time.Time // clock seam for tests; nil means time.Now
+}
+
+// Node is one running cellnode. Its methods are safe for concurrent use.
+type Node struct {
+	cfg   Config
+	host  host.Host
+	ownH  bool
+	priv  ed25519.PrivateKey
+	dht   *dht.DHT
+	seq   *Sequencer
+	log   *slog.Logger
+	lock  *os.File
+	peers *bootstrap.Store
+	api   *apiServer
+	now   func() time.Time
+
+	mu         sync.Mutex
+	announcers map[*Announcer]struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts a node: identity, host, DHT and, if asked, the local API. It
+// starts everything or nothing. It does not dial anyone: call Bootstrap.
+func New(cfg Config) (_ *Node, err error) {
+	if cfg.Home == "" {
+		cfg.Home = DefaultHome()
+	}
+	if cfg.RuntimeDir == "" {
+		cfg.RuntimeDir = DefaultRuntimeDir()
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: log, now: cfg.now, announcers: map[*Announcer]struct{}{},
+		peers: bootstrap.NewStore(filepath.Join(cfg.Home, PeersFile))}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := ensureHome(cfg.Home); err != nil {
+		return nil, err
+	}
+	var sk crypto.PrivKey
+	if cfg.Ephemeral || cfg.Host != nil {
+		if cfg.Host != nil {
+			sk = cfg.Host.Peerstore().PrivKey(cfg.Host.ID())
+		}
+		if sk == nil {
+			if sk, _, err = crypto.GenerateEd25519Key(nil); err != nil {
+				return nil, err
+			}
+		}
+		n.seq, _ = NewSequencer("", cfg.now)
+	} else {
+		if n.lock, err = lockHome(cfg.Home); err != nil {
+			return nil, err
+		}
+		if sk, err = LoadIdentity(cfg.Home); err != nil {
+			return nil, err
+		}
+		if n.seq, err = NewSequencer(filepath.Join(cfg.Home, SeqFile), cfg.now); err != nil {
+			return nil, err
+		}
+	}
+	raw, err := sk.Raw()
+	if err != nil || sk.Type() != crypto.Ed25519 {
+		return nil, fmt.Errorf("node: identity must be an ed25519 key")
+	}
+	n.priv = ed25519.PrivateKey(raw)
+
+	if cfg.Host != nil {
+		n.host = cfg.Host
+	} else {
+		if n.host, err = newHost(sk, cfg.Listen); err != nil {
+			return nil, err
+		}
+		n.ownH = true
+	}
+	dcfg := cfg.DHT
+	dcfg.BootstrapPeers = cfg.Bootstrap
+	dcfg.Logger = log
+	if dcfg.Store.Now == nil {
+		dcfg.Store.Now = cfg.now
+	}
+	if n.dht, err = dht.New(n.host, dcfg); err != nil {
+		return nil, err
+	}
+	if cfg.API {
+		if n.api, err = startAPI(n, filepath.Join(cfg.Home, APISocket)); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "home", cfg.Home)
+	return n, nil
+}
+
+// newHost builds the libp2p host: TCP and QUIC with libp2p's default
+// security (Noise, TLS) and muxers, a connection manager sized for a public
+// node, and the default resource manager.
+func newHost(sk crypto.PrivKey, listen []string) (host.Host, error) {
+	if len(listen) == 0 {
+		listen = DefaultListen
+	}
+	cm, err := connmgr.NewConnManager(100, 400, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, err
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(sk),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.ConnectionManager(cm),
+	)
+	if err != nil {
+		msg := err.Error()
+		if strings.Contains(msg, "address already in use") {
+			return nil, fmt.Errorf("node: listen %s: address already in use (pick another port with --listen)", strings.Join(listen, ", "))
+		}
+		return nil, fmt.Errorf("node: start libp2p host on %s: %w", strings.Join(listen, ", "), err)
+	}
+	return h, nil
+}
+
+// ID returns the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host returns the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// DHT returns the node's cell DHT.
+func (n *Node) DHT() *dht.DHT { return n.dht }
+
+// Addrs returns the node's full multiaddrs, each ending in /p2p/<id>.
+func (n *Node) Addrs() []string {
+	var out []string
+	for _, a := range n.host.Addrs() {
+		out = append(out, a.String()+"/p2p/"+n.host.ID().String())
+	}
+	return out
+}
+
+// ErrOffline is returned (wrapped) by Bootstrap when no bootstrap peer and
+// no peer seen before could be reached.
+var ErrOffline = errors.New("node: offline: no bootstrap peer or known peer reachable")
+
+// Bootstrap connects to the configured bootstrap peers, falling back to the
+// peers seen before, and waits until the DHT routing table holds a peer.
+// With no bootstrap peers configured and none seen before it returns
+// ErrOffline at once. On success it remembers the connected peers.
+func (n *Node) Bootstrap(ctx context.Context) error {
+	known, err := n.peers.Load()
+	if err != nil {
+		n.log.Warn("ignoring peers seen before", "err", err)
+	}
+	if len(n.cfg.Bootstrap) == 0 && len(known) == 0 {
+		return fmt.Errorf("%w (no bootstrap peers configured)", ErrOffline)
+	}
+	connected, err := bootstrap.Connect(ctx, n.host, n.cfg.Bootstrap, known, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrOffline, err)
+	}
+	n.log.Info("bootstrapped", "peers", len(connected))
+	// Identify runs after the connection is up; the routing table takes a
+	// peer once identify shows it speaks the DHT protocol.
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for n.dht.Kad().RoutingTable().Size() == 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: connected to %d peers but none serves the cell DHT", ErrOffline, len(connected))
+		case <-t.C:
+		}
+	}
+	n.rememberPeers()
+	return nil
+}
+
+// rememberPeers saves the routing table's peers with their addresses.
+func (n *Node) rememberPeers() {
+	var infos []peer.AddrInfo
+	for _, p := range n.dht.Kad().RoutingTable().ListPeers() {
+		if addrs := n.host.Peerstore().Addrs(p); len(addrs) > 0 {
+			infos = append(infos, peer.AddrInfo{ID: p, Addrs: addrs})
+		}
+	}
+	if len(infos) == 0 {
+		return
+	}
+	if err := n.peers.Save(infos); err != nil {
+		n.log.Warn("could not save peers", "err", err)
+	}
+}
+
+// Close withdraws every announced cell (best effort, bounded to 3 s),
+// stops the API, the DHT and the host, and releases the home lock. It is
+// safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		as := make([]*Announcer, 0, len(n.announcers))
+		for a := range n.announcers {
+			as = append(as, a)
+		}
+		n.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		for _, a := range as {
+			a.Stop(ctx)
+		}
+		if n.api != nil {
+			n.api.close()
+		}
+		if n.dht != nil {
+			n.rememberPeers()
+			n.closeErr = errors.Join(n.closeErr, n.dht.Close())
+		}
+		if n.ownH && n.host != nil {
+			n.closeErr = errors.Join(n.closeErr, n.host.Close())
+		}
+		if n.lock != nil {
+			n.lock.Close()
+		}
+	})
+	return n.closeErr
+}
