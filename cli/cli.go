@@ -1,0 +1,130 @@
+// Package cli is the cellnode command line: commands, flags, and output for
+// people (tables) and programs (--json). It is a library: Run takes the
+// arguments and the writers, so tests run commands in process and read what
+// they print. Commands on a machine where a node runs talk to it through its
+// local API instead of starting a node of their own.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0 // success
+	ExitFailure  = 1 // the command ran and failed, or found nothing
+	ExitUsage    = 2 // bad usage or input
+	exitInternal = 1
+)
+
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, a ...any) error {
+	return &exitError{code: ExitUsage, err: fmt.Errorf(format, a...)}
+}
+
+// failErr is an error that exits 1 after printing its message; an error
+// that already carries an exit code keeps it.
+func failErr(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code: ExitFailure, err: err}
+}
+
+// silentExit exits with code without printing anything more.
+type silentExit int
+
+func (s silentExit) Error() string { return fmt.Sprintf("exit %d", int(s)) }
+
+// env is what commands share: the writers and the logger.
+type env struct {
+	stdout, stderr io.Writer
+	logLevel       string
+}
+
+// logger returns a logger on stderr at the --log-level, or at def when the
+// flag was not given.
+func (e *env) logger(def slog.Level) *slog.Logger {
+	lvl := def
+	if e.logLevel != "" {
+		_ = lvl.UnmarshalText([]byte(e.logLevel))
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// Run runs the cellnode command line with args (without the program name)
+// and returns the process exit code. ctx ends long-running commands (run,
+// bootstrap) cleanly; main cancels it on SIGINT and SIGTERM.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "cellnode",
+		Short: "Find and announce cells on a peer-to-peer network",
+		Long: `cellnode replaces the central cell registry with a peer-to-peer network.
+Each cell runs "cellnode run" beside its service; the node publishes signed
+60-second instance records to a Kademlia DHT, and "cellnode find" returns the
+live instances of a cell ranked by measured latency.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (default info for run and bootstrap, warn otherwise)")
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageErr("%v\nRun '%s --help' for usage.", err, c.CommandPath())
+	})
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		var l slog.Level
+		if e.logLevel != "" && l.UnmarshalText([]byte(e.logLevel)) != nil {
+			return usageErr("--log-level %q: want debug, info, warn or error", e.logLevel)
+		}
+		return nil
+	}
+	root.AddCommand(runCmd(e), findCmd(e), bootstrapCmd(e), demoCmd(e))
+	root.CompletionOptions.DisableDefaultCmd = true
+
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var se silentExit
+	if errors.As(err, &se) {
+		return int(se)
+	}
+	var ee *exitError
+	code := exitInternal
+	if errors.As(err, &ee) {
+		code = ee.code
+	} else if strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)") {
+		code = ExitUsage
+	}
+	fmt.Fprintf(stderr, "cellnode: %v\n", err)
+	return code
+}
+
+// exactArgs is cobra.ExactArgs with a usage exit code and a clearer message.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErr("%s takes %s\nRun '%s --help' for usage.", c.CommandPath(), what, c.CommandPath())
+		}
+		return nil
+	}
+}

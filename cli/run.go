@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/node"
+	"github.com/ipfs/go-cid"
+	"github.com/spf13/cobra"
+)
+
+func runCmd(e *env) *cobra.Command {
+	var nf netFlags
+	var name, endpoint, dir, region, mode string
+	var check time.Duration
+	c := &cobra.Command{
+		Use:   "run --endpoint HOST:PORT|unix:PATH [--name ORG/NAME]",
+		Short: "Announce a cell's service on the network while it answers",
+		Long: `Run starts a node beside a cell's service. It checks the service's endpoint
+(TCP connect or unix-socket dial) every few seconds, publishes a signed
+60-second instance record while the service answers (republishing every
+20 s), and withdraws it as soon as the service stops answering or the node
+is stopped (SIGINT, SIGTERM).
+
+Without --name the cell's name comes from Cell.json in --dir; when --dir is
+a git repository the record also carries the CID of its HEAD commit. An
+endpoint bound to every interface (":9000", "0.0.0.0:9000") is announced at
+the addresses the node is known by, public before private.
+
+Other cellnode commands on this machine use the node through its local API
+(a unix socket in the state directory).`,
+		Example: `  cellnode run --name acme/exchange --endpoint :9000
+  cellnode run --dir ./exchange --endpoint unix:/run/cells/exchange.sock --region eu-west
+  cellnode run --name acme/exchange --endpoint 127.0.0.1:9000 --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`,
+		Args: exactArgs(0, "no arguments (use --name and --endpoint)"),
+		RunE: func(c *cobra.Command, _ []string) error {
+			log := e.logger(slog.LevelInfo)
+			if endpoint == "" {
+				return usageErr("--endpoint is required (HOST:PORT, :PORT or unix:PATH)")
+			}
+			if _, err := node.ParseEndpoint(endpoint); err != nil {
+				return usageErr("%v", err)
+			}
+			dm, err := parseMode(mode)
+			if err != nil {
+				return err
+			}
+			cellName, commit, err := cellIdentity(name, dir, log)
+			if err != nil {
+				return err
+			}
+			peers, err := nf.peers(c.Context(), log)
+			if err != nil {
+				return err
+			}
+			cfg := node.Config{Home: nf.home, Listen: nf.listen, Bootstrap: peers, API: true, Logger: log}
+			cfg.DHT.Mode = dm
+			n, err := node.New(cfg)
+			if err != nil {
+				return failErr(err)
+			}
+			defer n.Close()
+			bctx, cancel := context.WithTimeout(c.Context(), 15*time.Second)
+			if err := n.Bootstrap(bctx); err != nil {
+				log.Warn("offline: the cell is visible on this machine only until a peer answers", "err", err)
+			}
+			cancel()
+			a, err := n.Announce(node.Announcement{Name: cellName, Endpoint: endpoint, Region: region, Manifest: commit, CheckInterval: check})
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			fmt.Fprintf(e.stdout, "cellnode: running %s as %s; endpoint %s\n", cellName, n.ID(), endpoint)
+			for _, addr := range n.Addrs() {
+				fmt.Fprintf(e.stdout, "  listening on %s\n", addr)
+			}
+			<-c.Context().Done()
+			log.Info("stopping: withdrawing", "cell", cellName)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			a.Stop(ctx)
+			return nil
+		},
+	}
+	nf.add(c.Flags(), true)
+	fs := c.Flags()
+	fs.StringVar(&name, "name", "", "cell name ORG/NAME (default: the name in Cell.json in --dir)")
+	fs.StringVar(&endpoint, "endpoint", "", "the service's endpoint: HOST:PORT, :PORT (all interfaces) or unix:PATH")
+	fs.StringVar(&dir, "dir", ".", "the cell's directory (Cell.json, git repository)")
+	fs.StringVar(&region, "region", "", "region to announce, e.g. eu-west")
+	fs.StringVar(&mode, "dht-mode", "auto", "serve the DHT: auto (when publicly reachable), server or client")
+	fs.DurationVar(&check, "check-interval", 2*time.Second, "how often to check the service")
+	return c
+}
+
+// cellIdentity works out the cell's name and manifest commit from --name and
+// --dir: a Cell.json there must agree with --name; a git repository there
+// gives the commit CID of HEAD.
+func cellIdentity(name, dir string, log *slog.Logger) (string, cid.Cid, error) {
+	m, err := manifest.Load(dir)
+	switch {
+	case err == nil:
+		if name != "" && name != m.Name {
+			return "", cid.Undef, usageErr("--name %s differs from the name %s in %s/%s", name, m.Name, dir, manifest.FileName)
+		}
+		name = m.Name
+	case errors.Is(err, manifest.ErrNotFound):
+		if name == "" {
+			return "", cid.Undef, usageErr("no --name given and %v", err)
+		}
+	default:
+		return "", cid.Undef, usageErr("%v", err)
+	}
+	if err := checkName(name); err != nil {
+		return "", cid.Undef, err
+	}
+	commit, err := manifest.CommitCID(dir, "")
+	switch {
+	case err == nil:
+		if dirty, derr := manifest.Dirty(dir); derr == nil && dirty {
+			log.Warn("Cell.json has uncommitted changes; the record names the committed manifest", "cid", commit)
+		}
+	case errors.Is(err, manifest.ErrNotRepo), errors.Is(err, manifest.ErrNoCommits):
+		commit = cid.Undef
+	default:
+		log.Warn("no manifest commit in the record", "dir", dir, "err", strings.TrimPrefix(err.Error(), "manifest: "))
+		commit = cid.Undef
+	}
+	return name, commit, nil
+}
