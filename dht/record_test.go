@@ -126,7 +126,12 @@ func TestVerifyRejects(t *testing.T) {
 		{"null endpoints", reencode(t, good, priv, func(b *body) { b.Endpoints = nil }), "", now, ErrMalformed},
 		{"seq zero", reencode(t, good, priv, func(b *body) { b.Seq = 0 }), "", now, ErrMalformed},
 		{"short key", reencode(t, good, priv, func(b *body) { b.Key = b.Key[:31] }), "", now, ErrMalformed},
-		{"too many endpoints", reencode(t, good, priv, func(b *body) { b.Endpoints = make([]string, MaxEndpoints+1); for i := range b.Endpoints { b.Endpoints[i] = "h:1" } }), "", now, ErrMalformed},
+		{"too many endpoints", reencode(t, good, priv, func(b *body) {
+			b.Endpoints = make([]string, MaxEndpoints+1)
+			for i := range b.Endpoints {
+				b.Endpoints[i] = "h:1"
+			}
+		}), "", now, ErrMalformed},
 		{"long region", reencode(t, good, priv, func(b *body) { b.Region = strings.Repeat("r", MaxRegionLen+1) }), "", now, ErrMalformed},
 		{"bad manifest cid", reencode(t, good, priv, func(b *body) { b.Manifest = []byte{1, 2, 3} }), "", now, ErrMalformed},
 	}
