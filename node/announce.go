@@ -183,7 +183,9 @@ func (an *Announcer) publish(ctx context.Context) {
 	}
 	// Register locally first: finders on this machine see the cell even
 	// when the network does not answer.
-	if err := writeLocal(an.n.cfg.RuntimeDir, LocalCell{
+	if an.n.cfg.NoRuntimeDir {
+		// nothing to register
+	} else if err := writeLocal(an.n.cfg.RuntimeDir, LocalCell{
 		Name: an.a.Name, Peer: an.n.ID().String(), Endpoint: an.ep.String(), Local: []string{an.ep.checkAddr()},
 		PID: os.Getpid(), Home: an.n.cfg.Home, Started: an.started, Record: r.Bytes(),
 	}); err != nil {
@@ -209,7 +211,9 @@ func (an *Announcer) publish(ctx context.Context) {
 }
 
 func (an *Announcer) withdraw(ctx context.Context) {
-	_ = os.Remove(localPath(an.n.cfg.RuntimeDir, an.n.ID().String(), an.a.Name))
+	if !an.n.cfg.NoRuntimeDir {
+		_ = os.Remove(localPath(an.n.cfg.RuntimeDir, an.n.ID().String(), an.a.Name))
+	}
 	r, _, err := an.sign(true)
 	if err != nil {
 		an.fail(err)

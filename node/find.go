@@ -52,7 +52,7 @@ func (n *Node) Find(ctx context.Context, name string) (*FindResult, error) {
 	for _, r := range recs {
 		raws = append(raws, r.Bytes())
 	}
-	for _, c := range LocalCells(n.cfg.RuntimeDir) {
+	for _, c := range n.localCells() {
 		if c.Name == name && len(c.Record) > 0 {
 			raws = append(raws, c.Record)
 		}
@@ -107,4 +107,11 @@ func Rank(ctx context.Context, recs []*dht.Record) []Instance {
 		return a.Peer < b.Peer
 	})
 	return out
+}
+
+func (n *Node) localCells() []LocalCell {
+	if n.cfg.NoRuntimeDir {
+		return nil
+	}
+	return LocalCells(n.cfg.RuntimeDir)
 }

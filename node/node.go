@@ -35,7 +35,9 @@ var DefaultListen = []string{
 // bootstrap peers and no local API.
 type Config struct {
 	// Home is the state directory (identity, sequence, lock, API socket,
-	// peers seen before); "" means DefaultHome(). Created with mode 0700.
+	// peers seen before); "" means DefaultHome(), except for an Ephemeral
+	// node or one given a Host, for which "" means no state on disk at all.
+	// Created with mode 0700.
 	Home string
 	// Ephemeral gives the node a fresh random identity and takes no lock on
 	// Home, for one-shot commands such as find; it still reads and updates
@@ -50,6 +52,10 @@ type Config struct {
 	// RuntimeDir is the machine-wide directory where running announcers
 	// register their cells; "" means DefaultRuntimeDir().
 	RuntimeDir string
+	// NoRuntimeDir neither registers announced cells on this machine nor
+	// reads the cells registered there (the simulator's nodes share a
+	// machine, not a network position).
+	NoRuntimeDir bool
 	// DHT configures the DHT; the node sets its BootstrapPeers and Logger.
 	DHT dht.Config
 	// Host, when not nil, is used instead of a new libp2p host (the
@@ -86,8 +92,12 @@ type Node struct {
 // New starts a node: identity, host, DHT and, if asked, the local API. It
 // starts everything or nothing. It does not dial anyone: call Bootstrap.
 func New(cfg Config) (_ *Node, err error) {
-	if cfg.Home == "" {
+	inMemory := cfg.Home == "" && (cfg.Ephemeral || cfg.Host != nil)
+	if cfg.Home == "" && !inMemory {
 		cfg.Home = DefaultHome()
+	}
+	if inMemory && cfg.API {
+		return nil, errors.New("node: the local API needs a home directory")
 	}
 	if cfg.RuntimeDir == "" {
 		cfg.RuntimeDir = DefaultRuntimeDir()
@@ -99,15 +109,17 @@ func New(cfg Config) (_ *Node, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, now: cfg.now, announcers: map[*Announcer]struct{}{},
-		peers: bootstrap.NewStore(filepath.Join(cfg.Home, PeersFile))}
+	n := &Node{cfg: cfg, log: log, now: cfg.now, announcers: map[*Announcer]struct{}{}}
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
-	if err := ensureHome(cfg.Home); err != nil {
-		return nil, err
+	if !inMemory {
+		if err := ensureHome(cfg.Home); err != nil {
+			return nil, err
+		}
+		n.peers = bootstrap.NewStore(filepath.Join(cfg.Home, PeersFile))
 	}
 	var sk crypto.PrivKey
 	if cfg.Ephemeral || cfg.Host != nil {
@@ -218,9 +230,12 @@ var ErrOffline = errors.New("node: offline: no bootstrap peer or known peer reac
 // With no bootstrap peers configured and none seen before it returns
 // ErrOffline at once. On success it remembers the connected peers.
 func (n *Node) Bootstrap(ctx context.Context) error {
-	known, err := n.peers.Load()
-	if err != nil {
-		n.log.Warn("ignoring peers seen before", "err", err)
+	var known []peer.AddrInfo
+	if n.peers != nil {
+		var err error
+		if known, err = n.peers.Load(); err != nil {
+			n.log.Warn("ignoring peers seen before", "err", err)
+		}
 	}
 	if len(n.cfg.Bootstrap) == 0 && len(known) == 0 {
 		return fmt.Errorf("%w (no bootstrap peers configured)", ErrOffline)
@@ -247,6 +262,9 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 
 // rememberPeers saves the routing table's peers with their addresses.
 func (n *Node) rememberPeers() {
+	if n.peers == nil {
+		return
+	}
 	var infos []peer.AddrInfo
 	for _, p := range n.dht.Kad().RoutingTable().ListPeers() {
 		if addrs := n.host.Peerstore().Addrs(p); len(addrs) > 0 {
