@@ -249,3 +249,49 @@ func TestFindNoPeers(t *testing.T) {
 		t.Fatalf("Find with a bad name: %v", err)
 	}
 }
+
+// TestValidator covers the kad-dht value validator of the cell namespace:
+// a record is valid only under its own /cell/<name>/<peer> key.
+func TestValidator(t *testing.T) {
+	clk := &clock{t: t0.Add(time.Second)}
+	v := Validator{Now: clk.Now}
+	priv, other := testKey(1), testKey(2)
+	rec, err := Sign(priv, testRecord(priv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherRec, _ := Sign(other, testRecord(other))
+	key := ValueKey(rec)
+	for _, tc := range []struct {
+		name string
+		key  string
+		raw  []byte
+		want error
+	}{
+		{"own key", key, rec.Bytes(), nil},
+		{"another peer's key", ValueKey(otherRec), rec.Bytes(), ErrPeerMismatch},
+		{"another name", "/cell/acme/other/" + rec.Peer.String(), rec.Bytes(), ErrWrongName},
+		{"no peer part", "/cell/acme", rec.Bytes(), ErrWrongName},
+		{"garbage", key, []byte("x"), ErrMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.Validate(tc.key, tc.raw)
+			if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+				t.Fatalf("Validate = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	clk.Add(2 * time.Minute)
+	if err := v.Validate(key, rec.Bytes()); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired record: %v", err)
+	}
+	newer := testRecord(priv)
+	newer.Seq++
+	nr, _ := Sign(priv, newer)
+	if i, err := v.Select(key, [][]byte{rec.Bytes(), nr.Bytes(), rec.Bytes()}); err != nil || i != 1 {
+		t.Fatalf("Select = %d, %v; want 1", i, err)
+	}
+	if i, _ := v.Select(key, [][]byte{rec.Bytes(), rec.Bytes()}); i != 0 {
+		t.Fatalf("Select on a tie = %d, want 0", i)
+	}
+}

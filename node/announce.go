@@ -183,9 +183,7 @@ func (an *Announcer) publish(ctx context.Context) {
 	}
 	// Register locally first: finders on this machine see the cell even
 	// when the network does not answer.
-	if an.n.cfg.NoRuntimeDir {
-		// nothing to register
-	} else if err := writeLocal(an.n.cfg.RuntimeDir, LocalCell{
+	if err := an.n.registerLocal(LocalCell{
 		Name: an.a.Name, Peer: an.n.ID().String(), Endpoint: an.ep.String(), Local: []string{an.ep.checkAddr()},
 		PID: os.Getpid(), Home: an.n.cfg.Home, Started: an.started, Record: r.Bytes(),
 	}); err != nil {
@@ -211,9 +209,7 @@ func (an *Announcer) publish(ctx context.Context) {
 }
 
 func (an *Announcer) withdraw(ctx context.Context) {
-	if !an.n.cfg.NoRuntimeDir {
-		_ = os.Remove(localPath(an.n.cfg.RuntimeDir, an.n.ID().String(), an.a.Name))
-	}
+	an.n.unregisterLocal(an.a.Name)
 	r, _, err := an.sign(true)
 	if err != nil {
 		an.fail(err)

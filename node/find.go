@@ -108,10 +108,3 @@ func Rank(ctx context.Context, recs []*dht.Record) []Instance {
 	})
 	return out
 }
-
-func (n *Node) localCells() []LocalCell {
-	if n.cfg.NoRuntimeDir {
-		return nil
-	}
-	return LocalCells(n.cfg.RuntimeDir)
-}

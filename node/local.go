@@ -72,3 +72,27 @@ func LocalCells(dir string) []LocalCell {
 	}
 	return out
 }
+
+// registerLocal records c in the node's runtime directory, unless the node
+// has none.
+func (n *Node) registerLocal(c LocalCell) error {
+	if n.cfg.NoRuntimeDir {
+		return nil
+	}
+	return writeLocal(n.cfg.RuntimeDir, c)
+}
+
+// unregisterLocal removes the node's entry for the cell name.
+func (n *Node) unregisterLocal(name string) {
+	if !n.cfg.NoRuntimeDir {
+		_ = os.Remove(localPath(n.cfg.RuntimeDir, n.ID().String(), name))
+	}
+}
+
+// localCells returns the cells registered in the node's runtime directory.
+func (n *Node) localCells() []LocalCell {
+	if n.cfg.NoRuntimeDir {
+		return nil
+	}
+	return LocalCells(n.cfg.RuntimeDir)
+}

@@ -6,12 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 type fakeClock struct {
@@ -335,6 +337,36 @@ func TestEndpoint(t *testing.T) {
 		e, err := ParseEndpoint(tc.in)
 		if (err == nil) != tc.ok || (err == nil && e.Wildcard() != tc.wild) {
 			t.Errorf("ParseEndpoint(%q) = %+v, %v", tc.in, e, err)
+		}
+	}
+}
+
+func TestExpandWildcard(t *testing.T) {
+	addrs := []ma.Multiaddr{
+		ma.StringCast("/ip4/127.0.0.1/tcp/4001"),
+		ma.StringCast("/ip4/192.168.1.7/tcp/4001"),
+		ma.StringCast("/ip4/203.0.113.5/udp/4001/quic-v1"),
+		ma.StringCast("/ip6/fe80::1/tcp/4001"),
+		ma.StringCast("/ip6/2001:db8::5/tcp/4001"),
+		ma.StringCast("/ip4/192.168.1.7/udp/4001/quic-v1"), // duplicate IP
+	}
+	for _, tc := range []struct {
+		ep    string
+		addrs []ma.Multiaddr
+		want  []string
+	}{
+		{":9000", addrs, []string{"203.0.113.5:9000", "[2001:db8::5]:9000", "192.168.1.7:9000"}},
+		{"0.0.0.0:9000", addrs[:1], []string{"127.0.0.1:9000"}},
+		{"[::]:9000", nil, []string{"[::1]:9000"}},
+		{"10.1.2.3:9000", addrs, []string{"10.1.2.3:9000"}},
+		{"unix:/run/x.sock", addrs, []string{"unix:/run/x.sock"}},
+	} {
+		e, err := ParseEndpoint(tc.ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.expand(tc.addrs); !slices.Equal(got, tc.want) {
+			t.Errorf("expand(%s) = %v, want %v", tc.ep, got, tc.want)
 		}
 	}
 }
