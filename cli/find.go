@@ -3,15 +3,12 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
@@ -20,6 +17,7 @@ func findCmd(e *env) *cobra.Command {
 	var nf netFlags
 	var asJSON bool
 	var timeout time.Duration
+	var fingerprint, version string
 	c := &cobra.Command{
 		Use:   "find ORG/NAME",
 		Short: "List the live instances of a cell, fastest first",
@@ -30,9 +28,14 @@ through a short-lived node of its own), pings every endpoint in parallel
 unreachable ones, marked.
 
 With no network it lists the cells running on this machine and says so.
+--fingerprint and --version fetch the manifest of each distinct commit the
+instances announce (from those instances, checking every hash) and keep only
+compatible instances; instances that announce no manifest are left out.
+
 Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 		Example: `  cellnode find acme/exchange
   cellnode find acme/exchange --json --timeout 5s
+  cellnode find acme/exchange --fingerprint 9f2c44d1a07be311 --version '^1.4'
   cellnode find acme/exchange --bootstrap /ip4/203.0.113.9/tcp/4001/p2p/12D3KooW...`,
 		Args: exactArgs(1, "one cell name (ORG/NAME)"),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -44,7 +47,11 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 			}
 			ctx, cancel := context.WithTimeout(c.Context(), timeout)
 			defer cancel()
-			res, err := find(ctx, e, &nf, args[0])
+			filt, err := newFilter(fingerprint, version)
+			if err != nil {
+				return err
+			}
+			res, err := find(ctx, e, &nf, args[0], filt)
 			if err != nil {
 				return failErr(err)
 			}
@@ -72,45 +79,24 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 	nf.add(c.Flags(), false)
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up after this long")
+	c.Flags().StringVar(&fingerprint, "fingerprint", "", "keep only instances whose manifest has this schema fingerprint (hex)")
+	c.Flags().StringVar(&version, "version", "", "keep only instances whose manifest version matches: 1.2.3, or a range such as '>=1.2, <2'")
 	return c
 }
 
-// find asks the local node when one runs with this home, else starts an
-// ephemeral DHT client.
-func find(ctx context.Context, e *env, nf *netFlags, name string) (*node.FindResult, error) {
-	home := nf.home
-	if home == "" {
-		home = node.DefaultHome()
-	}
-	if len(nf.bootstrap) == 0 {
-		if cl, err := node.Dial(home); err == nil {
-			return cl.Find(ctx, name)
-		}
-	}
-	log := e.logger(slog.LevelWarn)
-	peers, err := nf.peers(ctx, log)
+// find runs a find through a session, and keeps only the instances whose
+// manifest matches the filter when one is given.
+func find(ctx context.Context, e *env, nf *netFlags, name string, filt filter) (*node.FindResult, error) {
+	s, err := openSession(ctx, e, nf, true)
 	if err != nil {
 		return nil, err
 	}
-	n, err := node.New(node.Config{
-		Home: home, Ephemeral: true, Bootstrap: peers, Logger: log,
-		Listen: []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
-		DHT:    dht.Config{Mode: dht.ModeClient},
-	})
-	if err != nil {
-		return nil, err
+	defer s.close()
+	res, err := s.find(ctx, name)
+	if err != nil || filt.empty() {
+		return res, err
 	}
-	defer n.Close()
-	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = n.Bootstrap(bctx)
-	cancel()
-	if err != nil && !errors.Is(err, node.ErrOffline) {
-		return nil, err
-	}
-	if err != nil {
-		log.Debug("bootstrap", "err", err)
-	}
-	return n.Find(ctx, name)
+	return filt.apply(ctx, e, s, res)
 }
 
 func printTable(w io.Writer, res *node.FindResult) {

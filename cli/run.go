@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"path/filepath"
 	"time"
 
 	"github.com/cellnode/cellnode/manifest"
@@ -16,7 +16,7 @@ import (
 
 func runCmd(e *env) *cobra.Command {
 	var nf netFlags
-	var name, endpoint, dir, region, mode string
+	var name, endpoint, dir, ref, region, mode string
 	var check time.Duration
 	c := &cobra.Command{
 		Use:   "run --endpoint HOST:PORT|unix:PATH [--name ORG/NAME]",
@@ -50,7 +50,7 @@ Other cellnode commands on this machine use the node through its local API
 			if err != nil {
 				return err
 			}
-			cellName, commit, err := cellIdentity(name, dir, log)
+			cellName, commit, err := cellIdentity(name, dir, ref, log)
 			if err != nil {
 				return err
 			}
@@ -65,6 +65,11 @@ Other cellnode commands on this machine use the node through its local API
 				return failErr(err)
 			}
 			defer n.Close()
+			if commit.Defined() {
+				if err := n.ServeManifest(dir, commit); err != nil {
+					log.Warn("not serving the manifest commit", "cid", commit, "err", err)
+				}
+			}
 			bctx, cancel := context.WithTimeout(c.Context(), 15*time.Second)
 			if err := n.Bootstrap(bctx); err != nil {
 				log.Warn("offline: the cell is visible on this machine only until a peer answers", "err", err)
@@ -91,21 +96,24 @@ Other cellnode commands on this machine use the node through its local API
 	fs.StringVar(&name, "name", "", "cell name ORG/NAME (default: the name in Cell.json in --dir)")
 	fs.StringVar(&endpoint, "endpoint", "", "the service's endpoint: HOST:PORT, :PORT (all interfaces) or unix:PATH")
 	fs.StringVar(&dir, "dir", ".", "the cell's directory (Cell.json, git repository)")
+	fs.StringVar(&ref, "ref", "", "the manifest's commit: branch, tag or hash (default HEAD)")
 	fs.StringVar(&region, "region", "", "region to announce, e.g. eu-west")
 	fs.StringVar(&mode, "dht-mode", "auto", "serve the DHT: auto (when publicly reachable), server or client")
 	fs.DurationVar(&check, "check-interval", 2*time.Second, "how often to check the service")
 	return c
 }
 
-// cellIdentity works out the cell's name and manifest commit from --name and
-// --dir: a Cell.json there must agree with --name; a git repository there
-// gives the commit CID of HEAD.
-func cellIdentity(name, dir string, log *slog.Logger) (string, cid.Cid, error) {
+// cellIdentity works out the cell's name and manifest commit from --name,
+// --dir and --ref: a Cell.json in --dir must agree with --name; a git
+// repository there gives the commit (HEAD, or --ref), whose own Cell.json
+// must name the same cell. Without a repository the record carries no
+// commit; an explicit --ref then is an error.
+func cellIdentity(name, dir, ref string, log *slog.Logger) (string, cid.Cid, error) {
 	m, err := manifest.Load(dir)
 	switch {
 	case err == nil:
 		if name != "" && name != m.Name {
-			return "", cid.Undef, usageErr("--name %s differs from the name %s in %s/%s", name, m.Name, dir, manifest.FileName)
+			return "", cid.Undef, usageErr("--name %s differs from the name %s in %s", name, m.Name, filepath.Join(dir, manifest.FileName))
 		}
 		name = m.Name
 	case errors.Is(err, manifest.ErrNotFound):
@@ -118,17 +126,25 @@ func cellIdentity(name, dir string, log *slog.Logger) (string, cid.Cid, error) {
 	if err := checkName(name); err != nil {
 		return "", cid.Undef, err
 	}
-	commit, err := manifest.CommitCID(dir, "")
-	switch {
-	case err == nil:
-		if dirty, derr := manifest.Dirty(dir); derr == nil && dirty {
-			log.Warn("Cell.json has uncommitted changes; the record names the committed manifest", "cid", commit)
+	commit, err := manifest.CommitCID(dir, ref)
+	if err != nil {
+		if ref == "" && (errors.Is(err, manifest.ErrNotRepo) || errors.Is(err, manifest.ErrNoCommits)) {
+			return name, cid.Undef, nil
 		}
-	case errors.Is(err, manifest.ErrNotRepo), errors.Is(err, manifest.ErrNoCommits):
-		commit = cid.Undef
-	default:
-		log.Warn("no manifest commit in the record", "dir", dir, "err", strings.TrimPrefix(err.Error(), "manifest: "))
-		commit = cid.Undef
+		return "", cid.Undef, usageErr("--ref: %v", err)
+	}
+	at, err := manifest.AtCommit(dir, commit)
+	switch {
+	case errors.Is(err, manifest.ErrNoManifest):
+		log.Warn("the commit has no Cell.json at its root; announcing without a manifest", "cid", commit)
+		return name, cid.Undef, nil
+	case err != nil:
+		return "", cid.Undef, usageErr("Cell.json at %s: %v", commit, err)
+	case at.Name != name:
+		return "", cid.Undef, usageErr("the Cell.json committed at %s names %s, not %s", commit, at.Name, name)
+	}
+	if dirty, derr := manifest.Dirty(dir); derr == nil && dirty {
+		log.Warn("Cell.json has uncommitted changes; the record names the committed manifest", "cid", commit)
 	}
 	return name, commit, nil
 }

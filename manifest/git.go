@@ -371,3 +371,34 @@ func blobHash(path string) (plumbing.Hash, error) {
 	}
 	return h.Sum(), nil
 }
+
+// AtCommit reads Cell.json from the root of the tree of commit c in the
+// repository containing dir. The error wraps ErrNoManifest when the tree
+// has none, and ErrInvalid when it does not parse.
+func AtCommit(dir string, c cid.Cid) (*Manifest, error) {
+	h, err := HashOf(c)
+	if err != nil {
+		return nil, err
+	}
+	r, _, err := openRepo(dir)
+	if err != nil {
+		return nil, err
+	}
+	commit, err := r.CommitObject(h)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: commit %s: %w", h, err)
+	}
+	tree, err := commit.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("manifest: tree of %s: %w", h, err)
+	}
+	f, err := tree.File(FileName)
+	if err != nil {
+		return nil, fmt.Errorf("%w: commit %s", ErrNoManifest, h)
+	}
+	s, err := f.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("manifest: read %s at %s: %w", FileName, h, err)
+	}
+	return Parse([]byte(s))
+}

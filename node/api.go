@@ -11,6 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cellnode/cellnode/manifest"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // ErrNoLocalNode is returned by Dial when no node serves the API of home.
@@ -78,6 +81,25 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
+	mux.HandleFunc("GET /v1/manifest", func(w http.ResponseWriter, r *http.Request) {
+		c, err := manifest.ParseCID(r.URL.Query().Get("cid"))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		var hints []peer.ID
+		for _, h := range r.URL.Query()["hint"] {
+			if id, err := peer.Decode(h); err == nil {
+				hints = append(hints, id)
+			}
+		}
+		info, err := n.ManifestInfo(r.Context(), c, hints)
+		if err != nil {
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, info)
+	})
 	s := &apiServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -136,6 +158,16 @@ func (c *Client) Find(ctx context.Context, name string) (*FindResult, error) {
 	}
 	var res FindResult
 	return &res, c.get(ctx, "/v1/find?"+q.Encode(), &res)
+}
+
+// ManifestInfo asks the node to fetch the manifest of commit cid.
+func (c *Client) ManifestInfo(ctx context.Context, cid string, hints []peer.ID) (*ManifestInfo, error) {
+	q := url.Values{"cid": {cid}}
+	for _, h := range hints {
+		q.Add("hint", h.String())
+	}
+	var info ManifestInfo
+	return &info, c.get(ctx, "/v1/manifest?"+q.Encode(), &info)
 }
 
 func (c *Client) get(ctx context.Context, path string, v any) error {

@@ -19,7 +19,8 @@ const (
 	SeqFile   = "seq"          // last sequence number used, decimal
 	LockFile  = "lock"         // held (flock) while a node runs with this home
 	APISocket = "api.sock"     // the local API
-	PeersFile = "peers.json"   // peers seen before (bootstrap.Store)
+	PeersFile   = "peers.json"  // peers seen before (bootstrap.Store)
+	ObjectCache = "objects.git" // bare git repository of fetched objects
 )
 
 // HomeEnv names the environment variable that sets the state directory.

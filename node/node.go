@@ -14,6 +14,7 @@ import (
 
 	"github.com/cellnode/cellnode/bootstrap"
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -82,6 +83,11 @@ type Node struct {
 	api   *apiServer
 	now   func() time.Time
 
+	objects *manifest.Server  // serves the git objects of announced manifests
+	fetcher *manifest.Fetcher // fetches manifests and clones, with a cache
+	done    chan struct{}     // closed by Close
+	wg      sync.WaitGroup    // the node's own goroutines
+
 	mu         sync.Mutex
 	announcers map[*Announcer]struct{}
 
@@ -109,7 +115,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, now: cfg.now, announcers: map[*Announcer]struct{}{}}
+	n := &Node{cfg: cfg, log: log, now: cfg.now, announcers: map[*Announcer]struct{}{}, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -164,6 +170,14 @@ func New(cfg Config) (_ *Node, err error) {
 		dcfg.Store.Now = cfg.now
 	}
 	if n.dht, err = dht.New(n.host, dcfg); err != nil {
+		return nil, err
+	}
+	n.objects = manifest.NewServer(n.host, log)
+	cacheDir := ""
+	if !inMemory {
+		cacheDir = filepath.Join(cfg.Home, ObjectCache)
+	}
+	if n.fetcher, err = manifest.NewFetcher(n.host, n.dht.Kad(), cacheDir, log); err != nil {
 		return nil, err
 	}
 	if cfg.API {
@@ -295,6 +309,8 @@ func (n *Node) Close() error {
 		for _, a := range as {
 			a.Stop(ctx)
 		}
+		close(n.done)
+		n.wg.Wait()
 		if n.api != nil {
 			n.api.close()
 		}

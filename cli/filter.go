@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/node"
+	"github.com/ipfs/go-cid"
+)
+
+// filter keeps the instances whose manifest is compatible.
+type filter struct {
+	fingerprint string              // normalised hex, "" for any
+	version     *semver.Constraints // nil for any
+	raw         string
+}
+
+func newFilter(fingerprint, version string) (filter, error) {
+	f := filter{raw: version}
+	if fingerprint != "" {
+		fp, ok := normFingerprint(fingerprint)
+		if !ok {
+			return f, usageErr("--fingerprint %q: want up to 16 hex digits, e.g. 9f2c44d1a07be311", fingerprint)
+		}
+		f.fingerprint = fp
+	}
+	if version != "" {
+		c, err := semver.NewConstraint(version)
+		if err != nil {
+			return f, usageErr("--version %q: %v (want 1.2.3 or a range such as '>=1.2, <2')", version, err)
+		}
+		f.version = c
+	}
+	return f, nil
+}
+
+func (f filter) empty() bool { return f.fingerprint == "" && f.version == nil }
+
+// normFingerprint lower-cases fp, drops a 0x prefix and leading zeros.
+func normFingerprint(fp string) (string, bool) {
+	fp = strings.TrimPrefix(strings.ToLower(fp), "0x")
+	if fp == "" || len(fp) > 16 || strings.Trim(fp, "0123456789abcdef") != "" {
+		return "", false
+	}
+	if fp = strings.TrimLeft(fp, "0"); fp == "" {
+		fp = "0"
+	}
+	return fp, true
+}
+
+func (f filter) match(m *manifest.Manifest) bool {
+	if f.fingerprint != "" {
+		fp, ok := normFingerprint(m.Fingerprint)
+		if !ok || fp != f.fingerprint {
+			return false
+		}
+	}
+	if f.version != nil {
+		v, err := semver.NewVersion(m.Version)
+		if err != nil || !f.version.Check(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// apply fetches the manifest of each distinct commit in res once and keeps
+// the instances whose manifest matches. A commit whose manifest cannot be
+// fetched is reported on stderr and its instances are left out.
+func (f filter) apply(ctx context.Context, e *env, s *session, res *node.FindResult) (*node.FindResult, error) {
+	verdict := map[string]bool{}
+	kept := res.Instances[:0:0]
+	for _, in := range res.Instances {
+		if in.Manifest == "" {
+			continue
+		}
+		ok, seen := verdict[in.Manifest]
+		if !seen {
+			c, err := cid.Decode(in.Manifest)
+			if err == nil {
+				var info *node.ManifestInfo
+				if info, err = s.manifest(ctx, c, node.HintsFor(res, c)); err == nil {
+					ok = f.match(info.Manifest)
+				}
+			}
+			if err != nil {
+				fmt.Fprintf(e.stderr, "cellnode: manifest %s: %v\n", in.Manifest, err)
+			}
+			verdict[in.Manifest] = ok
+		}
+		if ok {
+			kept = append(kept, in)
+		}
+	}
+	out := *res
+	out.Instances = kept
+	return &out, nil
+}

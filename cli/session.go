@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/node"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// session is how a one-shot command reaches the network: through the node
+// running on this machine with the same home (its local API), or through a
+// short-lived DHT client of its own.
+type session struct {
+	client *node.Client
+	n      *node.Node
+}
+
+// openSession uses the local node when useLocal is set, one runs, and no
+// --bootstrap was given; otherwise it starts and bootstraps an ephemeral
+// node. Being offline is not an error: finds then see local cells only.
+func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*session, error) {
+	home := nf.home
+	if home == "" {
+		home = node.DefaultHome()
+	}
+	if useLocal && len(nf.bootstrap) == 0 {
+		if cl, err := node.Dial(home); err == nil {
+			return &session{client: cl}, nil
+		}
+	}
+	log := e.logger(slog.LevelWarn)
+	peers, err := nf.peers(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	n, err := node.New(node.Config{
+		Home: home, Ephemeral: true, Bootstrap: peers, Logger: log,
+		Listen: []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
+		DHT:    dht.Config{Mode: dht.ModeClient},
+	})
+	if err != nil {
+		return nil, err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = n.Bootstrap(bctx)
+	cancel()
+	if err != nil && !errors.Is(err, node.ErrOffline) {
+		n.Close()
+		return nil, err
+	}
+	if err != nil {
+		log.Debug("bootstrap", "err", err)
+	}
+	return &session{n: n}, nil
+}
+
+func (s *session) find(ctx context.Context, name string) (*node.FindResult, error) {
+	if s.client != nil {
+		return s.client.Find(ctx, name)
+	}
+	return s.n.Find(ctx, name)
+}
+
+func (s *session) manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*node.ManifestInfo, error) {
+	if s.client != nil {
+		return s.client.ManifestInfo(ctx, c.String(), hints)
+	}
+	return s.n.ManifestInfo(ctx, c, hints)
+}
+
+func (s *session) close() {
+	if s.n != nil {
+		s.n.Close()
+	}
+}
