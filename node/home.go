@@ -15,12 +15,12 @@ import (
 
 // State directory layout, relative to the home directory.
 const (
-	KeyFile   = "identity.key" // libp2p-marshalled ed25519 private key, mode 0600
-	SeqFile   = "seq"          // last sequence number used, decimal
-	LockFile  = "lock"         // held (flock) while a node runs with this home
-	APISocket = "api.sock"     // the local API
-	PeersFile   = "peers.json"  // peers seen before (bootstrap.Store)
-	ObjectCache = "objects.git" // bare git repository of fetched objects
+	KeyFile     = "identity.key" // libp2p-marshalled ed25519 private key, mode 0600
+	SeqFile     = "seq"          // last sequence number used, decimal
+	LockFile    = "lock"         // held (flock) while a node runs with this home
+	APISocket   = "api.sock"     // the local API
+	PeersFile   = "peers.json"   // peers seen before (bootstrap.Store)
+	ObjectCache = "objects.git"  // bare git repository of fetched objects
 )
 
 // HomeEnv names the environment variable that sets the state directory.
