@@ -1,7 +1,10 @@
 package dht
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -174,30 +177,77 @@ func (d *DHT) Close() error {
 
 // PublishStats says where a record went.
 type PublishStats struct {
-	Closest int  // peers the lookup returned
+	Closest int  // peers the lookups returned
 	Stored  int  // peers that accepted the record
 	Local   bool // stored in this node's own store (it is a DHT server)
 }
 
+// PublisherKey returns the DHT key of the set of one publisher's records
+// for the cell name: "/cell/<org>/<name>/@<hex publisher key>".
+func PublisherKey(name string, publisher ed25519.PublicKey) string {
+	return Key(name) + "/@" + hex.EncodeToString(publisher)
+}
+
 // Publish stores the signed record r at the peers closest to its cell
-// name's key, and in the local store when this node is a DHT server. It
-// fails only if no peer (and not the local store) took the record; the
-// first refusal is returned then.
+// name's key and, when r is delegated, also at the peers closest to its
+// publisher's key for the name (so finders that trust that publisher can
+// skip everything else stored under the name). It stores r in the local
+// store too when this node is a DHT server. It fails only if nobody took
+// the record; the first refusal is returned then.
 func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 	var st PublishStats
 	if r.raw == nil {
 		return st, errors.New("dht: publish: record is not signed")
 	}
-	key := Key(r.Name)
+	targets := []ed25519.PublicKey{nil}
+	if pub := r.Publisher(); pub != nil {
+		targets = append(targets, pub)
+	}
 	if d.Server() {
-		if _, err := d.store.Put(r.Name, r.raw); err != nil {
-			return st, fmt.Errorf("dht: publish %s: %w", r.Name, err)
+		for _, pub := range targets {
+			if _, err := d.store.PutFor(r.Name, pub, r.raw); err != nil {
+				return st, fmt.Errorf("dht: publish %s: %w", r.Name, err)
+			}
 		}
 		st.Local = true
 	}
-	peers, lookupErr := d.kad.GetClosestPeers(ctx, key)
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	for _, pub := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			closest, stored, err := d.publishAt(ctx, r, pub)
+			mu.Lock()
+			defer mu.Unlock()
+			st.Closest += closest
+			st.Stored += stored
+			if first == nil {
+				first = err
+			}
+		}()
+	}
+	wg.Wait()
+	if st.Stored == 0 && !st.Local {
+		if first == nil {
+			first = errNoStore
+		}
+		return st, fmt.Errorf("dht: publish %s: no peer stored it: %w", r.Name, first)
+	}
+	return st, nil
+}
+
+// publishAt stores r at the peers closest to the key of the name's set
+// (pub nil) or of the publisher's set. It returns the first error seen.
+func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (closest, stored int, first error) {
+	key := Key(r.Name)
+	if pub != nil {
+		key = PublisherKey(r.Name, pub)
+	}
+	peers, err := d.kad.GetClosestPeers(ctx, key)
+	first = err
 	peers = d.capPeers(peers)
-	st.Closest = len(peers)
 	errs := make([]error, len(peers))
 	var wg sync.WaitGroup
 	for i, p := range peers {
@@ -205,28 +255,21 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 		go func() {
 			defer wg.Done()
 			d.count.add("put_sent", 1)
-			_, errs[i] = d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.raw})
+			_, errs[i] = d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.raw, Publisher: pub})
 		}()
 	}
 	wg.Wait()
-	var first error
 	for _, err := range errs {
 		if err == nil {
-			st.Stored++
+			stored++
 		} else if first == nil {
 			first = err
 		}
 	}
-	if st.Stored == 0 && !st.Local {
-		if first == nil {
-			first = lookupErr
-		}
-		if first == nil {
-			first = errNoStore
-		}
-		return st, fmt.Errorf("dht: publish %s: no peer stored it: %w", r.Name, first)
+	if stored > 0 {
+		first = nil
 	}
-	return st, nil
+	return len(peers), stored, first
 }
 
 func (d *DHT) capPeers(peers []peer.ID) []peer.ID {
@@ -238,11 +281,11 @@ func (d *DHT) capPeers(peers []peer.ID) []peer.ID {
 
 // FindStats says how a find went.
 type FindStats struct {
-	Closest   int            // peers the lookup returned
+	Closest   int            // peers the lookups returned
 	Responded int            // peers that answered the get
 	Received  int            // records received, valid or not
 	Rejected  map[string]int // records dropped, by Reason
-	Lookup    time.Duration  // time spent in the closest-peer lookup
+	Lookup    time.Duration  // time spent in the closest-peer lookups
 }
 
 // ErrNoPeers is returned by Find when the lookup reached no peer at all; the
@@ -250,11 +293,21 @@ type FindStats struct {
 var ErrNoPeers = errors.New("dht: no peer to ask")
 
 // Find returns the live instances of the cell name: the newest record of
-// each publisher among those held by the peers closest to the name's key
-// and by the local store, each verified at the time now. Withdrawn
-// instances are left out. Records that fail verification are dropped and
-// counted in FindStats.Rejected.
+// each node among those held by the peers closest to the name's key and by
+// the local store, each verified at the time now. Withdrawn instances are
+// left out. Records that fail verification are dropped and counted in
+// FindStats.Rejected.
 func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*Record, FindStats, error) {
+	return d.FindFrom(ctx, name, nil, now)
+}
+
+// FindFrom is Find restricted to the records delegated by one of the
+// publishers: it asks the peers closest to each publisher's key for the
+// name (in parallel) instead of the name's key, so records stored under the
+// name by anybody else cannot crowd them out. No publishers means Find.
+// Records from other publishers are dropped and counted as
+// "wrong_publisher".
+func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*Record, FindStats, error) {
 	st := FindStats{Rejected: map[string]int{}}
 	if _, err := ParseName(name); err != nil {
 		return nil, st, err
@@ -262,36 +315,68 @@ func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*R
 	if now == nil {
 		now = time.Now
 	}
-	start := time.Now()
-	peers, lookupErr := d.kad.GetClosestPeers(ctx, Key(name))
-	st.Lookup = time.Since(start)
-	peers = d.capPeers(peers)
-	st.Closest = len(peers)
-
+	targets := publishers
+	if len(targets) == 0 {
+		targets = []ed25519.PublicKey{nil}
+	}
 	var mu sync.Mutex
 	var raws [][]byte
-	for _, r := range d.store.Get(name) {
-		raws = append(raws, r.raw)
-	}
+	var lookupErr error
 	var wg sync.WaitGroup
-	for _, p := range peers {
+	for _, pub := range targets {
+		for _, r := range d.store.GetFor(name, pub) {
+			raws = append(raws, r.raw)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d.count.add("get_sent", 1)
-			resp, err := d.call(ctx, p, request{Op: opGet, Name: name})
-			if err != nil {
-				return
+			key := Key(name)
+			if pub != nil {
+				key = PublisherKey(name, pub)
 			}
+			start := time.Now()
+			peers, err := d.kad.GetClosestPeers(ctx, key)
+			peers = d.capPeers(peers)
 			mu.Lock()
-			st.Responded++
-			raws = append(raws, resp.Records...)
+			st.Lookup = max(st.Lookup, time.Since(start))
+			st.Closest += len(peers)
+			if err != nil && lookupErr == nil {
+				lookupErr = err
+			}
 			mu.Unlock()
+			var inner sync.WaitGroup
+			for _, p := range peers {
+				inner.Add(1)
+				go func() {
+					defer inner.Done()
+					d.count.add("get_sent", 1)
+					resp, err := d.call(ctx, p, request{Op: opGet, Name: name, Publisher: pub})
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					st.Responded++
+					raws = append(raws, resp.Records...)
+					mu.Unlock()
+				}()
+			}
+			inner.Wait()
 		}()
 	}
 	wg.Wait()
 	st.Received = len(raws)
 	recs := Merge(name, raws, now(), st.Rejected)
+	if len(publishers) > 0 {
+		kept := recs[:0]
+		for _, r := range recs {
+			if trusted(r.Publisher(), publishers) {
+				kept = append(kept, r)
+			} else {
+				st.Rejected[Reason(ErrWrongPublisher)]++
+			}
+		}
+		recs = kept
+	}
 	for reason, n := range st.Rejected {
 		d.count.add("find_rejected_"+reason, uint64(n))
 	}
@@ -299,6 +384,15 @@ func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*R
 		return recs, st, fmt.Errorf("%w: %v", ErrNoPeers, lookupErr)
 	}
 	return recs, st, nil
+}
+
+func trusted(pub ed25519.PublicKey, list []ed25519.PublicKey) bool {
+	for _, p := range list {
+		if pub != nil && bytes.Equal(pub, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Merge verifies raw records of name at now and keeps the newest record of

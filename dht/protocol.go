@@ -30,6 +30,9 @@ type request struct {
 	Op     uint64 `cbor:"1,keyasint"`
 	Name   string `cbor:"2,keyasint"`
 	Record []byte `cbor:"3,keyasint,omitempty"`
+	// Publisher, when set, names the set of that publisher's records for
+	// the name instead of the name's own set.
+	Publisher []byte `cbor:"4,keyasint,omitempty"`
 }
 
 type response struct {
@@ -68,13 +71,15 @@ func (d *DHT) handle(s network.Stream) {
 		d.count.add("put_received", 1)
 		if _, err := ParseName(req.Name); err != nil {
 			resp.Error = err.Error()
-		} else if _, err := d.store.Put(req.Name, req.Record); err != nil {
+		} else if err := checkPublisher(req.Publisher); err != nil {
+			resp.Error = err.Error()
+		} else if _, err := d.store.PutFor(req.Name, req.Publisher, req.Record); err != nil {
 			resp.Error = err.Error()
 			d.log.Debug("rejected record", "peer", s.Conn().RemotePeer(), "cell", req.Name, "err", err)
 		}
 	case req.Op == opGet:
 		d.count.add("get_received", 1)
-		for _, rec := range d.store.Get(req.Name) {
+		for _, rec := range d.store.GetFor(req.Name, req.Publisher) {
 			resp.Records = append(resp.Records, rec.raw)
 		}
 	default:
@@ -132,3 +137,10 @@ type RemoteError struct {
 func (e *RemoteError) Error() string { return fmt.Sprintf("peer %s: %s", e.Peer, e.Msg) }
 
 var errNoStore = errors.New("dht: no peer stored the record")
+
+func checkPublisher(p []byte) error {
+	if p != nil && len(p) != 32 {
+		return fmt.Errorf("publisher key of %d bytes", len(p))
+	}
+	return nil
+}

@@ -52,6 +52,9 @@ var (
 	ErrExpired      = errors.New("dht: record expired")
 	ErrWrongName    = errors.New("dht: record for another cell name")
 	ErrStale        = errors.New("dht: record older than the one held")
+	// ErrWrongPublisher means a record was sent for a publisher's set but
+	// is not delegated by that publisher.
+	ErrWrongPublisher = errors.New("dht: record not delegated by the publisher asked for")
 )
 
 // Record is one instance of a cell: who runs it and where to reach it, for
@@ -68,8 +71,20 @@ type Record struct {
 	Issued    time.Time         // millisecond precision
 	Expires   time.Time         // millisecond precision, at most Issued+60s
 	Withdrawn bool              // the instance is gone; Endpoints is empty
+	// Delegation, when not nil, ties the record to a publisher key listed
+	// in the cell's manifest; nil means an open (unverified) record.
+	Delegation *Delegation
 
 	raw []byte
+}
+
+// Publisher returns the publisher key that delegated the record, or nil for
+// an open record.
+func (r *Record) Publisher() ed25519.PublicKey {
+	if r.Delegation == nil {
+		return nil
+	}
+	return r.Delegation.Publisher
 }
 
 // Bytes returns the signed encoding of r, or nil if r was never signed or
@@ -90,6 +105,7 @@ type body struct {
 	Issued    int64    `cbor:"8,keyasint"`
 	Expires   int64    `cbor:"9,keyasint"`
 	Withdrawn bool     `cbor:"10,keyasint,omitempty"`
+	Delegate  []byte   `cbor:"11,keyasint,omitempty"`
 }
 
 // envelope is what goes on the wire: the body bytes and their signature.
@@ -158,6 +174,11 @@ func Sign(priv ed25519.PrivateKey, r Record) (*Record, error) {
 	}
 	if r.Manifest.Defined() {
 		b.Manifest = r.Manifest.Bytes()
+	}
+	if r.Delegation != nil {
+		if b.Delegate = r.Delegation.Bytes(); b.Delegate == nil {
+			return nil, fmt.Errorf("dht: sign: delegation is not signed")
+		}
 	}
 	bb, err := encMode.Marshal(b)
 	if err != nil {
@@ -233,6 +254,11 @@ func Decode(raw []byte) (*Record, error) {
 		}
 		r.Manifest = c
 	}
+	if b.Delegate != nil {
+		if r.Delegation, err = DecodeDelegation(b.Delegate); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.checkStatic(); err != nil {
 		return nil, err
 	}
@@ -284,6 +310,11 @@ func (r *Record) checkStatic() error {
 	if r.Seq == 0 {
 		return fmt.Errorf("%w: sequence number 0", ErrMalformed)
 	}
+	if r.Delegation != nil {
+		if err := r.Delegation.covers(r.Name, r.PublicKey); err != nil {
+			return err
+		}
+	}
 	life := r.Expires.Sub(r.Issued)
 	if life <= 0 {
 		return fmt.Errorf("%w: expires %v before it is issued", ErrMalformed, -life)
@@ -295,14 +326,18 @@ func (r *Record) checkStatic() error {
 }
 
 // Check reports whether the record is live at now: issued no more than
-// MaxSkew in the future, and now no later than Expires+MaxSkew. The error
-// wraps ErrFuture or ErrExpired.
+// MaxSkew in the future, now no later than Expires+MaxSkew, and its
+// delegation, if any, valid at now. The error wraps ErrFuture, ErrExpired
+// or ErrDelegation.
 func (r *Record) Check(now time.Time) error {
 	if r.Issued.After(now.Add(MaxSkew)) {
 		return fmt.Errorf("%w: issued %v ahead of this clock", ErrFuture, r.Issued.Sub(now).Round(time.Millisecond))
 	}
 	if now.After(r.Expires.Add(MaxSkew)) {
 		return fmt.Errorf("%w: %v ago", ErrExpired, now.Sub(r.Expires).Round(time.Millisecond))
+	}
+	if r.Delegation != nil {
+		return r.Delegation.live(now)
 	}
 	return nil
 }
@@ -327,7 +362,7 @@ func Verify(raw []byte, name string, now time.Time) (*Record, error) {
 // Reason maps a rejection error to a short stable label for metrics:
 // "too_large", "malformed", "non_canonical", "bad_signature",
 // "peer_mismatch", "lifetime", "future", "expired", "wrong_name", "stale",
-// or "other".
+// "delegation", "wrong_publisher", or "other".
 func Reason(err error) string {
 	for _, c := range []struct {
 		err   error
@@ -338,6 +373,7 @@ func Reason(err error) string {
 		{ErrPeerMismatch, "peer_mismatch"}, {ErrLifetime, "lifetime"},
 		{ErrFuture, "future"}, {ErrExpired, "expired"},
 		{ErrWrongName, "wrong_name"}, {ErrStale, "stale"},
+		{ErrDelegation, "delegation"}, {ErrWrongPublisher, "wrong_publisher"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.label

@@ -1,6 +1,9 @@
 package dht
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -49,19 +52,37 @@ func NewStore(cfg StoreConfig) *Store {
 	return &Store{cfg: cfg, byName: make(map[string]map[peer.ID]*Record), count: newCounters()}
 }
 
-// Put verifies raw as a record of name and stores it, replacing the
-// publisher's older record. A record whose sequence number is not above the
-// held one is rejected with ErrStale, unless it is the identical record.
-// Every rejection is counted under its Reason.
-func (s *Store) Put(name string, raw []byte) (*Record, error) {
+// bucket names the set a record is kept in: the cell name's set, or the
+// set of one publisher's records for the name.
+func bucket(name string, publisher ed25519.PublicKey) string {
+	if publisher == nil {
+		return name
+	}
+	return name + "@" + hex.EncodeToString(publisher)
+}
+
+// Put verifies raw as a record of name and stores it in the name's set,
+// replacing the node's older record. A record whose sequence number is not
+// above the held one is rejected with ErrStale, unless it is the identical
+// record. Every rejection is counted under its Reason.
+func (s *Store) Put(name string, raw []byte) (*Record, error) { return s.PutFor(name, nil, raw) }
+
+// PutFor is Put into the set of the publisher's records for name; the
+// record must be delegated by publisher (ErrWrongPublisher). A nil
+// publisher means the name's set, which takes any valid record.
+func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*Record, error) {
 	now := s.cfg.Now()
 	r, err := Verify(raw, name, now)
+	if err == nil && publisher != nil && !bytes.Equal(r.Publisher(), publisher) {
+		err = ErrWrongPublisher
+	}
 	if err != nil {
 		s.count.reject(err)
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	name = bucket(name, publisher)
 	set := s.byName[name]
 	if old, ok := set[r.Peer]; ok {
 		if old.Seq == r.Seq && string(old.raw) == string(r.raw) {
@@ -96,13 +117,17 @@ func (s *Store) Put(name string, raw []byte) (*Record, error) {
 	return r, nil
 }
 
-// Get returns the live records of name, withdrawals included, ordered by
-// peer ID. Each is checked against the clock again before it is returned;
-// expired ones are dropped and counted.
-func (s *Store) Get(name string) []*Record {
+// Get returns the live records of name's set, withdrawals included,
+// ordered by peer ID. Each is checked against the clock again before it is
+// returned; expired ones are dropped and counted.
+func (s *Store) Get(name string) []*Record { return s.GetFor(name, nil) }
+
+// GetFor is Get for the set of the publisher's records for name.
+func (s *Store) GetFor(name string, publisher ed25519.PublicKey) []*Record {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	name = bucket(name, publisher)
 	set := s.byName[name]
 	out := make([]*Record, 0, len(set))
 	for id, r := range set {
