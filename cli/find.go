@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
@@ -18,6 +20,8 @@ func findCmd(e *env) *cobra.Command {
 	var asJSON bool
 	var timeout time.Duration
 	var fingerprint, version string
+	var publishers []string
+	var all bool
 	c := &cobra.Command{
 		Use:   "find ORG/NAME",
 		Short: "List the live instances of a cell, fastest first",
@@ -32,9 +36,15 @@ With no network it lists the cells running on this machine and says so.
 instances announce (from those instances, checking every hash) and keep only
 compatible instances; instances that announce no manifest are left out.
 
+Trust: with --publisher KEY only instances delegated by that key (as listed in
+the cell's Cell.json) are shown; the others are counted, and --all lists them
+marked UNTRUSTED. With no --publisher, instances are grouped by publisher and
+nothing is verified against a manifest you trust.
+
 Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 		Example: `  cellnode find acme/exchange
   cellnode find acme/exchange --json --timeout 5s
+  cellnode find acme/exchange --publisher 7ZQ3p9b7M0h6Jx0t1Zp1cV7pWm4W5lWmN0bcq1kQK6A=
   cellnode find acme/exchange --fingerprint 9f2c44d1a07be311 --version '^1.4'
   cellnode find acme/exchange --bootstrap /ip4/203.0.113.9/tcp/4001/p2p/12D3KooW...`,
 		Args: exactArgs(1, "one cell name (ORG/NAME)"),
@@ -51,12 +61,26 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 			if err != nil {
 				return err
 			}
-			res, err := find(ctx, e, &nf, args[0], filt)
+			opts := node.FindOptions{All: all}
+			for _, k := range publishers {
+				pub, err := dht.ParsePublicKey(k)
+				if err != nil {
+					return usageErr("--publisher: %v", err)
+				}
+				opts.Publishers = append(opts.Publishers, pub)
+			}
+			res, err := find(ctx, e, &nf, args[0], opts, filt)
 			if err != nil {
 				return failErr(err)
 			}
 			if res.Offline {
 				fmt.Fprintln(e.stderr, "cellnode: offline: no peer of the cell network answered; showing cells on this machine only")
+			}
+			switch {
+			case !res.Pinned && len(res.Instances) > 0:
+				fmt.Fprintln(e.stderr, "cellnode: nothing is pinned: these instances are grouped by the publisher that delegated them, and none is verified against a manifest you trust (use --publisher, or a Cell.lock)")
+			case res.Untrusted > 0 && !all:
+				fmt.Fprintf(e.stderr, "cellnode: %d untrusted instances not shown (--all lists them)\n", res.Untrusted)
 			}
 			if asJSON {
 				enc := json.NewEncoder(e.stdout)
@@ -79,6 +103,8 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 	nf.add(c.Flags(), false)
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up after this long")
+	c.Flags().StringSliceVar(&publishers, "publisher", nil, "trust this publisher key (hex or base64), repeatable; only its instances are shown")
+	c.Flags().BoolVar(&all, "all", false, "with --publisher, also list untrusted instances, marked")
 	c.Flags().StringVar(&fingerprint, "fingerprint", "", "keep only instances whose manifest has this schema fingerprint (hex)")
 	c.Flags().StringVar(&version, "version", "", "keep only instances whose manifest version matches: 1.2.3, or a range such as '>=1.2, <2'")
 	return c
@@ -86,13 +112,13 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 
 // find runs a find through a session, and keeps only the instances whose
 // manifest matches the filter when one is given.
-func find(ctx context.Context, e *env, nf *netFlags, name string, filt filter) (*node.FindResult, error) {
+func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt filter) (*node.FindResult, error) {
 	s, err := openSession(ctx, e, nf, true)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
-	res, err := s.find(ctx, name)
+	res, err := s.find(ctx, name, opts)
 	if err != nil || filt.empty() {
 		return res, err
 	}
@@ -100,15 +126,27 @@ func find(ctx context.Context, e *env, nf *netFlags, name string, filt filter) (
 }
 
 func printTable(w io.Writer, res *node.FindResult) {
+	ins := res.Instances
+	if !res.Pinned { // group by publisher, keeping the latency order within each
+		ins = append([]node.Instance(nil), ins...)
+		sort.SliceStable(ins, func(i, j int) bool { return ins[i].Publisher < ins[j].Publisher })
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tENDPOINT\tLATENCY\tREGION\tMANIFEST\tEXPIRES")
-	for _, in := range res.Instances {
+	fmt.Fprintln(tw, "PEER\tENDPOINT\tLATENCY\tREGION\tMANIFEST\tPUBLISHER\tEXPIRES")
+	for _, in := range ins {
 		ep, lat := in.Best, fmt.Sprintf("%.2f ms", in.LatencyMS)
 		if !in.Reachable {
 			ep, lat = strings.Join(in.Endpoints, ","), "unreachable"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", shortPeer(in.Peer), ep, lat, dash(in.Region), dash(shortCID(in.Manifest)),
-			fmtAge(time.Until(in.Expires)))
+		pub := "open (unverified)"
+		if in.Publisher != "" {
+			pub = in.Publisher[:10] + "…"
+		}
+		if res.Pinned && !in.Trusted {
+			pub = "UNTRUSTED " + pub
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortPeer(in.Peer), ep, lat, dash(in.Region), dash(shortCID(in.Manifest)),
+			pub, fmtAge(time.Until(in.Expires)))
 	}
 	tw.Flush()
 	if n := total(res.Rejected); n > 0 {

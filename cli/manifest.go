@@ -193,7 +193,7 @@ type commitCount struct {
 // cellCommits finds the live instances of name and returns the distinct
 // commits they announce, most announced first.
 func cellCommits(ctx context.Context, s *session, name string) ([]commitCount, *node.FindResult, error) {
-	res, err := s.find(ctx, name)
+	res, err := s.find(ctx, name, node.FindOptions{})
 	if err != nil {
 		return nil, nil, failErr(err)
 	}

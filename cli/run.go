@@ -2,12 +2,17 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 	"github.com/ipfs/go-cid"
@@ -16,7 +21,7 @@ import (
 
 func runCmd(e *env) *cobra.Command {
 	var nf netFlags
-	var name, endpoint, dir, ref, region, mode string
+	var name, endpoint, dir, ref, region, mode, delegFile string
 	var check time.Duration
 	c := &cobra.Command{
 		Use:   "run --endpoint HOST:PORT|unix:PATH [--name ORG/NAME]",
@@ -50,9 +55,20 @@ Other cellnode commands on this machine use the node through its local API
 			if err != nil {
 				return err
 			}
-			cellName, commit, err := cellIdentity(name, dir, ref, log)
+			cellName, commit, publishers, err := cellIdentity(name, dir, ref, log)
 			if err != nil {
 				return err
+			}
+			var deleg *dht.Delegation
+			if delegFile != "" {
+				if deleg, err = readDelegation(delegFile); err != nil {
+					return usageErr("--delegation: %v", err)
+				}
+				if len(publishers) > 0 && !slices.ContainsFunc(publishers, func(p ed25519.PublicKey) bool { return p.Equal(deleg.Publisher) }) {
+					return usageErr("--delegation is signed by %s, which Cell.json does not list as a publisher", base64.StdEncoding.EncodeToString(deleg.Publisher))
+				}
+			} else if len(publishers) > 0 {
+				log.Warn("Cell.json lists publishers but no --delegation was given: finders that trust them will not show this instance")
 			}
 			peers, err := nf.peers(c.Context(), log)
 			if err != nil {
@@ -75,9 +91,13 @@ Other cellnode commands on this machine use the node through its local API
 				log.Warn("offline: the cell is visible on this machine only until a peer answers", "err", err)
 			}
 			cancel()
-			a, err := n.Announce(node.Announcement{Name: cellName, Endpoint: endpoint, Region: region, Manifest: commit, CheckInterval: check})
+			a, err := n.Announce(node.Announcement{Name: cellName, Endpoint: endpoint, Region: region, Manifest: commit,
+				CheckInterval: check, Delegation: deleg})
 			if err != nil {
 				return usageErr("%v", err)
+			}
+			if delegFile != "" {
+				go watchDelegation(c.Context(), delegFile, a, log)
 			}
 			fmt.Fprintf(e.stdout, "cellnode: running %s as %s; endpoint %s\n", cellName, n.ID(), endpoint)
 			for _, addr := range n.Addrs() {
@@ -100,6 +120,7 @@ Other cellnode commands on this machine use the node through its local API
 	fs.StringVar(&region, "region", "", "region to announce, e.g. eu-west")
 	fs.StringVar(&mode, "dht-mode", "auto", "serve the DHT: auto (when publicly reachable), server or client")
 	fs.DurationVar(&check, "check-interval", 2*time.Second, "how often to check the service")
+	fs.StringVar(&delegFile, "delegation", "", "a delegation from a publisher key (cellnode key delegate); re-read when it changes")
 	return c
 }
 
@@ -108,43 +129,93 @@ Other cellnode commands on this machine use the node through its local API
 // repository there gives the commit (HEAD, or --ref), whose own Cell.json
 // must name the same cell. Without a repository the record carries no
 // commit; an explicit --ref then is an error.
-func cellIdentity(name, dir, ref string, log *slog.Logger) (string, cid.Cid, error) {
+func cellIdentity(name, dir, ref string, log *slog.Logger) (string, cid.Cid, []ed25519.PublicKey, error) {
+	name, commit, m, err := cellManifest(name, dir, ref, log)
+	if err != nil || m == nil {
+		return name, commit, nil, err
+	}
+	var pubs []ed25519.PublicKey
+	for _, p := range m.Publishers {
+		k, err := dht.ParsePublicKey(p)
+		if err != nil {
+			return "", cid.Undef, nil, usageErr("Cell.json publishers: %v", err)
+		}
+		pubs = append(pubs, k)
+	}
+	return name, commit, pubs, nil
+}
+
+// cellManifest is cellIdentity's first half: the name, the commit, and the
+// manifest that holds (the committed one when there is a commit).
+func cellManifest(name, dir, ref string, log *slog.Logger) (string, cid.Cid, *manifest.Manifest, error) {
 	m, err := manifest.Load(dir)
 	switch {
 	case err == nil:
 		if name != "" && name != m.Name {
-			return "", cid.Undef, usageErr("--name %s differs from the name %s in %s", name, m.Name, filepath.Join(dir, manifest.FileName))
+			return "", cid.Undef, nil, usageErr("--name %s differs from the name %s in %s", name, m.Name, filepath.Join(dir, manifest.FileName))
 		}
 		name = m.Name
 	case errors.Is(err, manifest.ErrNotFound):
 		if name == "" {
-			return "", cid.Undef, usageErr("no --name given and %v", err)
+			return "", cid.Undef, nil, usageErr("no --name given and %v", err)
 		}
 	default:
-		return "", cid.Undef, usageErr("%v", err)
+		return "", cid.Undef, nil, usageErr("%v", err)
 	}
 	if err := checkName(name); err != nil {
-		return "", cid.Undef, err
+		return "", cid.Undef, nil, err
 	}
 	commit, err := manifest.CommitCID(dir, ref)
 	if err != nil {
 		if ref == "" && (errors.Is(err, manifest.ErrNotRepo) || errors.Is(err, manifest.ErrNoCommits)) {
-			return name, cid.Undef, nil
+			return name, cid.Undef, m, nil
 		}
-		return "", cid.Undef, usageErr("--ref: %v", err)
+		return "", cid.Undef, nil, usageErr("--ref: %v", err)
 	}
 	at, err := manifest.AtCommit(dir, commit)
 	switch {
 	case errors.Is(err, manifest.ErrNoManifest):
 		log.Warn("the commit has no Cell.json at its root; announcing without a manifest", "cid", commit)
-		return name, cid.Undef, nil
+		return name, cid.Undef, m, nil
 	case err != nil:
-		return "", cid.Undef, usageErr("Cell.json at %s: %v", commit, err)
+		return "", cid.Undef, nil, usageErr("Cell.json at %s: %v", commit, err)
 	case at.Name != name:
-		return "", cid.Undef, usageErr("the Cell.json committed at %s names %s, not %s", commit, at.Name, name)
+		return "", cid.Undef, nil, usageErr("the Cell.json committed at %s names %s, not %s", commit, at.Name, name)
 	}
 	if dirty, derr := manifest.Dirty(dir); derr == nil && dirty {
 		log.Warn("Cell.json has uncommitted changes; the record names the committed manifest", "cid", commit)
 	}
-	return name, commit, nil
+	return name, commit, at, nil
+}
+
+// watchDelegation re-reads the delegation file every 10 s and hands a
+// changed, valid one to the announcer.
+func watchDelegation(ctx context.Context, path string, a *node.Announcer, log *slog.Logger) {
+	var last time.Time
+	if fi, err := os.Stat(path); err == nil {
+		last = fi.ModTime()
+	}
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(path)
+		if err != nil || !fi.ModTime().After(last) {
+			continue
+		}
+		last = fi.ModTime()
+		d, err := readDelegation(path)
+		if err == nil {
+			err = a.SetDelegation(d)
+		}
+		if err != nil {
+			log.Error("new delegation not used", "file", path, "err", err)
+			continue
+		}
+		log.Info("delegation renewed", "not_after", d.NotAfter)
+	}
 }

@@ -59,11 +59,11 @@ func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*ses
 	return &session{n: n}, nil
 }
 
-func (s *session) find(ctx context.Context, name string) (*node.FindResult, error) {
+func (s *session) find(ctx context.Context, name string, opts node.FindOptions) (*node.FindResult, error) {
 	if s.client != nil {
-		return s.client.Find(ctx, name)
+		return s.client.Find(ctx, name, opts)
 	}
-	return s.n.Find(ctx, name)
+	return s.n.FindWith(ctx, name, opts)
 }
 
 func (s *session) manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*node.ManifestInfo, error) {

@@ -3,8 +3,11 @@ package dht
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -157,4 +160,25 @@ func (d *Delegation) live(now time.Time) error {
 		return fmt.Errorf("%w: expired %v ago", ErrDelegation, now.Sub(d.NotAfter).Round(time.Second))
 	}
 	return nil
+}
+
+// ParsePublicKey parses an ed25519 public key written as 64 hex digits or
+// as 44 characters of standard padded base64, as Cell.json and the command
+// line give them.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	s = strings.TrimSpace(s)
+	var b []byte
+	var err error
+	switch len(s) {
+	case 2 * ed25519.PublicKeySize:
+		b, err = hex.DecodeString(s)
+	case base64.StdEncoding.EncodedLen(ed25519.PublicKeySize):
+		b, err = base64.StdEncoding.DecodeString(s)
+	default:
+		return nil, fmt.Errorf("dht: public key %q: want 64 hex digits or 44 base64 characters", s)
+	}
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("dht: public key %q: not hex or base64 of 32 bytes", s)
+	}
+	return ed25519.PublicKey(b), nil
 }

@@ -19,6 +19,9 @@ type Announcement struct {
 	Endpoint string  // "host:port", ":port" (all interfaces) or "unix:/path"
 	Region   string  // optional
 	Manifest cid.Cid // optional manifest commit CID
+	// Delegation, when not nil, ties the records to a publisher key (see
+	// dht.Delegation); nil publishes open records. SetDelegation replaces it.
+	Delegation *dht.Delegation
 
 	CheckInterval time.Duration // health check period; 0 means 2 s
 	Republish     time.Duration // republish period while healthy; 0 means 20 s
@@ -76,6 +79,11 @@ func (n *Node) Announce(a Announcement) (*Announcer, error) {
 	if a.Lifetime <= 0 || a.Lifetime > dht.MaxLifetime {
 		a.Lifetime = dht.MaxLifetime
 	}
+	if a.Delegation != nil {
+		if err := a.Delegation.CheckFor(a.Name, n.priv.Public().(ed25519.PublicKey), n.now()); err != nil {
+			return nil, err
+		}
+	}
 	an := &Announcer{n: n, a: a, ep: ep, stop: make(chan struct{}), done: make(chan struct{}),
 		started: n.now(), status: AnnouncerStatus{Name: a.Name, Endpoint: ep.String()}}
 	n.mu.Lock()
@@ -83,6 +91,19 @@ func (n *Node) Announce(a Announcement) (*Announcer, error) {
 	n.mu.Unlock()
 	go an.run()
 	return an, nil
+}
+
+// SetDelegation replaces the delegation used from the next publish on, for
+// example when the operator installs a renewed one. It must cover the cell
+// and this node's key.
+func (an *Announcer) SetDelegation(d *dht.Delegation) error {
+	if err := d.CheckFor(an.a.Name, an.n.priv.Public().(ed25519.PublicKey), an.n.now()); err != nil {
+		return err
+	}
+	an.mu.Lock()
+	an.a.Delegation = d
+	an.mu.Unlock()
+	return nil
 }
 
 // Status returns a snapshot of the announcer's state.
@@ -161,10 +182,19 @@ func (an *Announcer) sign(withdrawn bool) (*dht.Record, []string, error) {
 		return nil, nil, err
 	}
 	now := an.n.now()
+	an.mu.Lock()
+	deleg := an.a.Delegation
+	an.mu.Unlock()
+	if deleg != nil {
+		if err := deleg.CheckFor(an.a.Name, an.n.priv.Public().(ed25519.PublicKey), now); err != nil {
+			return nil, nil, fmt.Errorf("not publishing: %w (install a renewed delegation)", err)
+		}
+	}
 	r := dht.Record{
 		Name: an.a.Name, PublicKey: an.n.priv.Public().(ed25519.PublicKey),
 		Region: an.a.Region, Manifest: an.a.Manifest, Seq: seq,
 		Issued: now, Expires: now.Add(an.a.Lifetime), Withdrawn: withdrawn,
+		Delegation: deleg,
 	}
 	var eps []string
 	if !withdrawn {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -74,7 +76,17 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 			ctx, cancel = context.WithTimeout(ctx, d)
 			defer cancel()
 		}
-		res, err := n.Find(ctx, r.URL.Query().Get("name"))
+		var opts FindOptions
+		for _, k := range r.URL.Query()["publisher"] {
+			pub, err := dht.ParsePublicKey(k)
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+				return
+			}
+			opts.Publishers = append(opts.Publishers, pub)
+		}
+		opts.All = r.URL.Query().Get("all") == "1"
+		res, err := n.FindWith(ctx, r.URL.Query().Get("name"), opts)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
@@ -151,8 +163,14 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 }
 
 // Find asks the node to find the cell name.
-func (c *Client) Find(ctx context.Context, name string) (*FindResult, error) {
+func (c *Client) Find(ctx context.Context, name string, opts FindOptions) (*FindResult, error) {
 	q := url.Values{"name": {name}}
+	for _, p := range opts.Publishers {
+		q.Add("publisher", base64.StdEncoding.EncodeToString(p))
+	}
+	if opts.All {
+		q.Set("all", "1")
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		q.Set("timeout", time.Until(dl).String())
 	}

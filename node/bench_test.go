@@ -19,9 +19,9 @@ import (
 // nodes (libp2p TCP hosts on 127.0.0.1, the real DHT, real service
 // listeners) in one process. See docs/performance.md.
 //
-// Each top-level benchmark builds its network once and runs one
-// sub-benchmark on it, so the setup (about a second per node on a busy
-// machine) is not repeated while the testing package sizes b.N.
+// Each top-level benchmark builds its network once (a few seconds) and runs
+// one sub-benchmark on it, so the setup is not repeated while the testing
+// package sizes b.N.
 //
 //	go test -run '^$' -bench . -benchtime 50x ./node/
 

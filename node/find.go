@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -21,44 +24,113 @@ type Instance struct {
 	Best      string    `json:"best_endpoint,omitempty"` // the endpoint that answered first
 	Expires   time.Time `json:"expires"`
 	Seq       uint64    `json:"seq"`
+	Publisher string    `json:"publisher"` // base64 key that delegated the record; "" for an open record
+	Trusted   bool      `json:"trusted"`   // delegated by a publisher the finder trusts
 }
 
 // FindResult is the answer to a find.
 type FindResult struct {
 	Name      string         `json:"name"`
 	Instances []Instance     `json:"instances"`
-	Offline   bool           `json:"offline,omitempty"`  // the network was not reachable: local cells only
-	Rejected  map[string]int `json:"rejected,omitempty"` // records dropped, by reason
-	Asked     int            `json:"asked"`              // DHT peers asked
+	Pinned    bool           `json:"pinned"`              // the finder trusted some publishers
+	Untrusted int            `json:"untrusted,omitempty"` // live instances not tied to a trusted publisher
+	Offline   bool           `json:"offline,omitempty"`   // the network was not reachable: local cells only
+	Rejected  map[string]int `json:"rejected,omitempty"`  // records dropped, by reason
+	Asked     int            `json:"asked"`               // DHT peers asked
 }
 
-// Find returns the live, verified instances of the cell name from the DHT
-// and from the cells registered on this machine, pings every endpoint in
-// parallel (ProbeTimeout each) and ranks reachable instances by measured
-// latency, then unreachable ones. When the DHT has no peer to ask, the
-// result is marked Offline and holds local cells only; that is not an error.
+// FindOptions says whom a find trusts.
+type FindOptions struct {
+	// Publishers are the trusted publisher keys (from a pinned manifest or
+	// the command line). Empty means nothing is pinned: every valid
+	// instance is returned, none of them trusted.
+	Publishers []ed25519.PublicKey
+	// All also returns, marked untrusted, the instances that no trusted
+	// publisher delegated. It only matters when Publishers is set.
+	All bool
+}
+
+// Find is FindWith with nothing pinned.
 func (n *Node) Find(ctx context.Context, name string) (*FindResult, error) {
+	return n.FindWith(ctx, name, FindOptions{})
+}
+
+// FindWith returns the live, verified instances of the cell name from the
+// DHT and from the cells registered on this machine, pings every endpoint
+// in parallel (ProbeTimeout each) and ranks reachable instances by measured
+// latency, then unreachable ones.
+//
+// With trusted publishers it asks for those publishers' sets (which a flood
+// under the name cannot crowd out) and, in parallel, for the name's set, to
+// count the rest: instances no trusted publisher delegated are counted in
+// Untrusted and returned, marked, only with All. When the DHT has no peer
+// to ask, the result is marked Offline and holds local cells only; that is
+// not an error.
+func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*FindResult, error) {
 	if _, err := dht.ParseName(name); err != nil {
 		return nil, err
 	}
-	recs, st, err := n.dht.Find(ctx, name, n.now)
-	res := &FindResult{Name: name, Instances: []Instance{}, Rejected: st.Rejected, Asked: st.Responded}
-	if errors.Is(err, dht.ErrNoPeers) {
-		res.Offline = true
-	} else if err != nil {
-		return nil, err
+	res := &FindResult{Name: name, Instances: []Instance{}, Pinned: len(opts.Publishers) > 0, Rejected: map[string]int{}}
+	type answer struct {
+		recs []*dht.Record
+		st   dht.FindStats
+		err  error
 	}
-	raws := make([][]byte, 0, len(recs))
-	for _, r := range recs {
-		raws = append(raws, r.Bytes())
+	lookups := [][]ed25519.PublicKey{nil}
+	if res.Pinned {
+		lookups = append(lookups, opts.Publishers)
+	}
+	answers := make([]answer, len(lookups))
+	var wg sync.WaitGroup
+	for i, pubs := range lookups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := &answers[i]
+			a.recs, a.st, a.err = n.dht.FindFrom(ctx, name, pubs, n.now)
+		}()
+	}
+	wg.Wait()
+	var raws [][]byte
+	for _, a := range answers {
+		switch {
+		case errors.Is(a.err, dht.ErrNoPeers):
+			res.Offline = true
+		case a.err != nil:
+			return nil, a.err
+		}
+		res.Asked += a.st.Responded
+		for k, v := range a.st.Rejected {
+			if k != "wrong_publisher" { // the name's set holds other publishers by design
+				res.Rejected[k] += v
+			}
+		}
+		for _, r := range a.recs {
+			raws = append(raws, r.Bytes())
+		}
 	}
 	for _, c := range n.localCells() {
 		if c.Name == name && len(c.Record) > 0 {
 			raws = append(raws, c.Record)
 		}
 	}
-	merged := dht.Merge(name, raws, n.now(), res.Rejected)
-	res.Instances = Rank(ctx, merged)
+	var keep []*dht.Record
+	trusted := map[string]bool{} // by peer ID
+	for _, r := range dht.Merge(name, raws, n.now(), res.Rejected) {
+		if pub := r.Publisher(); pub != nil && slices.ContainsFunc(opts.Publishers, func(p ed25519.PublicKey) bool { return pub.Equal(p) }) {
+			trusted[r.Peer.String()] = true
+		} else if res.Pinned {
+			res.Untrusted++
+			if !opts.All {
+				continue
+			}
+		}
+		keep = append(keep, r)
+	}
+	res.Instances = Rank(ctx, keep)
+	for i := range res.Instances {
+		res.Instances[i].Trusted = trusted[res.Instances[i].Peer]
+	}
 	if len(res.Rejected) == 0 {
 		res.Rejected = nil
 	}
@@ -74,6 +146,9 @@ func Rank(ctx context.Context, recs []*dht.Record) []Instance {
 	for i, r := range recs {
 		out[i] = Instance{Peer: r.Peer.String(), Endpoints: r.Endpoints, Region: r.Region,
 			Expires: r.Expires, Seq: r.Seq}
+		if pub := r.Publisher(); pub != nil {
+			out[i].Publisher = base64.StdEncoding.EncodeToString(pub)
+		}
 		if r.Manifest.Defined() {
 			out[i].Manifest = r.Manifest.String()
 		}

@@ -268,7 +268,7 @@ func TestHome(t *testing.T) {
 	if err != nil || st.Peer != id.String() {
 		t.Fatalf("status over the API: %+v, %v", st, err)
 	}
-	if _, err := cl.Find(context.Background(), "Bad"); err == nil {
+	if _, err := cl.Find(context.Background(), "Bad", FindOptions{}); err == nil {
 		t.Fatal("find of a bad name over the API succeeded")
 	}
 	n.Close()
