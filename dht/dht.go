@@ -16,6 +16,7 @@ import (
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 )
 
 // Mode says whether a node serves the DHT.
@@ -54,6 +55,10 @@ type Config struct {
 	DisableAutoRefresh bool
 	// Store bounds the local record store.
 	Store StoreConfig
+	// PeerRate is how many instances-protocol requests per second one
+	// remote peer may make of this node (a token bucket with a burst of
+	// 5 s worth); 0 means 20. Requests over it are refused and counted.
+	PeerRate float64
 	// Logger receives debug logs; nil means discard.
 	Logger *slog.Logger
 }
@@ -68,6 +73,9 @@ type DHT struct {
 	store *Store
 	log   *slog.Logger
 	count Counters
+
+	limMu    sync.Mutex
+	limiters map[peer.ID]*rate.Limiter // per remote peer, for the instances protocol
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -86,6 +94,9 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
 	}
+	if cfg.PeerRate <= 0 {
+		cfg.PeerRate = 20
+	}
 	if cfg.Store.Now == nil {
 		cfg.Store.Now = time.Now
 	}
@@ -99,7 +110,7 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	}
 	d := &DHT{
 		cfg: cfg, host: h, kad: kad, store: NewStore(cfg.Store), log: log,
-		count: newCounters(), done: make(chan struct{}),
+		count: newCounters(), done: make(chan struct{}), limiters: map[peer.ID]*rate.Limiter{},
 	}
 	h.SetStreamHandler(ProtocolID, d.handle)
 	d.wg.Add(1)
@@ -139,8 +150,27 @@ func (d *DHT) gcLoop() {
 			return
 		case <-t.C:
 			d.store.GC()
+			d.limMu.Lock()
+			for p, l := range d.limiters { // a full bucket is an idle peer
+				if l.Tokens() >= float64(l.Burst()) {
+					delete(d.limiters, p)
+				}
+			}
+			d.limMu.Unlock()
 		}
 	}
+}
+
+// allow takes one request token of peer p.
+func (d *DHT) allow(p peer.ID) bool {
+	d.limMu.Lock()
+	defer d.limMu.Unlock()
+	l, ok := d.limiters[p]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(d.cfg.PeerRate), int(5*d.cfg.PeerRate))
+		d.limiters[p] = l
+	}
+	return l.Allow()
 }
 
 // Kad returns the underlying kad-dht instance.
@@ -203,16 +233,17 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 	if pub := r.Publisher(); pub != nil {
 		targets = append(targets, pub)
 	}
+	var first error
 	if d.Server() {
 		for _, pub := range targets {
 			if _, err := d.store.PutFor(r.Name, pub, r.raw); err != nil {
-				return st, fmt.Errorf("dht: publish %s: %w", r.Name, err)
+				first = err
+			} else {
+				st.Local = true
 			}
 		}
-		st.Local = true
 	}
 	var mu sync.Mutex
-	var first error
 	var wg sync.WaitGroup
 	for _, pub := range targets {
 		wg.Add(1)

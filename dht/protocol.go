@@ -67,6 +67,9 @@ func (d *DHT) handle(s network.Stream) {
 	switch {
 	case err != nil:
 		resp.Error = "malformed request"
+	case !d.allow(s.Conn().RemotePeer()):
+		d.count.add("rate_limited", 1)
+		resp.Error = "rate limited"
 	case req.Op == opPut:
 		d.count.add("put_received", 1)
 		if _, err := ParseName(req.Name); err != nil {

@@ -21,8 +21,15 @@ var ErrFull = errors.New("dht: store full")
 type StoreConfig struct {
 	// MaxPerName is the most records kept for one cell name; 0 means 256.
 	MaxPerName int
-	// MaxNames is the most cell names kept; 0 means 65536.
+	// MaxNames is the most sets (cell names, and publishers' sets for a
+	// name) kept; 0 means 65536.
 	MaxNames int
+	// MaxPerPublisher is the most records one publisher key may hold in a
+	// name's set, so one key cannot fill it; 0 means a quarter of
+	// MaxPerName. Open records are not limited by it.
+	MaxPerPublisher int
+	// MaxBytes bounds the encoded records held, in bytes; 0 means 64 MiB.
+	MaxBytes int
 	// Now is the store's clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -35,6 +42,7 @@ type Store struct {
 
 	mu     sync.Mutex
 	byName map[string]map[peer.ID]*Record
+	bytes  int // encoded size of the records held
 	count  Counters
 }
 
@@ -45,6 +53,12 @@ func NewStore(cfg StoreConfig) *Store {
 	}
 	if cfg.MaxNames <= 0 {
 		cfg.MaxNames = 65536
+	}
+	if cfg.MaxPerPublisher <= 0 {
+		cfg.MaxPerPublisher = max(1, cfg.MaxPerName/4)
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 64 << 20
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -96,7 +110,7 @@ func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*R
 	}
 	if set == nil {
 		if len(s.byName) >= s.cfg.MaxNames {
-			s.gcLocked(now)
+			s.bytes -= s.gcLocked(now)
 			if len(s.byName) >= s.cfg.MaxNames {
 				s.count.reject(ErrFull)
 				return nil, fmt.Errorf("%w: %d names", ErrFull, len(s.byName))
@@ -105,13 +119,32 @@ func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*R
 		set = make(map[peer.ID]*Record)
 		s.byName[name] = set
 	}
-	if _, ok := set[r.Peer]; !ok && len(set) >= s.cfg.MaxPerName {
-		pruneSet(set, now)
+	old, replacing := set[r.Peer]
+	if !replacing {
 		if len(set) >= s.cfg.MaxPerName {
+			s.bytes -= pruneSet(set, now)
+			if len(set) >= s.cfg.MaxPerName {
+				s.count.reject(ErrFull)
+				return nil, fmt.Errorf("%w: %d records for %s", ErrFull, len(set), name)
+			}
+		}
+		if pub := r.Publisher(); publisher == nil && pub != nil && s.countPublisher(set, pub) >= s.cfg.MaxPerPublisher {
 			s.count.reject(ErrFull)
-			return nil, fmt.Errorf("%w: %d records for %s", ErrFull, len(set), name)
+			return nil, fmt.Errorf("%w: publisher holds %d records for %s", ErrFull, s.cfg.MaxPerPublisher, name)
 		}
 	}
+	grow := len(r.raw)
+	if replacing {
+		grow -= len(old.raw)
+	}
+	if s.bytes+grow > s.cfg.MaxBytes {
+		s.bytes -= s.gcLocked(now)
+		if s.bytes+grow > s.cfg.MaxBytes {
+			s.count.reject(ErrFull)
+			return nil, fmt.Errorf("%w: %d bytes held", ErrFull, s.bytes)
+		}
+	}
+	s.bytes += grow
 	set[r.Peer] = r
 	s.count.add("stored", 1)
 	return r, nil
@@ -133,6 +166,7 @@ func (s *Store) GetFor(name string, publisher ed25519.PublicKey) []*Record {
 	for id, r := range set {
 		if err := r.Check(now); err != nil {
 			delete(set, id)
+			s.bytes -= len(r.raw)
 			s.count.add("expired_at_serve", 1)
 			continue
 		}
@@ -145,33 +179,55 @@ func (s *Store) GetFor(name string, publisher ed25519.PublicKey) []*Record {
 	return out
 }
 
-// GC drops every expired record and returns how many it dropped.
+// GC drops every expired record and returns how many bytes it freed.
 func (s *Store) GC() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.gcLocked(s.cfg.Now())
+	freed := s.gcLocked(s.cfg.Now())
+	s.bytes -= freed
+	return freed
 }
 
+// gcLocked drops expired records and empty sets and returns the bytes
+// freed; the caller adjusts s.bytes.
 func (s *Store) gcLocked(now time.Time) int {
-	n := 0
+	freed := 0
 	for name, set := range s.byName {
-		n += pruneSet(set, now)
+		freed += pruneSet(set, now)
 		if len(set) == 0 {
 			delete(s.byName, name)
 		}
 	}
-	return n
+	return freed
 }
 
+// pruneSet drops the expired records of set and returns the bytes freed.
 func pruneSet(set map[peer.ID]*Record, now time.Time) int {
-	n := 0
+	freed := 0
 	for id, r := range set {
 		if r.Check(now) != nil {
 			delete(set, id)
+			freed += len(r.raw)
+		}
+	}
+	return freed
+}
+
+func (s *Store) countPublisher(set map[peer.ID]*Record, pub ed25519.PublicKey) int {
+	n := 0
+	for _, r := range set {
+		if pub.Equal(r.Publisher()) {
 			n++
 		}
 	}
 	return n
+}
+
+// Bytes returns the encoded size of the records held.
+func (s *Store) Bytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes
 }
 
 // Len returns the number of records held, expired or not.

@@ -8,20 +8,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/cellnode/cellnode/bootstrap"
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 )
 
 // DefaultListen are the addresses a node listens on when Config.Listen is
@@ -187,34 +182,6 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	log.Info("node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "home", cfg.Home)
 	return n, nil
-}
-
-// newHost builds the libp2p host: TCP and QUIC with libp2p's default
-// security (Noise, TLS) and muxers, a connection manager sized for a public
-// node, and the default resource manager.
-func newHost(sk crypto.PrivKey, listen []string) (host.Host, error) {
-	if len(listen) == 0 {
-		listen = DefaultListen
-	}
-	cm, err := connmgr.NewConnManager(100, 400, connmgr.WithGracePeriod(time.Minute))
-	if err != nil {
-		return nil, err
-	}
-	h, err := libp2p.New(
-		libp2p.Identity(sk),
-		libp2p.ListenAddrStrings(listen...),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
-		libp2p.ConnectionManager(cm),
-	)
-	if err != nil {
-		msg := err.Error()
-		if strings.Contains(msg, "address already in use") {
-			return nil, fmt.Errorf("node: listen %s: address already in use (pick another port with --listen)", strings.Join(listen, ", "))
-		}
-		return nil, fmt.Errorf("node: start libp2p host on %s: %w", strings.Join(listen, ", "), err)
-	}
-	return h, nil
 }
 
 // ID returns the node's peer ID.

@@ -1,0 +1,99 @@
+package dht
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestStoreQuotas(t *testing.T) {
+	clk := &clock{t: t0.Add(time.Second)}
+	fake := testKey(50)
+	rec := func(i int, d bool) []byte {
+		k := testKey(byte(60 + i))
+		r := testRecord(k)
+		if d {
+			r.Delegation = testDelegation(t, fake, r.Name, k.Public().(ed25519.PublicKey), t0, time.Hour)
+		}
+		return mustSign(t, k, r)
+	}
+	t.Run("per publisher in a name's set", func(t *testing.T) {
+		s := NewStore(StoreConfig{MaxPerName: 8, MaxPerPublisher: 2, Now: clk.Now})
+		for i := range 2 {
+			if _, err := s.Put("acme/exchange", rec(i, true)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Put("acme/exchange", rec(2, true)); !errors.Is(err, ErrFull) {
+			t.Fatalf("third record of one publisher: %v", err)
+		}
+		// Open records and the publisher's own set are not limited by it.
+		if _, err := s.Put("acme/exchange", rec(3, false)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.PutFor("acme/exchange", fake.Public().(ed25519.PublicKey), rec(2, true)); err != nil {
+			t.Fatal(err)
+		}
+		// Republishing a held record is not a new one.
+		if _, err := s.Put("acme/exchange", rec(0, true)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("bytes", func(t *testing.T) {
+		one := len(rec(0, false))
+		s := NewStore(StoreConfig{MaxBytes: 2 * one, Now: clk.Now})
+		s.Put("acme/exchange", rec(0, false))
+		s.Put("acme/exchange", rec(1, false))
+		if _, err := s.Put("acme/exchange", rec(2, false)); !errors.Is(err, ErrFull) {
+			t.Fatalf("over the byte bound: %v", err)
+		}
+		if s.Bytes() != 2*one {
+			t.Fatalf("Bytes = %d, want %d", s.Bytes(), 2*one)
+		}
+		clk.Add(2 * time.Minute) // everything expires: room again
+		if _, err := s.Put("acme/exchange", mustSign(t, testKey(90), Record{Name: "acme/exchange",
+			PublicKey: testKey(90).Public().(ed25519.PublicKey), Endpoints: []string{"h:1"}, Seq: 1,
+			Issued: clk.Now(), Expires: clk.Now().Add(time.Minute)})); err != nil {
+			t.Fatalf("after expiry: %v", err)
+		}
+		if s.Bytes() > one+10 {
+			t.Fatalf("expired bytes not freed: %d", s.Bytes())
+		}
+		if c := s.Counters(); c["rejected_full"] == 0 {
+			t.Fatalf("rejections not counted: %v", c)
+		}
+	})
+	t.Run("names", func(t *testing.T) {
+		s := NewStore(StoreConfig{MaxNames: 1, Now: clk.Now})
+		k := testKey(91)
+		mk := func(name string) []byte {
+			return mustSign(t, k, Record{Name: name, PublicKey: k.Public().(ed25519.PublicKey), Endpoints: []string{"h:1"},
+				Seq: 1, Issued: clk.Now(), Expires: clk.Now().Add(time.Minute)})
+		}
+		if _, err := s.Put("acme/a", mk("acme/a")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Put("acme/b", mk("acme/b")); !errors.Is(err, ErrFull) {
+			t.Fatalf("second name: %v", err)
+		}
+	})
+}
+
+func TestRateLimit(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 2, clk)
+	a, b := nodes[0], nodes[1]
+	b.dht.cfg.PeerRate = 1 // a burst of 5, then one a second
+	ctx := context.Background()
+	refused := 0
+	for range 20 {
+		if _, err := a.dht.call(ctx, b.host.ID(), request{Op: opGet, Name: "acme/x"}); err != nil {
+			refused++
+		}
+	}
+	if refused < 10 || b.dht.Counters()["rate_limited"] != uint64(refused) {
+		t.Fatalf("refused %d of 20, counted %d", refused, b.dht.Counters()["rate_limited"])
+	}
+}
