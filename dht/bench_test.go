@@ -78,6 +78,29 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
+// BenchmarkVerifyDelegated is Verify of a record that carries a publisher's
+// delegation: a second Ed25519ctx signature, checked along with the record's.
+func BenchmarkVerifyDelegated(b *testing.B) {
+	node, publisher := testKey(1), testKey(2)
+	d, err := SignDelegation(publisher, Delegation{
+		Name: "acme/exchange", Node: node.Public().(ed25519.PublicKey),
+		Issued: t0, NotAfter: t0.Add(24 * time.Hour),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := testRecord(node)
+	r.Delegation = d
+	raw := mustSign(b, node, r)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Verify(raw, "acme/exchange", benchNow); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(raw)), "record_bytes")
+}
+
 // BenchmarkStorePut puts records into a store that already holds 100
 // records under the same name.
 //

@@ -358,6 +358,8 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 		for _, r := range d.store.GetFor(name, pub) {
 			raws = append(raws, r.raw)
 		}
+	}
+	for _, pub := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -427,11 +429,18 @@ func trusted(pub ed25519.PublicKey, list []ed25519.PublicKey) bool {
 }
 
 // Merge verifies raw records of name at now and keeps the newest record of
-// each publisher, dropping withdrawn instances. Rejections are counted in
-// rejected by Reason when it is not nil. The result is ordered by peer ID.
+// each node, dropping withdrawn instances. Identical copies are verified
+// and counted once. Rejections are counted in rejected by Reason when it is
+// not nil. The result is ordered by peer ID.
 func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) []*Record {
 	best := map[peer.ID]*Record{}
+	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
+		// The closest peers mostly hold the same bytes: verify each once.
+		if seen[string(raw)] {
+			continue
+		}
+		seen[string(raw)] = true
 		r, err := Verify(raw, name, now)
 		if err != nil {
 			if rejected != nil {

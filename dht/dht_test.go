@@ -65,8 +65,21 @@ func testNetwork(t *testing.T, n int, clk *clock) []*testNode {
 			t.Fatal(err)
 		}
 	}
+	// Identify fills the routing tables after the connections are up: wait
+	// for it, then refresh.
 	for _, nd := range nodes {
-		<-nd.dht.Kad().RefreshRoutingTable()
+		deadline := time.Now().Add(10 * time.Second)
+		for n > 1 && nd.dht.Kad().RoutingTable().Size() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("routing table still empty after 10 s")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for _, nd := range nodes {
+		if err := <-nd.dht.Kad().RefreshRoutingTable(); err != nil && n > 1 {
+			t.Fatalf("refresh: %v", err)
+		}
 	}
 	return nodes
 }

@@ -169,9 +169,32 @@ func TestEndToEnd(t *testing.T) {
 		return !ok
 	})
 
-	// The local API answers the same find.
-	api := c.node(nil, t.TempDir())
-	_ = api
+	// A node's local API answers the same find as the node itself.
+	cl, err := Dial(apiHome(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaAPI, err := cl.Find(context.Background(), "acme/exchange", FindOptions{})
+	if err != nil || len(viaAPI.Instances) != 3 {
+		t.Fatalf("find through the local API: %+v, %v", viaAPI, err)
+	}
+}
+
+// apiHome starts a cluster node serving the local API and returns its home.
+func apiHome(t *testing.T, c *cluster) string {
+	home := t.TempDir()
+	n, err := New(Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, API: true, RuntimeDir: t.TempDir(),
+		Bootstrap: []peer.AddrInfo{{ID: c.boot.ID(), Addrs: c.boot.Host().Addrs()}}, DHT: dht.Config{Mode: dht.ModeServer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return home
 }
 
 // TestKilledInstanceExpires: an instance that dies without withdrawing
