@@ -1,0 +1,221 @@
+package sim
+
+import (
+	"context"
+	"encoding/binary"
+	"strings"
+	"sync/atomic"
+
+	"github.com/cellnode/cellnode/dht"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// kind is a class of request message.
+type kind int
+
+// The kad-dht kinds are numbered as kad-dht's pb.Message_MessageType.
+const (
+	kindPutValue kind = iota
+	kindGetValue
+	kindAddProvider
+	kindGetProviders
+	kindFindNode
+	kindPing
+	kindKadOther
+	kindCell // a request of the instances protocol (dht.ProtocolID)
+	numKinds
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindPutValue:
+		return "kad_put_value"
+	case kindGetValue:
+		return "kad_get_value"
+	case kindAddProvider:
+		return "kad_add_provider"
+	case kindGetProviders:
+		return "kad_get_providers"
+	case kindFindNode:
+		return "kad_find_node"
+	case kindPing:
+		return "kad_ping"
+	case kindCell:
+		return "cell"
+	}
+	return "kad_other"
+}
+
+// meter counts the request messages one node sends on the kad-dht and cell
+// protocols, by kind, and the bytes it sends and receives on the streams it
+// opens. It is safe for concurrent use.
+type meter struct {
+	msgs           [numKinds]atomic.Uint64
+	sent, received atomic.Uint64
+}
+
+// tally is a snapshot of one or more meters.
+type tally struct {
+	msgs        [numKinds]uint64
+	sent, recvd uint64
+}
+
+func (m *meter) snapshot() tally {
+	var t tally
+	for k := range t.msgs {
+		t.msgs[k] = m.msgs[k].Load()
+	}
+	t.sent, t.recvd = m.sent.Load(), m.received.Load()
+	return t
+}
+
+func (t tally) add(u tally) tally {
+	for k := range t.msgs {
+		t.msgs[k] += u.msgs[k]
+	}
+	t.sent += u.sent
+	t.recvd += u.recvd
+	return t
+}
+
+func (t tally) sub(u tally) tally {
+	for k := range t.msgs {
+		t.msgs[k] -= u.msgs[k]
+	}
+	t.sent -= u.sent
+	t.recvd -= u.recvd
+	return t
+}
+
+// total is the number of messages of every kind.
+func (t tally) total() uint64 {
+	var n uint64
+	for _, v := range t.msgs {
+		n += v
+	}
+	return n
+}
+
+// byKind returns the non-zero message counts by kind name.
+func (t tally) byKind() map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range t.msgs {
+		if v != 0 {
+			out[kind(k).String()] = v
+		}
+	}
+	return out
+}
+
+// meteredHost is a host whose outgoing streams are counted. kad-dht and the
+// cell DHT open every request stream through NewStream, so wrapping the
+// host given to node.New sees all their requests.
+type meteredHost struct {
+	host.Host
+	m *meter
+}
+
+// NewStream opens a stream and counts what is written to it and read from
+// it, when it speaks kad-dht or the cell protocol.
+func (h *meteredHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	s, err := h.Host.NewStream(ctx, p, pids...)
+	if err != nil {
+		return nil, err
+	}
+	proto := s.Protocol()
+	switch {
+	case proto == dht.ProtocolID:
+		return &meteredStream{Stream: s, m: h.m, f: framer{cell: true}}, nil
+	case strings.HasPrefix(string(proto), dht.ProtocolPrefix+"/kad/"):
+		return &meteredStream{Stream: s, m: h.m}, nil
+	}
+	return s, nil
+}
+
+// meteredStream counts the messages written to a stream and its bytes. It
+// is used by one writer at a time, as libp2p streams are.
+type meteredStream struct {
+	network.Stream
+	m *meter
+	f framer
+}
+
+func (s *meteredStream) Write(p []byte) (int, error) {
+	n, err := s.Stream.Write(p)
+	s.m.sent.Add(uint64(n))
+	s.f.feed(p[:n], func(k kind) { s.m.msgs[k].Add(1) })
+	return n, err
+}
+
+func (s *meteredStream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	s.m.received.Add(uint64(n))
+	return n, err
+}
+
+// framer splits a byte stream of varint-length-prefixed messages, however
+// it is chunked, and classifies each message from its first bytes. A kad-dht
+// message is a protobuf whose field 1 is its type; Go's protobuf encoder
+// writes fields in number order and leaves out a zero type (PUT_VALUE), so
+// a message that does not start with field 1 is a PUT_VALUE.
+type framer struct {
+	cell bool // every message is a cell request
+
+	inFrame bool
+	length  uint64 // varint being read
+	shift   uint
+	left    uint64 // body bytes still to come
+	head    [11]byte
+	headN   int
+}
+
+func (f *framer) feed(p []byte, emit func(kind)) {
+	for len(p) > 0 {
+		if !f.inFrame {
+			b := p[0]
+			p = p[1:]
+			f.length |= uint64(b&0x7f) << f.shift
+			f.shift += 7
+			if b < 0x80 || f.shift > 63 {
+				f.inFrame, f.left, f.headN = true, f.length, 0
+				f.length, f.shift = 0, 0
+				if f.left == 0 {
+					f.finish(emit)
+				}
+			}
+			continue
+		}
+		n := uint64(len(p))
+		if n > f.left {
+			n = f.left
+		}
+		f.headN += copy(f.head[f.headN:], p[:n])
+		p = p[n:]
+		f.left -= n
+		if f.left == 0 {
+			f.finish(emit)
+		}
+	}
+}
+
+func (f *framer) finish(emit func(kind)) {
+	f.inFrame = false
+	if f.cell {
+		emit(kindCell)
+		return
+	}
+	head := f.head[:f.headN]
+	if len(head) == 0 || head[0] != 0x08 { // field 1, varint
+		emit(kindPutValue)
+		return
+	}
+	t, n := binary.Uvarint(head[1:])
+	if n <= 0 || t >= uint64(kindKadOther) {
+		emit(kindKadOther)
+		return
+	}
+	emit(kind(t))
+}
