@@ -2,6 +2,9 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
+	"os"
+	"path/filepath"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
@@ -22,6 +26,7 @@ func findCmd(e *env) *cobra.Command {
 	var fingerprint, version string
 	var publishers []string
 	var all bool
+	var lockFile string
 	c := &cobra.Command{
 		Use:   "find ORG/NAME",
 		Short: "List the live instances of a cell, fastest first",
@@ -36,8 +41,8 @@ With no network it lists the cells running on this machine and says so.
 instances announce (from those instances, checking every hash) and keep only
 compatible instances; instances that announce no manifest are left out.
 
-Trust: with --publisher KEY only instances delegated by that key (as listed in
-the cell's Cell.json) are shown; the others are counted, and --all lists them
+Trust: with --publisher KEY, or in a directory whose Cell.lock pins the cell's
+publishers, only instances delegated by those keys are shown; the others are counted, and --all lists them
 marked UNTRUSTED. With no --publisher, instances are grouped by publisher and
 nothing is verified against a manifest you trust.
 
@@ -68,6 +73,13 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 					return usageErr("--publisher: %v", err)
 				}
 				opts.Publishers = append(opts.Publishers, pub)
+			}
+			if len(publishers) == 0 {
+				pins, err := lockPins(lockFile, args[0])
+				if err != nil {
+					return usageErr("%v", err)
+				}
+				opts.Publishers = pins
 			}
 			res, err := find(ctx, e, &nf, args[0], opts, filt)
 			if err != nil {
@@ -105,6 +117,7 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up after this long")
 	c.Flags().StringSliceVar(&publishers, "publisher", nil, "trust this publisher key (hex or base64), repeatable; only its instances are shown")
 	c.Flags().BoolVar(&all, "all", false, "with --publisher, also list untrusted instances, marked")
+	c.Flags().StringVar(&lockFile, "lock", manifest.LockFile, "trust the publishers this Cell.lock pins for the cell (when it exists and --publisher is not given)")
 	c.Flags().StringVar(&fingerprint, "fingerprint", "", "keep only instances whose manifest has this schema fingerprint (hex)")
 	c.Flags().StringVar(&version, "version", "", "keep only instances whose manifest version matches: 1.2.3, or a range such as '>=1.2, <2'")
 	return c
@@ -181,4 +194,30 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// lockPins returns the publisher keys that the lock file at path pins for
+// the cell name; a missing file pins nothing.
+func lockPins(path, name string) ([]ed25519.PublicKey, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil
+	}
+	lock, err := manifest.LoadLock(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	var out []ed25519.PublicKey
+	for _, c := range lock.Cells {
+		if c.Cell != name {
+			continue
+		}
+		for _, p := range c.Publishers {
+			k, err := dht.ParsePublicKey(p)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }

@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/node"
+	"github.com/spf13/cobra"
+)
+
+func addCmd(e *env) *cobra.Command {
+	var dir string
+	var d manifest.Dep
+	c := &cobra.Command{
+		Use:   "add NAME --git URL [--tag T] [--max-latency-ms N] [--auto-spawn]",
+		Short: "Add or update a dependency in Cell.toml, keeping its comments and layout",
+		Long: `Add writes one dependency line into the [cell] table of Cell.toml:
+NAME = { git = URL, tag = T, ... }. An existing line for NAME is replaced;
+every other line, comment and blank line is kept as it was. NAME is the
+local name: the socket NAME.sock and the file NAME_instances.* use it.
+Run cellnode resolve afterwards.`,
+		Example: `  cellnode add exchange --git https://git.example.com/acme/exchange.git --tag v1.0.0 --max-latency-ms 50 --auto-spawn`,
+		Args:    exactArgs(1, "one dependency name"),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if d.Git == "" {
+				return usageErr("--git is required")
+			}
+			path := filepath.Join(dir, manifest.DepsFile)
+			old, err := os.ReadFile(path)
+			if err != nil {
+				return usageErr("%v (run cellnode init first, or pass --dir)", err)
+			}
+			if _, err := manifest.ParseDeps(old); err != nil {
+				return usageErr("%v", err)
+			}
+			updated, err := manifest.AddDep(old, args[0], d)
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			fi, _ := os.Stat(path)
+			if err := node.WriteFileAtomic(path, updated, fi.Mode().Perm()); err != nil {
+				return failErr(err)
+			}
+			fmt.Fprintf(e.stdout, "added %s to %s; run cellnode resolve\n", args[0], path)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&dir, "dir", ".", "the cell's directory")
+	f.StringVar(&d.Git, "git", "", "the dependency's git URL")
+	f.StringVar(&d.Tag, "tag", "", "tag or branch (default: the remote's HEAD)")
+	f.StringVar(&d.Cell, "cell", "", "the cell's full name ORG/NAME (default: from its manifest)")
+	f.IntVar(&d.MaxLatencyMS, "max-latency-ms", 0, "use instances only up to this latency (0: any)")
+	f.BoolVar(&d.AutoSpawn, "auto-spawn", false, "build and start the cell from source when no instance qualifies")
+	return c
+}

@@ -1,0 +1,3 @@
+module example.com/acme/exchange
+
+go 1.26

@@ -1,0 +1,3 @@
+module example.com/acme/trader
+
+go 1.26
