@@ -3,11 +3,11 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
-	"os"
-	"path/filepath"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
