@@ -61,7 +61,10 @@ type Config struct {
 	// Logger receives the node's logs; nil means discard.
 	Logger *slog.Logger
 
-	now func() time.Time // clock seam for tests; nil means time.Now
+	// Now is the node's clock for signing and checking records (the
+	// simulator runs nodes on a shared, skewed or fast-forwarded clock);
+	// nil means time.Now.
+	Now func() time.Time
 }
 
 // Node is one running cellnode. Its methods are safe for concurrent use.
@@ -103,14 +106,14 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.RuntimeDir == "" {
 		cfg.RuntimeDir = DefaultRuntimeDir()
 	}
-	if cfg.now == nil {
-		cfg.now = time.Now
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, now: cfg.now, announcers: map[*Announcer]struct{}{}, done: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, now: cfg.Now, announcers: map[*Announcer]struct{}{}, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -132,7 +135,7 @@ func New(cfg Config) (_ *Node, err error) {
 				return nil, err
 			}
 		}
-		n.seq, _ = NewSequencer("", cfg.now)
+		n.seq, _ = NewSequencer("", cfg.Now)
 	} else {
 		if n.lock, err = lockHome(cfg.Home); err != nil {
 			return nil, err
@@ -140,7 +143,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if sk, err = LoadIdentity(cfg.Home); err != nil {
 			return nil, err
 		}
-		if n.seq, err = NewSequencer(filepath.Join(cfg.Home, SeqFile), cfg.now); err != nil {
+		if n.seq, err = NewSequencer(filepath.Join(cfg.Home, SeqFile), cfg.Now); err != nil {
 			return nil, err
 		}
 	}
@@ -162,7 +165,7 @@ func New(cfg Config) (_ *Node, err error) {
 	dcfg.BootstrapPeers = cfg.Bootstrap
 	dcfg.Logger = log
 	if dcfg.Store.Now == nil {
-		dcfg.Store.Now = cfg.now
+		dcfg.Store.Now = cfg.Now
 	}
 	if n.dht, err = dht.New(n.host, dcfg); err != nil {
 		return nil, err

@@ -51,7 +51,7 @@ func (c *cluster) node(boot []peer.AddrInfo, runtime string) *Node {
 	}
 	n, err := New(Config{
 		Home: c.t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: boot,
-		RuntimeDir: runtime, DHT: dht.Config{Mode: dht.ModeServer}, now: c.now,
+		RuntimeDir: runtime, DHT: dht.Config{Mode: dht.ModeServer}, Now: c.now,
 	})
 	if err != nil {
 		c.t.Fatal(err)
