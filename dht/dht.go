@@ -67,12 +67,13 @@ type Config struct {
 // cell validator, the local set-valued store (served when the node is a DHT
 // server) and the instances protocol. It is safe for concurrent use.
 type DHT struct {
-	cfg   Config
-	host  host.Host
-	kad   *kaddht.IpfsDHT
-	store *Store
-	log   *slog.Logger
-	count Counters
+	cfg     Config
+	host    host.Host
+	kad     *kaddht.IpfsDHT
+	store   *Store
+	closest closestCache // closest peers of recent finds
+	log     *slog.Logger
+	count   Counters
 
 	limMu    sync.Mutex
 	limiters map[peer.ID]*rate.Limiter // per remote peer, for the instances protocol
@@ -312,11 +313,15 @@ func (d *DHT) capPeers(peers []peer.ID) []peer.ID {
 
 // FindStats says how a find went.
 type FindStats struct {
-	Closest   int            // peers the lookups returned
+	Closest   int            // peers the completed lookups returned
+	Asked     int            // peers sent a get
 	Responded int            // peers that answered the get
-	Received  int            // records received, valid or not
+	Received  int            // distinct records received, valid or not
 	Rejected  map[string]int // records dropped, by Reason
 	Lookup    time.Duration  // time spent in the closest-peer lookups
+	First     time.Duration  // time to the first answer holding a record; 0 if none
+	Early     bool           // storers agreed before the lookup ended
+	Cached    bool           // remembered closest peers answered without a lookup
 }
 
 // ErrNoPeers is returned by Find when the lookup reached no peer at all; the
@@ -338,6 +343,13 @@ func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*R
 // name by anybody else cannot crowd them out. No publishers means Find.
 // Records from other publishers are dropped and counted as
 // "wrong_publisher".
+//
+// Each set is gathered while kad-dht's lookup proceeds: a peer that answers
+// the lookup and ranks among the closest seen so far is asked for the set
+// at once, and the gather stops as soon as 3 storers answer with the same
+// non-empty set (a set is replicated at the closest peers, so the rest of
+// the lookup would only confirm it). The closest peers of a key are
+// remembered for a minute, so a repeated find asks them directly.
 func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*Record, FindStats, error) {
 	st := FindStats{Rejected: map[string]int{}}
 	if _, err := ParseName(name); err != nil {
@@ -353,47 +365,32 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 	var mu sync.Mutex
 	var raws [][]byte
 	var lookupErr error
-	var wg sync.WaitGroup
 	for _, pub := range targets {
 		for _, r := range d.store.GetFor(name, pub) {
 			raws = append(raws, r.raw)
 		}
 	}
+	var wg sync.WaitGroup
 	for _, pub := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			key := Key(name)
-			if pub != nil {
-				key = PublisherKey(name, pub)
-			}
-			start := time.Now()
-			peers, err := d.kad.GetClosestPeers(ctx, key)
-			peers = d.capPeers(peers)
+			got, gs := d.gather(ctx, name, pub)
 			mu.Lock()
-			st.Lookup = max(st.Lookup, time.Since(start))
-			st.Closest += len(peers)
-			if err != nil && lookupErr == nil {
-				lookupErr = err
+			defer mu.Unlock()
+			raws = append(raws, got...)
+			st.Closest += gs.closest
+			st.Asked += gs.asked
+			st.Responded += gs.answered
+			st.Lookup = max(st.Lookup, gs.lookup)
+			if gs.first > 0 && (st.First == 0 || gs.first < st.First) {
+				st.First = gs.first
 			}
-			mu.Unlock()
-			var inner sync.WaitGroup
-			for _, p := range peers {
-				inner.Add(1)
-				go func() {
-					defer inner.Done()
-					d.count.add("get_sent", 1)
-					resp, err := d.call(ctx, p, request{Op: opGet, Name: name, Publisher: pub})
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					st.Responded++
-					raws = append(raws, resp.Records...)
-					mu.Unlock()
-				}()
+			st.Early = st.Early || gs.early
+			st.Cached = st.Cached || gs.cached
+			if gs.lookupErr != nil && lookupErr == nil {
+				lookupErr = gs.lookupErr
 			}
-			inner.Wait()
 		}()
 	}
 	wg.Wait()
@@ -413,7 +410,7 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 	for reason, n := range st.Rejected {
 		d.count.add("find_rejected_"+reason, uint64(n))
 	}
-	if st.Closest == 0 && lookupErr != nil {
+	if st.Responded == 0 && lookupErr != nil {
 		return recs, st, fmt.Errorf("%w: %v", ErrNoPeers, lookupErr)
 	}
 	return recs, st, nil
