@@ -2,6 +2,9 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,12 +103,25 @@ func runDemo(ctx context.Context, e *env, instances int) error {
 		}
 		wg.Wait()
 	}()
-	names := make([]string, 0, instances+1)
+	// acme's publisher key delegates each exchange node; an impostor runs
+	// one more "acme/exchange" with a key of its own.
+	_, publisher, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return failErr(err)
+	}
+	_, impostorKey, _ := ed25519.GenerateKey(rand.Reader)
+	pub := publisher.Public().(ed25519.PublicKey)
+	fmt.Fprintf(out, "publisher        %s (acme's key, listed in acme/exchange's Cell.json)\n", base64.StdEncoding.EncodeToString(pub))
+	names := make([]string, 0, instances+2)
 	for range instances {
 		names = append(names, "acme/exchange")
 	}
-	names = append(names, "acme/ledger")
+	names = append(names, "acme/ledger", "impostor")
 	for i, name := range names {
+		signer := publisher
+		if name == "impostor" {
+			name, signer = "acme/exchange", impostorKey
+		}
 		ln, err := listenService()
 		if err != nil {
 			return failErr(err)
@@ -116,10 +132,19 @@ func runDemo(ctx context.Context, e *env, instances int) error {
 			return failErr(err)
 		}
 		cells = append(cells, cell{name, ln, n})
-		if _, err := n.Announce(node.Announcement{Name: name, Endpoint: ln.Addr().String(), Region: "local", CheckInterval: 200 * time.Millisecond}); err != nil {
+		now := time.Now()
+		deleg, err := dht.SignDelegation(signer, dht.Delegation{Name: name, Node: n.PublicKey(), Issued: now, NotAfter: now.Add(time.Hour)})
+		if err != nil {
 			return failErr(err)
 		}
-		fmt.Fprintf(out, "cell %-12s %s  service %s\n", name, shortPeer(n.ID().String()), ln.Addr())
+		if _, err := n.Announce(node.Announcement{Name: name, Endpoint: ln.Addr().String(), Region: "local", CheckInterval: 200 * time.Millisecond, Delegation: deleg}); err != nil {
+			return failErr(err)
+		}
+		role := ""
+		if signer.Equal(impostorKey) {
+			role = "  (an impostor: delegated by a key of its own)"
+		}
+		fmt.Fprintf(out, "cell %-13s %s  service %s%s\n", name, shortPeer(n.ID().String()), ln.Addr(), role)
 	}
 
 	// The finder has a runtime directory of its own: it learns of the cells
@@ -134,25 +159,32 @@ func runDemo(ctx context.Context, e *env, instances int) error {
 	t0 := time.Now()
 	if err := until(ctx, func() bool {
 		res, err = finder.Find(ctx, "acme/exchange")
-		return err == nil && len(res.Instances) == instances
+		return err == nil && len(res.Instances) == instances+1
 	}); err != nil {
-		return failErr(fmt.Errorf("demo: the finder did not see all %d instances: %w", instances, err))
+		return failErr(fmt.Errorf("demo: the finder did not see all %d instances: %w", instances+1, err))
 	}
-	fmt.Fprintf(out, "\n$ cellnode find acme/exchange   (all %d instances visible %v after start)\n", instances, time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(out, "\n$ cellnode find acme/exchange   (nothing pinned: every valid record, grouped by publisher)\n")
 	printTable(out, res)
+	trust := node.FindOptions{Publishers: []ed25519.PublicKey{pub}}
+	if res, err = finder.FindWith(ctx, "acme/exchange", trust); err != nil || len(res.Instances) != instances {
+		return failErr(fmt.Errorf("demo: the trusted find saw %v instances: %v", res, err))
+	}
+	fmt.Fprintf(out, "\n$ cellnode find acme/exchange --publisher %s…   (%v after start)\n", base64.StdEncoding.EncodeToString(pub)[:10], time.Since(t0).Round(time.Millisecond))
+	printTable(out, res)
+	fmt.Fprintf(out, "(%d untrusted instance hidden: the impostor)\n", res.Untrusted)
 
 	// Stop one service: its node sees it stop answering and withdraws it.
 	victim := cells[0]
 	victim.ln.Close()
 	t1 := time.Now()
 	if err := until(ctx, func() bool {
-		res, err = finder.Find(ctx, "acme/exchange")
+		res, err = finder.FindWith(ctx, "acme/exchange", trust)
 		return err == nil && len(res.Instances) == instances-1
 	}); err != nil {
 		return failErr(fmt.Errorf("demo: the stopped instance did not leave: %w", err))
 	}
 	fmt.Fprintf(out, "\nstopped the service of %s; gone from find after %v\n", shortPeer(victim.n.ID().String()), time.Since(t1).Round(time.Millisecond))
-	fmt.Fprintf(out, "\n$ cellnode find acme/exchange\n")
+	fmt.Fprintf(out, "\n$ cellnode find acme/exchange --publisher …\n")
 	printTable(out, res)
 	fmt.Fprintf(out, "\ndemo done in %v: %d nodes, records signed and verified, 60 s expiry\n", time.Since(start).Round(time.Millisecond), len(cells)+2)
 	return nil

@@ -297,3 +297,7 @@ func (n *Node) Close() error {
 	})
 	return n.closeErr
 }
+
+// PublicKey returns the node's ed25519 public key, which its peer ID
+// encodes and its records carry.
+func (n *Node) PublicKey() ed25519.PublicKey { return n.priv.Public().(ed25519.PublicKey) }

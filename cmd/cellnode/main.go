@@ -14,8 +14,9 @@ import (
 )
 
 func main() {
-	// libp2p's own logs go to the same place as ours, warnings and up.
-	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})
+	// libp2p's own logs go to the same place as ours, errors only: its
+	// warnings are mostly about peers going away, which is routine here.
+	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})
 	gologshim.SetDefaultHandler(h)
 	slog.SetDefault(slog.New(h))
 
