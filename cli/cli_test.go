@@ -222,3 +222,30 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, stderr)
 	}
 }
+
+// startNetwork runs a bootstrap node in process and returns its address and
+// a function that runs a command in the background until the test ends.
+func startNetwork(t *testing.T) (boot string, bg func(args ...string)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	bg = func(args ...string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var o, e syncBuffer
+			if code := Run(ctx, args, &o, &e); code != 0 {
+				t.Errorf("%v: exit %d: %s", args, code, e.String())
+			}
+		}()
+	}
+	addrFile := filepath.Join(t.TempDir(), "addrs")
+	bg("bootstrap", "--home", t.TempDir(), "--listen", "/ip4/127.0.0.1/tcp/0", "--addr-file", addrFile)
+	waitUntil(t, func() bool {
+		b, _ := os.ReadFile(addrFile)
+		boot = strings.TrimSpace(string(b))
+		return boot != ""
+	})
+	return boot, bg
+}

@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,28 +49,7 @@ func TestManifestEndToEnd(t *testing.T) {
 		t.Fatalf("manifest cid printed %q", commit)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	addrFile := filepath.Join(t.TempDir(), "addrs")
-	bg := func(args ...string) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var o, e syncBuffer
-			if code := Run(ctx, args, &o, &e); code != 0 {
-				t.Errorf("%v: exit %d: %s", args, code, e.String())
-			}
-		}()
-	}
-	bg("bootstrap", "--home", t.TempDir(), "--listen", "/ip4/127.0.0.1/tcp/0", "--addr-file", addrFile)
-	var boot string
-	waitUntil(t, func() bool {
-		b, _ := os.ReadFile(addrFile)
-		boot = strings.TrimSpace(string(b))
-		return boot != ""
-	})
+	boot, bg := startNetwork(t)
 	ln, _ := listenService()
 	defer ln.Close()
 	bg("run", "--dir", repo, "--endpoint", ln.Addr().String(), "--home", t.TempDir(),

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -158,28 +156,7 @@ func TestResolveMilestone(t *testing.T) {
 
 	t.Run("through the DHT", func(t *testing.T) {
 		t.Setenv(SocketDirEnv, t.TempDir())
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		defer cancel()
-		addrFile := filepath.Join(t.TempDir(), "addrs")
-		bg := func(args ...string) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var o, e syncBuffer
-				if code := Run(ctx, args, &o, &e); code != 0 {
-					t.Errorf("%v: exit %d: %s", args, code, e.String())
-				}
-			}()
-		}
-		bg("bootstrap", "--home", t.TempDir(), "--listen", "/ip4/127.0.0.1/tcp/0", "--addr-file", addrFile)
-		var boot string
-		waitUntil(t, func() bool {
-			b, _ := os.ReadFile(addrFile)
-			boot = strings.TrimSpace(string(b))
-			return boot != ""
-		})
+		boot, bg := startNetwork(t)
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		tcp := ln.Addr().String()
 		ln.Close()

@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cellnode/cellnode/node"
@@ -44,28 +42,7 @@ func TestTrustEndToEnd(t *testing.T) {
 		t.Fatalf("key delegate --home: %d %s", code, stderr)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	addrFile := filepath.Join(t.TempDir(), "addrs")
-	bg := func(args ...string) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var o, e syncBuffer
-			if code := Run(ctx, args, &o, &e); code != 0 {
-				t.Errorf("%v: exit %d: %s", args, code, e.String())
-			}
-		}()
-	}
-	bg("bootstrap", "--home", t.TempDir(), "--listen", "/ip4/127.0.0.1/tcp/0", "--addr-file", addrFile)
-	var boot string
-	waitUntil(t, func() bool {
-		b, _ := os.ReadFile(addrFile)
-		boot = strings.TrimSpace(string(b))
-		return boot != ""
-	})
+	boot, bg := startNetwork(t)
 	common := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", boot, "--dht-mode", "server", "--check-interval", "100ms"}
 	lnA, _ := listenService()
 	defer lnA.Close()
