@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"math"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -62,39 +61,6 @@ func newBenchNode(tb testing.TB, boot []peer.AddrInfo) *Node {
 	return n
 }
 
-// benchService listens on a loopback port and accepts (and closes)
-// connections until the benchmark ends.
-func benchService(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// benchPoll polls cond every 20 ms until it holds or 30 s pass.
-func benchPoll(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // newBenchNet starts the network, refreshes every routing table, starts
 // benchInstances announcers of benchCell and waits until every finder sees
 // all of them. That is also the warm-up: afterwards every finder has run a
@@ -122,7 +88,7 @@ func newBenchNet(tb testing.TB) *benchNet {
 
 	bn.announcers, bn.finders = all[1:1+benchInstances], all[1+benchInstances:]
 	for _, n := range bn.announcers {
-		a, err := n.Announce(Announcement{Name: benchCell, Endpoint: benchService(tb), CheckInterval: time.Second})
+		a, err := n.Announce(Announcement{Name: benchCell, Endpoint: service(tb).Addr().String(), CheckInterval: time.Second})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -133,10 +99,10 @@ func newBenchNet(tb testing.TB) *benchNet {
 			defer cancel()
 			a.Stop(ctx)
 		})
-		benchPoll(tb, "first publish", func() bool { s := a.Status(); return s.Announcing && s.LastError == "" })
+		waitFor(tb, "first publish", func() bool { s := a.Status(); return s.Announcing && s.LastError == "" })
 	}
 	for _, f := range bn.finders {
-		benchPoll(tb, "all instances visible", func() bool {
+		waitFor(tb, "all instances visible", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			res, err := f.Find(ctx, benchCell)

@@ -27,13 +27,13 @@ func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 // cluster is a bootstrap node and helpers to add nodes, all real libp2p
 // hosts on loopback TCP.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	boot    *Node
 	runtime string
 	now     func() time.Time
 }
 
-func newCluster(t *testing.T, now func() time.Time) *cluster {
+func newCluster(t testing.TB, now func() time.Time) *cluster {
 	c := &cluster{t: t, runtime: t.TempDir(), now: now}
 	c.boot = c.node(nil, "")
 	return c
@@ -68,7 +68,7 @@ func (c *cluster) node(boot []peer.AddrInfo, runtime string) *Node {
 }
 
 // service listens on a loopback port and accepts until the test ends.
-func service(t *testing.T) net.Listener {
+func service(t testing.TB) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -96,10 +96,10 @@ func announce(t *testing.T, n *Node, name, endpoint string) *Announcer {
 	return a
 }
 
-// waitFor polls cond until it holds or 20 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitFor polls cond until it holds or 30 s pass.
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
