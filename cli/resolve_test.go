@@ -164,8 +164,14 @@ func TestResolveMilestone(t *testing.T) {
 		bg("run", "--dir", repo, "--endpoint", tcp, "--home", t.TempDir(), "--listen", "/ip4/127.0.0.1/tcp/0",
 			"--bootstrap", boot, "--dht-mode", "server", "--check-interval", "100ms")
 		// Another state and runtime directory: only the DHT knows the exchange.
+		// The trader reaches the git repository through a link, to take it
+		// away later.
 		t.Setenv(node.RuntimeDirEnv, t.TempDir())
-		trader, out := traderDir(t, repo, false), t.TempDir()
+		link := filepath.Join(t.TempDir(), "exchange-link")
+		if err := os.Symlink(repo, link); err != nil {
+			t.Fatal(err)
+		}
+		trader, out := traderDir(t, link, false), t.TempDir()
 		var stderr string
 		waitUntil(t, func() bool {
 			var code int
@@ -183,6 +189,18 @@ func TestResolveMilestone(t *testing.T) {
 		lc := lock.Get("exchange")
 		if lc == nil || lc.Cell != "acme/exchange" || lc.Commit != headCID.String() || lc.Fingerprint != "9f2c44d1a07be311" || lc.Tag != "v1.0.0" {
 			t.Fatalf("Cell.lock entry: %+v", lc)
+		}
+
+		// The git URL goes away; a fresh home has no git cache. The commit
+		// Cell.lock pins is fetched from the peers that serve it.
+		os.Remove(link)
+		os.Remove(filepath.Join(out, "exchange_instances.rs"))
+		code, _, stderr := run(t, "resolve", "--dir", trader, "--out", out, "--bootstrap", boot, "--home", t.TempDir(), "--format", "rust")
+		if code != 0 || !strings.Contains(stderr, "using the commit Cell.lock pins") {
+			t.Fatalf("resolve with the git URL gone: exit %d\n%s", code, stderr)
+		}
+		if b, _ := os.ReadFile(filepath.Join(out, "exchange_instances.rs")); string(b) != fmt.Sprintf("&[%q]\n", tcp) {
+			t.Fatalf("exchange_instances.rs = %q", b)
 		}
 	})
 
