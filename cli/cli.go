@@ -73,32 +73,10 @@ func (e *env) logger(def slog.Level) *slog.Logger {
 // bootstrap) cleanly; main cancels it on SIGINT and SIGTERM.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr}
-	root := &cobra.Command{
-		Use:   "cellnode",
-		Short: "Find and announce cells on a peer-to-peer network",
-		Long: `cellnode replaces the central cell registry with a peer-to-peer network.
-Each cell runs "cellnode run" beside its service; the node publishes signed
-60-second instance records to a Kademlia DHT, and "cellnode find" returns the
-live instances of a cell ranked by measured latency.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (default info for run and bootstrap, warn otherwise)")
+	root := newRoot(e)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageErr("%v\nRun '%s --help' for usage.", err, c.CommandPath())
-	})
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
-		var l slog.Level
-		if e.logLevel != "" && l.UnmarshalText([]byte(e.logLevel)) != nil {
-			return usageErr("--log-level %q: want debug, info, warn or error", e.logLevel)
-		}
-		return nil
-	}
-	root.AddCommand(runCmd(e), findCmd(e), bootstrapCmd(e), manifestCmd(e), cloneCmd(e), keyCmd(e), idCmd(e), initCmd(e), addCmd(e), resolveCmd(e), psCmd(e), demoCmd(e))
-	root.CompletionOptions.DisableDefaultCmd = true
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -127,4 +105,35 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// newRoot builds the command tree.
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "cellnode",
+		Short: "Find and announce cells on a peer-to-peer network",
+		Long: `cellnode replaces the central cell registry with a peer-to-peer network.
+Each cell runs "cellnode run" beside its service; the node publishes signed
+60-second instance records to a Kademlia DHT, and "cellnode find" returns the
+live instances of a cell ranked by measured latency.`,
+		Example: `  cellnode demo                       # a whole network on loopback, then exit
+  cellnode run --name acme/exchange --endpoint :9000
+  cellnode find acme/exchange`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (default info for run and bootstrap, warn otherwise)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageErr("%v\nRun '%s --help' for usage.", err, c.CommandPath())
+	})
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		var l slog.Level
+		if e.logLevel != "" && l.UnmarshalText([]byte(e.logLevel)) != nil {
+			return usageErr("--log-level %q: want debug, info, warn or error", e.logLevel)
+		}
+		return nil
+	}
+	root.AddCommand(runCmd(e), findCmd(e), bootstrapCmd(e), manifestCmd(e), cloneCmd(e), keyCmd(e), idCmd(e), initCmd(e), addCmd(e), resolveCmd(e), psCmd(e), demoCmd(e))
+	root.CompletionOptions.DisableDefaultCmd = true
+	return root
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/node"
+	"github.com/spf13/cobra"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
@@ -95,13 +97,23 @@ func TestRunNameMismatch(t *testing.T) {
 	}
 }
 
+// TestHelpHasExamples: every command's --help says what it does and shows
+// an example.
 func TestHelpHasExamples(t *testing.T) {
-	for _, cmd := range []string{"run", "find", "bootstrap", "demo"} {
-		code, out, _ := run(t, cmd, "--help")
-		if code != 0 || !strings.Contains(out, "Examples:") || !strings.Contains(out, "cellnode "+cmd) {
-			t.Errorf("%s --help: exit %d\n%s", cmd, code, out)
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c.Name() == "help" {
+			return
+		}
+		code, out, _ := run(t, append(strings.Fields(c.CommandPath())[1:], "--help")...)
+		if code != 0 || c.Short == "" || !strings.Contains(out, "Examples:") || !strings.Contains(out, "cellnode ") {
+			t.Errorf("%s --help: exit %d\n%s", c.CommandPath(), code, out)
 		}
 	}
+	walk(newRoot(&env{stdout: io.Discard, stderr: io.Discard}))
 }
 
 func TestFindOffline(t *testing.T) {

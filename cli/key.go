@@ -29,6 +29,8 @@ func keyCmd(e *env) *cobra.Command {
 short-lived delegation for each node that runs the cell, so the nodes never
 hold the publisher key; finders that trust the publisher show only the
 instances it delegated.`,
+		Example: `  cellnode key new --out acme.key
+  cellnode key delegate --key acme.key --name acme/exchange --node "$(cellnode id --home /var/lib/cellnode)" --out exchange.delegation`,
 	}
 	c.AddCommand(keyNewCmd(e), keyDelegateCmd(e))
 	return c

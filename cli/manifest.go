@@ -23,6 +23,8 @@ func manifestCmd(e *env) *cobra.Command {
 		Long: `A cell's manifest, Cell.json, is addressed by the CID of the git commit that
 holds it: CIDv1, codec git-raw, multihash sha1 of the commit object. Any node
 that has the objects can serve them, and the hashes prove them.`,
+		Example: `  cellnode manifest cid --ref v1.0.0
+  cellnode manifest show acme/exchange`,
 	}
 	c.AddCommand(manifestCIDCmd(e), manifestShowCmd(e))
 	return c
