@@ -6,16 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
-	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
-	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/revlist"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
@@ -207,13 +203,8 @@ func (f *Fetcher) Clone(ctx context.Context, c cid.Cid, hints []peer.ID, dir str
 	if err != nil {
 		return err
 	}
-	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		return fmt.Errorf("%w: %s", ErrTargetNotEmpty, dir)
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
-			return fmt.Errorf("%w: %s is a file", ErrTargetNotEmpty, dir)
-		}
-		return fmt.Errorf("manifest: clone target: %w", err)
+	if err := checkTarget(dir); err != nil {
+		return err
 	}
 	var n int
 	err = f.withProviders(ctx, c, hints, func(p peer.ID) error {
@@ -224,71 +215,10 @@ func (f *Fetcher) Clone(ctx context.Context, c cid.Cid, hints []peer.ID, dir str
 	if err != nil {
 		return err
 	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
+	if err := placeRepo(f.cache, h, "", dir); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(abs), "."+filepath.Base(abs)+".clone-*")
-	if err != nil {
-		return fmt.Errorf("manifest: clone: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := f.writeRepo(tmp, h); err != nil {
-		return err
-	}
-	// An empty target directory is replaced (os.Rename refuses directories).
-	if err := os.Remove(abs); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("manifest: clone: %w", err)
-	}
-	if err := os.Rename(tmp, abs); err != nil {
-		return fmt.Errorf("manifest: clone: move into place: %w", err)
-	}
-	f.log.Info("cloned", "cid", c, "objects", n, "dir", abs)
-	return nil
-}
-
-// writeRepo initialises a repository at dir, copies every object reachable
-// from h into it from the cache, and checks h out on branch main.
-func (f *Fetcher) writeRepo(dir string, h plumbing.Hash) error {
-	r, err := git.PlainInit(dir, false)
-	if err != nil {
-		return fmt.Errorf("manifest: clone: init: %w", err)
-	}
-	hashes, err := revlist.Objects(f.cache, []plumbing.Hash{h}, nil)
-	if err != nil {
-		return fmt.Errorf("manifest: clone: %w", err)
-	}
-	// One packfile rather than thousands of loose objects: a clone's time
-	// was mostly spent opening files.
-	pw, ok := r.Storer.(storer.PackfileWriter)
-	if !ok {
-		return errors.New("manifest: clone: repository storage cannot take a packfile")
-	}
-	w, err := pw.PackfileWriter()
-	if err != nil {
-		return fmt.Errorf("manifest: clone: %w", err)
-	}
-	if _, err := packfile.NewEncoder(w, f.cache, false).Encode(hashes, 0); err != nil {
-		w.Close()
-		return fmt.Errorf("manifest: clone: write pack: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("manifest: clone: write pack: %w", err)
-	}
-	branch := plumbing.NewBranchReferenceName("main")
-	if err := r.Storer.SetReference(plumbing.NewHashReference(branch, h)); err != nil {
-		return err
-	}
-	if err := r.Storer.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, branch)); err != nil {
-		return err
-	}
-	wt, err := r.Worktree()
-	if err != nil {
-		return err
-	}
-	if err := wt.Reset(&git.ResetOptions{Commit: h, Mode: git.HardReset}); err != nil {
-		return fmt.Errorf("manifest: clone: check out: %w", err)
-	}
+	f.log.Info("cloned", "cid", c, "objects", n, "dir", dir)
 	return nil
 }
 

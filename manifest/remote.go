@@ -161,26 +161,7 @@ func (r *Remotes) Checkout(url string, commit plumbing.Hash, dir string) error {
 	if _, err := repo.CommitObject(commit); err != nil {
 		return fmt.Errorf("manifest: commit %s from %s: %w", commit, url, err)
 	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return fmt.Errorf("manifest: checkout: %w", err)
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(abs), "."+filepath.Base(abs)+".checkout-*")
-	if err != nil {
-		return fmt.Errorf("manifest: checkout: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := checkoutRepo(repo.Storer, commit, u, tmp); err != nil {
-		return err
-	}
-	// An empty target directory is replaced (os.Rename refuses directories).
-	if err := os.Remove(abs); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("manifest: checkout: %w", err)
-	}
-	if err := os.Rename(tmp, abs); err != nil {
-		return fmt.Errorf("manifest: checkout: move into place: %w", err)
-	}
-	return nil
+	return placeRepo(repo.Storer, commit, u, dir)
 }
 
 // Repo returns the cache repository of url, to read or serve its objects
@@ -383,9 +364,36 @@ func checkTarget(dir string) error {
 	return fmt.Errorf("manifest: checkout target: %w", err)
 }
 
+// placeRepo writes the repository of checkoutRepo in a temporary sibling
+// of dir and renames it into place, so a failure leaves nothing at dir. An
+// empty directory at dir is replaced.
+func placeRepo(st storer.EncodedObjectStorer, h plumbing.Hash, url, dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("manifest: checkout: %w", err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(abs), "."+filepath.Base(abs)+".checkout-*")
+	if err != nil {
+		return fmt.Errorf("manifest: checkout: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := checkoutRepo(st, h, url, tmp); err != nil {
+		return err
+	}
+	// os.Rename refuses to replace a directory, even an empty one.
+	if err := os.Remove(abs); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("manifest: checkout: %w", err)
+	}
+	if err := os.Rename(tmp, abs); err != nil {
+		return fmt.Errorf("manifest: checkout: move into place: %w", err)
+	}
+	return nil
+}
+
 // checkoutRepo initialises a repository at dir, copies every object
-// reachable from commit h into it from st as one packfile, and checks h
-// out on branch main, with url as remote origin.
+// reachable from commit h into it from st as one packfile (thousands of
+// loose objects cost more in opened files than anything else), and checks
+// h out on branch main, with url, if not empty, as remote origin.
 func checkoutRepo(st storer.EncodedObjectStorer, h plumbing.Hash, url, dir string) error {
 	r, err := git.PlainInit(dir, false)
 	if err != nil {
@@ -417,8 +425,10 @@ func checkoutRepo(st storer.EncodedObjectStorer, h plumbing.Hash, url, dir strin
 	if err := r.Storer.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, branch)); err != nil {
 		return fmt.Errorf("manifest: checkout: %w", err)
 	}
-	if _, err := r.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
-		return fmt.Errorf("manifest: checkout: %w", err)
+	if url != "" {
+		if _, err := r.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}}); err != nil {
+			return fmt.Errorf("manifest: checkout: %w", err)
+		}
 	}
 	wt, err := r.Worktree()
 	if err != nil {
