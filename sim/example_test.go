@@ -21,9 +21,10 @@ func ExampleRun() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Printf("%s on %d nodes: %d announces, %d finds, %.0f%% found everything\n",
-		rep.Design, rep.Scenario.Nodes, rep.Announces, rep.Finds, 100*rep.Success)
-	// Output: set-store on 8 nodes: 4 announces, 5 finds, 100% found everything
+	st := rep.Staleness
+	fmt.Printf("%s on %d nodes: %d finds, %.0f%% found everything; dead instance gone in time: %v\n",
+		rep.Design, rep.Nodes, rep.Finds, 100*rep.Success, st.Killed == 1 && st.MaxMS <= st.BoundMS && st.Violations == 0)
+	// Output: set-store on 8 nodes: 5 finds, 100% found everything; dead instance gone in time: true
 }
 
 func ExampleScenario_WithDefaults() {

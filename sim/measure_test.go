@@ -42,7 +42,7 @@ func TestCompare(t *testing.T) {
 			if r.Success != 1 || r.Misses != 0 || r.Finds != sc.Finds {
 				t.Fatalf("success %.2f, %d misses of %d finds (first error %q)", r.Success, r.Misses, r.Finds, r.FirstError)
 			}
-			if r.Announces != sc.Cells*sc.InstancesPerCell {
+			if r.Announces < sc.Cells*sc.InstancesPerCell {
 				t.Fatalf("%d announces", r.Announces)
 			}
 			if r.MessagesPerAnnounce <= 0 || r.MessagesPerFind <= 0 || r.BytesPerFind <= 0 {
@@ -90,11 +90,11 @@ func TestLatencyPercentiles(t *testing.T) {
 		d = append(d, time.Duration(i)*time.Millisecond)
 	}
 	l := latency(d, 10*time.Millisecond)
-	want := Latency{P50MS: 50, P95MS: 95, P99MS: 99, P50RTT: 5, P95RTT: 9.5, P99RTT: 9.9}
+	want := Latency{N: 100, P50MS: 50, P95MS: 95, P99MS: 99, P50RTT: 5, P95RTT: 9.5, P99RTT: 9.9}
 	if l != want {
 		t.Fatalf("got %+v, want %+v", l, want)
 	}
-	if l := latency([]time.Duration{time.Millisecond}, 0); l != (Latency{P50MS: 1, P95MS: 1, P99MS: 1}) {
+	if l := latency([]time.Duration{time.Millisecond}, 0); l != (Latency{N: 1, P50MS: 1, P95MS: 1, P99MS: 1}) {
 		t.Fatalf("one sample, no latency: %+v", l)
 	}
 	if l := latency(nil, time.Second); l != (Latency{}) {

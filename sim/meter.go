@@ -55,6 +55,7 @@ func (k kind) String() string {
 type meter struct {
 	msgs           [numKinds]atomic.Uint64
 	sent, received atomic.Uint64
+	tap            atomic.Pointer[func(tapEvent)] // see setTap
 }
 
 // tally is a snapshot of one or more meters.
@@ -110,17 +111,28 @@ func (t tally) byKind() map[string]uint64 {
 	return out
 }
 
-// meteredHost is a host whose outgoing streams are counted. kad-dht and the
-// cell DHT open every request stream through NewStream, so wrapping the
-// host given to node.New sees all their requests.
+// meteredHost is a node's host as the node sees it: its outgoing streams
+// are counted, and it links itself on the mocknet to any member of the
+// network it dials (see Network.link). kad-dht and the cell DHT open every
+// request stream through NewStream and dial through Connect or NewStream,
+// so wrapping the host given to node.New sees all their requests.
 type meteredHost struct {
 	host.Host
-	m *meter
+	m    *meter
+	nw   *Network
+	self *member
+}
+
+// Connect links to p's node first, then connects.
+func (h *meteredHost) Connect(ctx context.Context, pi peer.AddrInfo) error {
+	h.nw.link(h.self, pi.ID)
+	return h.Host.Connect(ctx, pi)
 }
 
 // NewStream opens a stream and counts what is written to it and read from
 // it, when it speaks kad-dht or the cell protocol.
 func (h *meteredHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	h.nw.link(h.self, p)
 	s, err := h.Host.NewStream(ctx, p, pids...)
 	if err != nil {
 		return nil, err
@@ -128,7 +140,11 @@ func (h *meteredHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol
 	proto := s.Protocol()
 	switch {
 	case proto == dht.ProtocolID:
-		return &meteredStream{Stream: s, m: h.m, f: framer{cell: true}}, nil
+		ms := &meteredStream{Stream: s, m: h.m, f: framer{cell: true}}
+		if tap := h.m.tap.Load(); tap != nil {
+			ms.tap = &streamTap{fn: *tap}
+		}
+		return ms, nil
 	case strings.HasPrefix(string(proto), dht.ProtocolPrefix+"/kad/"):
 		return &meteredStream{Stream: s, m: h.m}, nil
 	}
@@ -139,20 +155,27 @@ func (h *meteredHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol
 // is used by one writer at a time, as libp2p streams are.
 type meteredStream struct {
 	network.Stream
-	m *meter
-	f framer
+	m   *meter
+	f   framer
+	tap *streamTap // nil unless the node's meter has a tap
 }
 
 func (s *meteredStream) Write(p []byte) (int, error) {
 	n, err := s.Stream.Write(p)
 	s.m.sent.Add(uint64(n))
 	s.f.feed(p[:n], func(k kind) { s.m.msgs[k].Add(1) })
+	if s.tap != nil {
+		s.tap.wrote(p[:n])
+	}
 	return n, err
 }
 
 func (s *meteredStream) Read(p []byte) (int, error) {
 	n, err := s.Stream.Read(p)
 	s.m.received.Add(uint64(n))
+	if s.tap != nil {
+		s.tap.read(p[:n])
+	}
 	return n, err
 }
 

@@ -1,0 +1,127 @@
+package sim
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/node"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// skew runs AttackSkew. The storers are nodes that join with peer IDs
+// ground closer to the cell's keys (the name's and the publisher's) than
+// any other node, so that every record goes to nodes whose clock the
+// scenario sets; the publisher and the finder join with clocks of their
+// own too. Each case signs a record for a fresh node key (delegated by the
+// publisher key) on the publisher's clock, publishes it and finds it.
+func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
+	k := a.as.Network.BucketSize
+	pubPriv := a.key("publisher")
+	pub := pubPriv.Public().(ed25519.PublicKey)
+	ids := a.honestIDs()
+	grinder := rand.NewChaCha8(seed(a.as.Network.Seed, "skew-grind"))
+	var storers []*extra
+	tries := 0
+	for _, key := range []string{dht.Key(attackName), dht.PublisherKey(attackName, pub)} {
+		want := maxCPL(key, ids) + 1
+		for range k {
+			priv, n := grind(grinder, key, want)
+			tries += n
+			e, err := a.join(ctx, priv)
+			if err != nil {
+				return err
+			}
+			storers = append(storers, e)
+		}
+	}
+	publisher, err := a.join(ctx, a.key("skew-publisher"))
+	if err != nil {
+		return err
+	}
+	finder, err := a.join(ctx, a.key("skew-finder"))
+	if err != nil {
+		return err
+	}
+	isStorer := map[peer.ID]bool{}
+	var storerNodes []*node.Node
+	for _, s := range storers {
+		isStorer[s.node.ID()] = true
+		storerNodes = append(storerNodes, s.node)
+	}
+	// The finder's lookups must end at the ground storers.
+	for _, key := range []string{dht.Key(attackName), dht.PublisherKey(attackName, pub)} {
+		got, err := finder.node.DHT().Kad().GetClosestPeers(ctx, key)
+		if err != nil {
+			return fmt.Errorf("%w: lookup: %v", errAttack, err)
+		}
+		n := 0
+		for _, p := range got {
+			if isStorer[p] {
+				n++
+			}
+		}
+		if n < k {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("only %d of the %d closest peers of %s are the clock-set storers", n, len(got), key))
+		}
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("%d storers ground close to the name's and the publisher's keys (%d keys tried)", len(storers), tries))
+
+	seq := uint64(time.Now().UnixMicro())
+	for i, sc := range a.as.Skew {
+		for _, s := range storers {
+			s.clock.Set(time.Duration(sc.Storer))
+		}
+		publisher.clock.Set(time.Duration(sc.Publisher))
+		finder.clock.Set(time.Duration(sc.Finder))
+
+		inst := a.key(fmt.Sprintf("skew-instance-%d", i))
+		now := publisher.clock.Now()
+		d, err := delegate(pubPriv, attackName, inst.Public().(ed25519.PublicKey), now)
+		if err != nil {
+			return err
+		}
+		seq++
+		r, err := signRecord(inst, attackName, seq, now, "127.0.0.1:1", d)
+		if err != nil {
+			return err
+		}
+		before := counters(storerNodes)
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		st, _ := publisher.node.DHT().Publish(pctx, r)
+		cancel()
+		after := counters(storerNodes)
+		o := find(ctx, finder.node, attackName, []ed25519.PublicKey{pub}, map[peer.ID]bool{r.Peer: true})
+		found := o.lost == 0 && o.err == nil
+
+		row := AttackRow{
+			Case:     fmt.Sprintf("publisher %+v, storers %+v, finder %+v", time.Duration(sc.Publisher), time.Duration(sc.Storer), time.Duration(sc.Finder)),
+			Attempts: st.Closest, Stored: st.Stored, Refused: st.Closest - st.Stored,
+			Reasons: rejections(before, after), Finds: 1,
+		}
+		if found == sc.Found {
+			row.FindsOK = 1
+		}
+		if found && !sc.Found {
+			row.Through = 1 // accepted beyond the tolerance
+		}
+		if !found {
+			if sc.Found {
+				row.Lost = 1
+			}
+			if _, err := dht.Verify(r.Bytes(), attackName, finder.clock.Now()); err != nil {
+				row.Reasons["finder_"+dht.Reason(err)]++
+			}
+		}
+		if sc.Found {
+			row.Note = "want found"
+		} else {
+			row.Note = "want refused"
+		}
+		rep.Rows = append(rep.Rows, row)
+	}
+	return nil
+}

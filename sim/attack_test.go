@@ -1,0 +1,250 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// strict makes the attack tests fail on the weaknesses they measure but
+// the code does not defend yet (see docs/security.md), instead of logging
+// them.
+var strict = flag.Bool("attack.strict", false, "fail attack tests on known, measured weaknesses too")
+
+// runAttack runs the attack scenario in testdata/attack-<name>.json and
+// logs its report.
+func runAttack(t *testing.T, name string) *AttackReport {
+	t.Helper()
+	as, err := LoadAttack(filepath.Join("testdata", "attack-"+name+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := RunAttack(ctx, as)
+	if rep != nil {
+		t.Logf("\n%s", rep)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// weakness reports a measured weakness: an error under -attack.strict, a
+// log line otherwise.
+func weakness(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if *strict {
+		t.Errorf("weakness: "+format, args...)
+	} else {
+		t.Logf("known weakness (fails with -attack.strict): "+format, args...)
+	}
+}
+
+func row(t *testing.T, rep *AttackReport, c string) *AttackRow {
+	t.Helper()
+	r := rep.Row(c)
+	if r == nil {
+		t.Fatalf("no row %q", c)
+	}
+	return r
+}
+
+// TestAttackForgery: every forgery is refused by every storer, for the
+// reason the record itself shows; a finder that pins the real publisher
+// sees the real instances only; one that pins nothing also sees the
+// adversary's valid records, and nothing else.
+func TestAttackForgery(t *testing.T) {
+	rep := runAttack(t, "forgery")
+	for c, reason := range map[string]string{
+		"bad signature (real record, endpoint changed)": "bad_signature",
+		"forged withdrawal of a real instance":          "bad_signature",
+		"real node's key, signed by another key":        "bad_signature",
+		"real node's peer ID on the adversary's key":    "peer_mismatch",
+		"delegation for another name":                   "delegation",
+		"delegation for another node (copied)":          "delegation",
+		"expired delegation":                            "delegation",
+		"delegation not signed by the key it names":     "delegation",
+		"valid record of another name":                  "wrong_name",
+		"lifetime of a year":                            "lifetime",
+		"issued 1 h in the future":                      "future",
+		"non-canonical copy of a real record":           "non_canonical",
+		"oversized (5 KiB)":                             "",
+	} {
+		r := row(t, rep, c)
+		if r.Attempts == 0 || r.Stored != 0 || r.Through != 0 || r.Refused != r.Attempts {
+			t.Errorf("%s: %d attempts, %d refused, %d stored", c, r.Attempts, r.Refused, r.Stored)
+		}
+		if reason != "" && int(r.Reasons[reason]) != r.Attempts {
+			t.Errorf("%s: refused as %v, want %d × %s", c, r.Reasons, r.Attempts, reason)
+		}
+	}
+	for _, c := range []string{"valid open record, adversary's key", "valid, delegated by adversary's publisher"} {
+		r := row(t, rep, c)
+		if r.Through != 0 || int(r.Reasons["wrong_publisher"]) != r.Attempts/2 {
+			t.Errorf("%s: %d got into the real publisher's set (%v)", c, r.Through, r.Reasons)
+		}
+	}
+	if r := row(t, rep, "finds pinning the real publisher"); r.FindsOK != r.Finds || r.Through != 0 {
+		t.Errorf("pinned finds: %d of %d exact, %d forged or untrusted shown", r.FindsOK, r.Finds, r.Through)
+	}
+	r := row(t, rep, "finds pinning nothing")
+	if r.Through != 0 {
+		t.Errorf("unpinned finds: %d forgeries shown", r.Through)
+	}
+	if r.Lost != 0 {
+		weakness(t, "unpinned finds lost %d real instances: the adversary's valid records, put at every node, "+
+			"made the first answers agree and the finds stop before the storers answered", r.Lost)
+	}
+}
+
+// TestAttackReplay: no storer takes an older record over a newer one or
+// an expired one; finds return neither an older version nor a withdrawn
+// instance.
+func TestAttackReplay(t *testing.T) {
+	rep := runAttack(t, "replay")
+	for _, c := range []string{"older records (captured, still live)", "withdrawn instance's last live records",
+		"expired (real node, signed 2 min ago)", "expired, seq above the live record's"} {
+		if r := row(t, rep, c); r.Attempts == 0 || r.Through != 0 {
+			t.Errorf("%s: %d of %d got through", c, r.Through, r.Attempts)
+		}
+	}
+	for _, c := range []string{"expired (real node, signed 2 min ago)", "expired, seq above the live record's"} {
+		if r := row(t, rep, c); r.Stored != 0 {
+			t.Errorf("%s: %d stored", c, r.Stored)
+		}
+	}
+	for _, c := range []string{"  finds pinning the publisher, after planting", "finds pinning the real publisher", "finds pinning nothing"} {
+		if r := row(t, rep, c); r.Through != 0 || r.Lost != 0 {
+			weakness(t, "%s: %d finds returned an older version or the withdrawn instance, %d instances missing "+
+				"(finds stop on 3 agreeing answers from nodes that are not the storers)", c, r.Through, r.Lost)
+		}
+	}
+}
+
+// TestAttackSkew: within the tolerance the record is found; beyond it it
+// is refused and counted.
+func TestAttackSkew(t *testing.T) {
+	rep := runAttack(t, "skew")
+	for _, r := range rep.Rows {
+		if r.FindsOK != 1 || r.Through != 0 {
+			t.Errorf("%s: not as wanted (%s; stored at %d of %d, reasons %v)", r.Case, r.Note, r.Stored, r.Attempts, r.Reasons)
+		}
+		if r.Note == "want refused" && sumValues64(r.Reasons) == 0 {
+			t.Errorf("%s: refused but no rejection counted", r.Case)
+		}
+	}
+}
+
+// TestAttackFlood: a finder that pins the real publisher gets every live
+// instance whatever is put under the name, and nothing gets into the real
+// publisher's set.
+func TestAttackFlood(t *testing.T) {
+	rep := runAttack(t, "flood")
+	pinnedRows, lostOpen := 0, 0
+	for _, r := range rep.Rows {
+		switch {
+		case strings.Contains(r.Case, "records from"):
+			if r.Through != 0 {
+				t.Errorf("%s: %d records got into the real publisher's set", r.Case, r.Through)
+			}
+		case strings.Contains(r.Case, "pinning the real publisher"):
+			pinnedRows++
+			if r.Lost != 0 || r.FindsOK != r.Finds {
+				t.Errorf("flood %d: pinned finds lost %d instances (%d of %d exact)", pinnedRows, r.Lost, r.FindsOK, r.Finds)
+			}
+		case strings.Contains(r.Case, "pinning nothing"):
+			lostOpen += r.Lost
+		}
+	}
+	if pinnedRows != 3 {
+		t.Fatalf("%d pinned rows", pinnedRows)
+	}
+	if r := rep.Rows[len(rep.Rows)-2]; r.Reasons["rate_limited"] == 0 {
+		t.Errorf("one fast peer was never rate limited: %+v", r)
+	}
+	t.Logf("unpinned finds lost %d real instances to the floods", lostOpen)
+}
+
+// TestAttackEclipse: with fewer Sybils than k answering nothing, finds
+// succeed; a finder that pins the publisher is not hurt by Sybils on the
+// name's key. The rest is measured and logged (see docs/security.md).
+func TestAttackEclipse(t *testing.T) {
+	rep := runAttack(t, "eclipse")
+	for _, r := range rep.Rows {
+		switch {
+		case strings.HasPrefix(r.Case, "0 Sybils"):
+			if r.FindsOK != r.Finds {
+				t.Errorf("%s: %d of %d finds without Sybils", r.Case, r.FindsOK, r.Finds)
+			}
+		case strings.Contains(r.Case, "Sybils on the name") && strings.Contains(r.Case, "empty: pinning the publisher"):
+			if r.Lost != 0 {
+				weakness(t, "%s: %d instances lost with Sybils on the name's key only", r.Case, r.Lost)
+			}
+		case strings.Contains(r.Case, "junk") && r.Lost > 0:
+			weakness(t, "%s: %d instances lost to agreeing junk answers", r.Case, r.Lost)
+		}
+	}
+}
+
+// TestAttackPartition: after the cut heals, finds on both sides see both
+// instances with records published after the heal, and no finder ever
+// sees a sequence number go back.
+func TestAttackPartition(t *testing.T) {
+	rep := runAttack(t, "partition")
+	if n := rep.Through(); n != 0 {
+		t.Errorf("%d times a finder saw an instance's sequence number go back", n)
+	}
+	last := rep.Rows[len(rep.Rows)-1]
+	if last.FindsOK != last.Finds {
+		t.Errorf("%s: %d of %d finds converged (%s)", last.Case, last.FindsOK, last.Finds, last.Note)
+	}
+	if r := rep.Row("healed, links only"); r == nil || r.FindsOK != r.Finds {
+		weakness(t, "links alone did not bring the sides together within 5 republish intervals")
+	}
+}
+
+func sumValues64(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func TestLoadAttack(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join("testdata", "attack-*.json"))
+	if err != nil || len(paths) < 6 {
+		t.Fatalf("%d attack scenarios (%v)", len(paths), err)
+	}
+	for _, p := range paths {
+		if _, err := LoadAttack(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"unknown field":  `{"attack": "forgery", "nodez": 3}`,
+		"unknown attack": `{"attack": "teleport"}`,
+		"bad duration":   `{"attack": "replay", "republish": 5}`,
+		"skew, no cases": `{"attack": "skew"}`,
+		"sybils order":   `{"attack": "eclipse", "sybils": [8, 3]}`,
+	} {
+		p := filepath.Join(dir, "x.json")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadAttack(p); err == nil {
+			t.Errorf("%s: loaded", name)
+		}
+	}
+	if _, err := RunAttack(context.Background(), AttackScenario{Attack: "x"}); !errors.Is(err, ErrBadScenario) {
+		t.Errorf("RunAttack of a bad scenario: %v", err)
+	}
+}
