@@ -111,10 +111,14 @@ func FuzzInstancesRequest(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer s.Close()
+		defer s.Reset()
 		_ = s.SetDeadline(time.Now().Add(5 * time.Second))
-		_, _ = s.Write(b)
-		_ = s.CloseWrite()
+		// Write while reading: the server answers once it has read one
+		// request, and mocknet's streams do not buffer what it leaves.
+		go func() {
+			_, _ = s.Write(b)
+			_ = s.CloseWrite()
+		}()
 		msg, err := msgio.NewVarintReaderSize(s, 4<<20).ReadMsg()
 		if err != nil {
 			return nil, err // the server reset the stream

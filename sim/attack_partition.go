@@ -123,9 +123,11 @@ func (a *arena) partition(ctx context.Context, rep *AttackReport) error {
 	converge := func(label string, limit time.Duration) (bool, error) {
 		fresh := ownSeqs(a, c)
 		start := time.Now()
+		b0 := backwards
 		var last AttackRow
 		for {
 			last = row(label, both, fresh)
+			last.Through = backwards - b0 // over every round, not the last only
 			if last.FindsOK == last.Finds {
 				last.Note = fmt.Sprintf("converged after %.1f s (%.1f republish intervals)", time.Since(start).Seconds(), time.Since(start).Seconds()/republish.Seconds())
 				rep.Rows = append(rep.Rows, last)

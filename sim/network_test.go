@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -149,8 +150,19 @@ func TestNetwork(t *testing.T) {
 			t.Fatalf("right after the kill: found %d instances, victim found %v", len(got), got[victim.Peer])
 		}
 		// Until its record expires; the others stay findable all along.
+		// The network's clock moves a second at a time, each time once the
+		// live announcers have republished.
 		finders := []int{0, 20, 30}
-		err := waitFor(ctx, 100*time.Millisecond, func() bool {
+		kill := nw.Clock().Now()
+		for {
+			nw.Clock().Advance(time.Second)
+			now := nw.Clock().Now()
+			for _, in := range ins[1:] {
+				err := waitFor(ctx, 10*time.Millisecond, func() bool { return !in.Announcer.Status().LastPublish.Before(now) })
+				if err != nil {
+					t.Fatalf("%s not republished: %v", in.Peer, err)
+				}
+			}
 			gone := true
 			for _, i := range finders {
 				got := findFrom(t, ctx, nw, i, "acme/short")
@@ -161,10 +173,15 @@ func TestNetwork(t *testing.T) {
 				}
 				gone = gone && !got[victim.Peer]
 			}
-			return gone
-		})
-		if err != nil {
-			t.Fatalf("killed instance still found: %v", err)
+			if gone {
+				break
+			}
+			if since := nw.Clock().Now().Sub(kill); since > 3*time.Second+dht.MaxSkew+time.Second {
+				t.Fatalf("killed instance still found %v after the kill", since)
+			}
+		}
+		if since := nw.Clock().Now().Sub(kill); since < 3*time.Second {
+			t.Fatalf("killed instance gone %v after the kill, before its record expired", since)
 		}
 	})
 

@@ -76,15 +76,15 @@ type Report struct {
 	Schedule string
 
 	SetupSeconds      float64
-	Memory            Memory // after setup
-	MemoryEnd         Memory // at the end of the run, over the live nodes
+	Memory            Memory  // after setup
+	MemoryEnd         Memory  // at the end of the run, over the live nodes
 	HeapBytesPerNode  float64 // Memory.HeapBytes
 	GoroutinesPerNode float64 // Memory.Goroutines
 
 	Announces              int     // announces and republishes
-	Announce               Latency // until the publish returned
-	AnnounceFirst          Latency // until the first storer took the record (set-store only)
-	MessagesPerAnnounce    float64
+	Announce               Latency // until the publish returned (first announces only, one at a time)
+	AnnounceFirst          Latency // until the first storer took the record (set-store only; first announces)
+	MessagesPerAnnounce    float64 // per announce or republish
 	BytesPerAnnounce       float64
 	BytesPerInstanceMinute float64 // BytesPerAnnounce × republishes per minute
 	AnnounceMessages       map[string]uint64
@@ -258,8 +258,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  setup      %.1f s; per node %.2f MiB RSS, %.2f MiB heap, %.0f goroutines (at the end: %.2f MiB RSS, %.0f goroutines)\n",
 		r.SetupSeconds, r.Memory.RSSBytes/(1<<20), r.Memory.HeapBytes/(1<<20), r.Memory.Goroutines,
 		r.MemoryEnd.RSSBytes/(1<<20), r.MemoryEnd.Goroutines)
-	fmt.Fprintf(&b, "  announce   %d: %s; %.1f msgs, %.0f bytes each %s\n",
-		r.Announces, r.Announce.text(rttOn), r.MessagesPerAnnounce, r.BytesPerAnnounce, kinds(r.AnnounceMessages))
+	fmt.Fprintf(&b, "  announce   %d timed: %s\n", r.Announce.N, r.Announce.text(rttOn))
+	fmt.Fprintf(&b, "    messages     %d announces and republishes: %.1f msgs, %.0f bytes each %s\n",
+		r.Announces, r.MessagesPerAnnounce, r.BytesPerAnnounce, kinds(r.AnnounceMessages))
 	if r.AnnounceFirst.N > 0 {
 		fmt.Fprintf(&b, "    first store  %s\n", r.AnnounceFirst.text(rttOn))
 	}
