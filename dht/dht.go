@@ -351,6 +351,37 @@ func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*R
 // the lookup would only confirm it). The closest peers of a key are
 // remembered for a minute, so a repeated find asks them directly.
 func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*Record, FindStats, error) {
+	if now == nil {
+		now = time.Now
+	}
+	raws, st, err := d.Collect(ctx, name, publishers, now)
+	if err != nil && !errors.Is(err, ErrNoPeers) {
+		return nil, st, err
+	}
+	recs := Merge(name, raws, now(), st.Rejected)
+	if len(publishers) > 0 {
+		kept := recs[:0]
+		for _, r := range recs {
+			if trusted(r.Publisher(), publishers) {
+				kept = append(kept, r)
+			} else {
+				st.Rejected[Reason(ErrWrongPublisher)]++
+			}
+		}
+		recs = kept
+	}
+	return recs, st, err
+}
+
+// Collect gathers the raw records of the name's set (no publishers) or of
+// each publisher's set for the name, from the peers closest to their keys
+// and from the local store, without merging them: a caller that collects
+// several sets merges them all at once (see Merge), so that a withdrawal
+// seen in one set hides an older record seen in another. Records are
+// verified as they arrive; invalid ones are dropped and counted in
+// FindStats.Rejected. The error wraps ErrNoPeers when no peer answered and
+// the lookup failed; the local records are returned with it.
+func (d *DHT) Collect(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([][]byte, FindStats, error) {
 	st := FindStats{Rejected: map[string]int{}}
 	if _, err := ParseName(name); err != nil {
 		return nil, st, err
@@ -375,7 +406,7 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got, gs := d.gather(ctx, name, pub)
+			got, gs := d.gather(ctx, name, pub, now)
 			mu.Lock()
 			defer mu.Unlock()
 			raws = append(raws, got...)
@@ -391,29 +422,20 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 			if gs.lookupErr != nil && lookupErr == nil {
 				lookupErr = gs.lookupErr
 			}
+			for k, v := range gs.rejected {
+				st.Rejected[k] += v
+			}
 		}()
 	}
 	wg.Wait()
 	st.Received = len(raws)
-	recs := Merge(name, raws, now(), st.Rejected)
-	if len(publishers) > 0 {
-		kept := recs[:0]
-		for _, r := range recs {
-			if trusted(r.Publisher(), publishers) {
-				kept = append(kept, r)
-			} else {
-				st.Rejected[Reason(ErrWrongPublisher)]++
-			}
-		}
-		recs = kept
-	}
 	for reason, n := range st.Rejected {
 		d.count.add("find_rejected_"+reason, uint64(n))
 	}
 	if st.Responded == 0 && lookupErr != nil {
-		return recs, st, fmt.Errorf("%w: %v", ErrNoPeers, lookupErr)
+		return raws, st, fmt.Errorf("%w: %v", ErrNoPeers, lookupErr)
 	}
-	return recs, st, nil
+	return raws, st, nil
 }
 
 func trusted(pub ed25519.PublicKey, list []ed25519.PublicKey) bool {

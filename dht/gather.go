@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"maps"
+	"math/bits"
 	"sort"
 	"sync"
 	"time"
@@ -74,6 +76,8 @@ type gatherer struct {
 	key  kb.ID
 	ctx  context.Context // cancelled when the gather ends
 	t0   time.Time
+	now  func() time.Time
+	near int           // common prefix length with the key from which an answer counts towards agreement; -1: none does
 	done chan struct{} // closed once the answers agree
 
 	mu        sync.Mutex
@@ -81,15 +85,18 @@ type gatherer struct {
 	asked     map[peer.ID]bool
 	responded []peer.ID // lookup responders, closest first
 	raws      [][]byte
-	seen      map[string]bool
-	agree     int // non-empty answers in a row that held nothing new
+	seen      map[string]bool // raw record → verified valid for this set
+	agree     int             // near answers in a row with valid records and nothing new
 	answered  int
 	first     time.Duration
 	closed    bool
+	rejected  map[string]int // invalid records received, by Reason
 }
 
-// ask sends the GET to p once.
-func (g *gatherer) ask(p peer.ID) {
+// ask sends the GET to p once. trusted says p is known to be among the
+// closest peers (from a completed lookup), so its answer counts towards
+// agreement wherever it stands.
+func (g *gatherer) ask(p peer.ID, trusted bool) {
 	g.mu.Lock()
 	if g.asked[p] || g.closed {
 		g.mu.Unlock()
@@ -105,26 +112,42 @@ func (g *gatherer) ask(p peer.ID) {
 		if err != nil {
 			return
 		}
+		counts := trusted || (g.near >= 0 && kb.CommonPrefixLen(kb.ConvertPeerID(p), g.key) >= g.near)
+		now := g.now()
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.answered++
-		if len(resp.Records) == 0 {
-			return
+		valid, fresh := 0, false
+		for i, r := range resp.Records {
+			if i >= MaxPerNameDefault { // one peer cannot flood a find
+				break
+			}
+			ok, known := g.seen[string(r)]
+			if !known {
+				ok = g.valid(r, now)
+				g.seen[string(r)] = ok
+				if ok {
+					g.raws = append(g.raws, r)
+					fresh = true
+				}
+			}
+			if ok {
+				valid++
+			}
+		}
+		if valid == 0 {
+			return // junk or nothing: neither agrees nor disagrees
 		}
 		if g.first == 0 {
 			g.first = time.Since(g.t0)
 		}
-		fresh := false
-		for _, r := range resp.Records {
-			if !g.seen[string(r)] {
-				g.seen[string(r)] = true
-				g.raws = append(g.raws, r)
-				fresh = true
+		switch {
+		case fresh:
+			g.agree = 0
+			if counts {
+				g.agree = 1
 			}
-		}
-		if fresh {
-			g.agree = 1
-		} else {
+		case counts:
 			g.agree++
 		}
 		if g.agree >= agreeQuorum && !g.closed {
@@ -132,6 +155,19 @@ func (g *gatherer) ask(p peer.ID) {
 			close(g.done)
 		}
 	}()
+}
+
+// valid reports whether raw is a live record of the set asked for.
+func (g *gatherer) valid(raw []byte, now time.Time) bool {
+	r, err := Verify(raw, g.req.Name, now)
+	if err == nil && g.req.Publisher != nil && !bytes.Equal(r.Publisher(), g.req.Publisher) {
+		err = ErrWrongPublisher
+	}
+	if err != nil {
+		g.rejected[Reason(err)]++
+		return false
+	}
+	return true
 }
 
 // consider asks p, a peer that answered the lookup, if it ranks among the
@@ -148,7 +184,7 @@ func (g *gatherer) consider(p peer.ID) {
 	rank := i
 	g.mu.Unlock()
 	if rank < g.d.cfg.Replication {
-		g.ask(p)
+		g.ask(p, false)
 	}
 }
 
@@ -171,12 +207,27 @@ type gatherStats struct {
 	lookup, first            time.Duration
 	early, cached            bool
 	lookupErr                error
+	rejected                 map[string]int
 }
 
-// gather collects the set of name (pub nil) or of the publisher pub for
-// name. A repeated gather within cacheTTL first asks the remembered closest
-// peers and skips the lookup when they agree.
-func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey) ([][]byte, gatherStats) {
+// nearPrefix is the common prefix length with a key from which a peer is
+// likely among the Replication closest to it, from kad-dht's estimate of
+// the network's size: log2(size/Replication) - 1. It is -1 (no peer is
+// near enough to stop a find early) while there is no estimate.
+func (d *DHT) nearPrefix() int {
+	n, err := d.kad.NetworkSize()
+	if err != nil || n <= 0 {
+		return -1
+	}
+	return max(0, bits.Len(uint(int(n)/d.cfg.Replication))-2)
+}
+
+// gather collects the valid records of the set of name (pub nil) or of the
+// publisher pub for name. A repeated gather within cacheTTL first asks the
+// remembered closest peers and skips the lookup when they agree. Answers
+// count towards agreement only if they hold valid records and come from a
+// peer near the key, so far or lying peers cannot end a find early.
+func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, now func() time.Time) ([][]byte, gatherStats) {
 	key := Key(name)
 	if pub != nil {
 		key = PublisherKey(name, pub)
@@ -184,19 +235,20 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey) ([
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
-		ctx: gctx, t0: time.Now(), done: make(chan struct{}), asked: map[peer.ID]bool{}, seen: map[string]bool{}}
+		ctx: gctx, t0: time.Now(), now: now, near: d.nearPrefix(), done: make(chan struct{}), asked: map[peer.ID]bool{}, seen: map[string]bool{}, rejected: map[string]int{}}
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.closed = true
 		st.asked, st.answered, st.first = len(g.asked), g.answered, g.first
+		st.rejected = maps.Clone(g.rejected)
 		return append([][]byte(nil), g.raws...), st
 	}
 
 	if cached := d.closest.get(key, time.Now()); len(cached) > 0 {
 		for _, p := range cached[:min(cachedAsk, len(cached))] {
-			g.ask(p)
+			g.ask(p, true)
 		}
 		if g.wait(gctx) {
 			st.cached, st.early = true, true
@@ -241,7 +293,7 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey) ([
 		d.closest.put(key, peers, time.Now())
 	}
 	for _, p := range peers {
-		g.ask(p)
+		g.ask(p, true)
 	}
 	go func() { // drain what the lookup still publishes
 		for range events {

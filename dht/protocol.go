@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -76,6 +77,9 @@ func (d *DHT) handle(s network.Stream) {
 			resp.Error = err.Error()
 		} else if err := checkPublisher(req.Publisher); err != nil {
 			resp.Error = err.Error()
+		} else if !d.responsible(req.Name, req.Publisher) {
+			d.count.add("store_rejected_far", 1)
+			resp.Error = "not among the closest peers to this key"
 		} else if _, err := d.store.PutFor(req.Name, req.Publisher, req.Record); err != nil {
 			resp.Error = err.Error()
 			d.log.Debug("rejected record", "peer", s.Conn().RemotePeer(), "cell", req.Name, "err", err)
@@ -146,4 +150,23 @@ func checkPublisher(p []byte) error {
 		return fmt.Errorf("publisher key of %d bytes", len(p))
 	}
 	return nil
+}
+
+// responsible reports whether this node is plausibly among the peers that
+// store the set (name, publisher): closer to its key than the 2×Replication-th
+// nearest peer in its own routing table, or in a table too small to tell.
+// Storing only there keeps a planted record from reaching peers a finder
+// asks on its way to the key.
+func (d *DHT) responsible(name string, publisher []byte) bool {
+	key := Key(name)
+	if publisher != nil {
+		key = PublisherKey(name, publisher)
+	}
+	want := 2 * d.cfg.Replication
+	target := kb.ConvertKey(key)
+	nearest := d.kad.RoutingTable().NearestPeers(target, want)
+	if len(nearest) < want {
+		return true
+	}
+	return closer(target, kb.ConvertPeerID(d.host.ID()), kb.ConvertPeerID(nearest[len(nearest)-1]))
 }

@@ -17,9 +17,14 @@ import (
 // many live records as it may.
 var ErrFull = errors.New("dht: store full")
 
+// MaxPerNameDefault is the default bound on the records of one set, and
+// the most records a finder takes from one storer's answer.
+const MaxPerNameDefault = 256
+
 // StoreConfig bounds a Store. The zero value works.
 type StoreConfig struct {
-	// MaxPerName is the most records kept for one cell name; 0 means 256.
+	// MaxPerName is the most records kept for one cell name; 0 means
+	// MaxPerNameDefault.
 	MaxPerName int
 	// MaxNames is the most sets (cell names, and publishers' sets for a
 	// name) kept; 0 means 65536.
@@ -49,7 +54,7 @@ type Store struct {
 // NewStore returns an empty store.
 func NewStore(cfg StoreConfig) *Store {
 	if cfg.MaxPerName <= 0 {
-		cfg.MaxPerName = 256
+		cfg.MaxPerName = MaxPerNameDefault
 	}
 	if cfg.MaxNames <= 0 {
 		cfg.MaxNames = 65536

@@ -72,7 +72,7 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 	}
 	res := &FindResult{Name: name, Instances: []Instance{}, Pinned: len(opts.Publishers) > 0, Rejected: map[string]int{}}
 	type answer struct {
-		recs []*dht.Record
+		raws [][]byte
 		st   dht.FindStats
 		err  error
 	}
@@ -87,7 +87,7 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		go func() {
 			defer wg.Done()
 			a := &answers[i]
-			a.recs, a.st, a.err = n.dht.FindFrom(ctx, name, pubs, n.now)
+			a.raws, a.st, a.err = n.dht.Collect(ctx, name, pubs, n.now)
 		}()
 	}
 	wg.Wait()
@@ -101,19 +101,17 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		}
 		res.Asked += a.st.Responded
 		for k, v := range a.st.Rejected {
-			if k != "wrong_publisher" { // the name's set holds other publishers by design
-				res.Rejected[k] += v
-			}
+			res.Rejected[k] += v
 		}
-		for _, r := range a.recs {
-			raws = append(raws, r.Bytes())
-		}
+		raws = append(raws, a.raws...)
 	}
 	for _, c := range n.localCells() {
 		if c.Name == name && len(c.Record) > 0 {
 			raws = append(raws, c.Record)
 		}
 	}
+	// One merge over every set: a withdrawal seen in one hides an older
+	// record seen in another.
 	var keep []*dht.Record
 	trusted := map[string]bool{} // by peer ID
 	for _, r := range dht.Merge(name, raws, n.now(), res.Rejected) {

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -139,6 +140,9 @@ func NewSequencer(path string, now func() time.Time) (*Sequencer, error) {
 func (s *Sequencer) Next() (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.last == math.MaxUint64 {
+		return 0, fmt.Errorf("node: sequence numbers exhausted (%s holds the largest one); remove it only if the clock is right", s.path)
+	}
 	n := uint64(s.now().UnixMicro())
 	if n <= s.last {
 		n = s.last + 1

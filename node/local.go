@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -48,6 +49,9 @@ func writeLocal(dir string, c LocalCell) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	if err := ownDir(dir); err != nil {
+		return err
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return err
@@ -56,8 +60,12 @@ func writeLocal(dir string, c LocalCell) error {
 }
 
 // LocalCells reads the cells registered in dir. Unreadable entries are
-// skipped; a missing directory is no cells.
+// skipped; a missing directory, or one another user owns or can write to,
+// is no cells.
 func LocalCells(dir string) []LocalCell {
+	if ownDir(dir) != nil {
+		return nil
+	}
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 	var out []LocalCell
 	for _, p := range paths {
@@ -95,4 +103,18 @@ func (n *Node) localCells() []LocalCell {
 		return nil
 	}
 	return LocalCells(n.cfg.RuntimeDir)
+}
+
+// ownDir checks that dir belongs to this user and only this user can write
+// to it: in a shared /tmp, another user could create it first.
+func ownDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || (ok && int(st.Uid) != os.Getuid()) || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("node: runtime directory %s is not a directory that only this user can write to", dir)
+	}
+	return nil
 }

@@ -183,6 +183,10 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if n.peers != nil {
+		n.wg.Add(1)
+		go n.rememberPeersLoop()
+	}
 	log.Info("node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "home", cfg.Home)
 	return n, nil
 }
@@ -242,6 +246,22 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	}
 	n.rememberPeers()
 	return nil
+}
+
+// rememberPeersLoop saves the routing table's peers every 10 minutes, so a
+// node that crashes can still rejoin through them.
+func (n *Node) rememberPeersLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+			n.rememberPeers()
+		}
+	}
 }
 
 // rememberPeers saves the routing table's peers with their addresses.
