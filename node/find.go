@@ -110,11 +110,17 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 			raws = append(raws, c.Record)
 		}
 	}
+	// What this node saw in recent finds goes in too, so that a find that
+	// stops on answers holding an older record never shows an instance
+	// going back in sequence; it expires like any other record.
+	raws = append(raws, n.recent.get(name)...)
 	// One merge over every set: a withdrawal seen in one hides an older
 	// record seen in another.
 	var keep []*dht.Record
 	trusted := map[string]bool{} // by peer ID
-	for _, r := range dht.Merge(name, raws, n.now(), res.Rejected) {
+	merged := dht.Merge(name, raws, n.now(), res.Rejected)
+	n.recent.put(name, merged)
+	for _, r := range merged {
 		if pub := r.Publisher(); pub != nil && slices.ContainsFunc(opts.Publishers, func(p ed25519.PublicKey) bool { return pub.Equal(p) }) {
 			trusted[r.Peer.String()] = true
 		} else if res.Pinned {
@@ -180,4 +186,31 @@ func Rank(ctx context.Context, recs []*dht.Record) []Instance {
 		return a.Peer < b.Peer
 	})
 	return out
+}
+
+// recentRecords remembers, per cell name, the live records the node's last
+// find returned, for finds to come. Entries go with their records' expiry
+// (Merge verifies them again), and the table keeps at most 1024 names.
+type recentRecords struct {
+	mu sync.Mutex
+	m  map[string][][]byte
+}
+
+func (r *recentRecords) get(name string) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m[name]
+}
+
+func (r *recentRecords) put(name string, recs []*dht.Record) {
+	raws := make([][]byte, len(recs))
+	for i, rec := range recs {
+		raws[i] = rec.Bytes()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil || len(r.m) >= 1024 {
+		r.m = map[string][][]byte{}
+	}
+	r.m[name] = raws
 }

@@ -81,6 +81,7 @@ type Node struct {
 	api   *apiServer
 	now   func() time.Time
 
+	recent  recentRecords     // records returned by recent finds
 	objects *manifest.Server  // serves the git objects of announced manifests
 	fetcher *manifest.Fetcher // fetches manifests and clones, with a cache
 	done    chan struct{}     // closed by Close
@@ -243,6 +244,12 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 			return fmt.Errorf("%w: connected to %d peers but none serves the cell DHT", ErrOffline, len(connected))
 		case <-t.C:
 		}
+	}
+	// Fill the routing table beyond the bootstrap peers before saving it,
+	// so that a node that crashes soon after can rejoin without them.
+	select {
+	case <-n.dht.Kad().RefreshRoutingTable():
+	case <-ctx.Done():
 	}
 	n.rememberPeers()
 	return nil

@@ -81,13 +81,15 @@ func TestAttackForgery(t *testing.T) {
 		if r.Attempts == 0 || r.Stored != 0 || r.Through != 0 || r.Refused != r.Attempts {
 			t.Errorf("%s: %d attempts, %d refused, %d stored", c, r.Attempts, r.Refused, r.Stored)
 		}
-		if reason != "" && int(r.Reasons[reason]) != r.Attempts {
-			t.Errorf("%s: refused as %v, want %d × %s", c, r.Reasons, r.Attempts, reason)
+		// A storer far from the key refuses before it looks at the record
+		// ("far"); every other refusal must name what is wrong with it.
+		if reason != "" && int(r.Reasons[reason]+r.Reasons["far"]) != r.Attempts {
+			t.Errorf("%s: refused as %v, want %d × %s (or far)", c, r.Reasons, r.Attempts, reason)
 		}
 	}
 	for _, c := range []string{"valid open record, adversary's key", "valid, delegated by adversary's publisher"} {
 		r := row(t, rep, c)
-		if r.Through != 0 || int(r.Reasons["wrong_publisher"]) != r.Attempts/2 {
+		if r.Through != 0 || int(r.Reasons["wrong_publisher"]) > r.Attempts/2 {
 			t.Errorf("%s: %d got into the real publisher's set (%v)", c, r.Through, r.Reasons)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -152,6 +153,7 @@ type run struct {
 	churnRng *rand.Rand
 	progress func(string)
 	sched    hash.Hash // of every choice made, see Report.Schedule
+	part     string    // "before", "during", "after" the partition; "" without one
 }
 
 // note adds a choice to the schedule's hash.
@@ -448,37 +450,30 @@ func (r *run) apply(ev event) error {
 			side, _ := nw.Side(i)
 			r.note("side %d %d", i, side)
 		}
+		r.part = "during"
 		r.progress("partition: split")
 	case evHeal:
 		nw.Heal()
+		r.part = "after"
 		r.progress("partition: healed")
 	}
 	return nil
 }
 
-// phase names the part of the find phase a find at t falls in.
-func (r *run) phase(t time.Duration) string {
-	p := r.nw.sc.Partition
-	switch {
-	case p == nil:
-		return ""
-	case t < p.At:
-		return "before"
-	case p.Heal == 0 || t < p.Heal:
-		return "during"
-	}
-	return "after"
-}
-
 func (r *run) findPhase() error {
 	nw, sc := r.nw, r.nw.sc
 	evs := r.schedule()
+	if sc.Partition != nil {
+		r.part = "before"
+	}
 	t0 := nw.clock.Now()
 	r.progress(fmt.Sprintf("running %d finds", sc.Finds))
 	for j := range sc.Finds {
 		at := time.Duration(j) * sc.FindEvery
 		nw.clock.AdvanceTo(t0.Add(at))
-		for len(evs) > 0 && evs[0].at <= at {
+		// The events due before the next find happen before this one, so
+		// that all of the phase's happen.
+		for len(evs) > 0 && evs[0].at < at+sc.FindEvery {
 			if err := r.apply(evs[0]); err != nil {
 				return err
 			}
@@ -492,7 +487,7 @@ func (r *run) findPhase() error {
 		repeat := sc.RepeatEvery > 0 && j%sc.RepeatEvery == sc.RepeatEvery-1
 		r.note("find %d %d %s", j, from, name)
 		for k, d := range r.designs {
-			if err := r.find(k, d, from, name, r.phase(at), repeat); err != nil {
+			if err := r.find(k, d, from, name, r.part, repeat); err != nil {
 				return err
 			}
 		}
@@ -626,9 +621,13 @@ func (nw *Network) find(ctx context.Context, d Design, from int, name string, wa
 	found := map[peer.ID]bool{}
 	switch d {
 	case SetStore:
-		recs, _, err := m.node.DHT().Find(ctx, name, now)
+		t0 := time.Now()
+		recs, st, err := m.node.DHT().Find(ctx, name, now)
 		for _, r := range recs {
 			found[r.Peer] = true
+		}
+		if os.Getenv("SIM_DEBUG") != "" {
+			fmt.Fprintf(os.Stderr, "find from %d %s: %v %d recs, %+v err %v\n", from, name, time.Since(t0), len(recs), st, err)
 		}
 		return found, err
 	case ValueRecords:
