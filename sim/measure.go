@@ -10,7 +10,6 @@ import (
 	"hash"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -514,6 +513,10 @@ func (r *run) expected(from int, name string) map[peer.ID]bool {
 func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) error {
 	nw, rep, a := r.nw, r.reps[k], r.acc[k]
 	m := nw.member(from)
+	if !m.warmed.Load() {
+		nw.warm(r.ctx, m)
+		r.settle(m)
+	}
 	want := r.expected(from, name)
 	before := m.meter.snapshot()
 	start := time.Now()
@@ -533,7 +536,7 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 			}
 		})
 	}
-	got, err := nw.find(r.ctx, d, from, name, want, onFirst)
+	got, fst, err := nw.find(r.ctx, d, from, name, want, onFirst)
 	took := time.Since(start)
 	m.meter.setTap(nil)
 	r.settle(m)
@@ -557,6 +560,9 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 		}
 	}
 	rep.Finds++
+	if fst.Early {
+		rep.EarlyStops++
+	}
 	if missed {
 		rep.Misses++
 	}
@@ -579,7 +585,7 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 	}
 	if repeat {
 		start := time.Now()
-		_, _ = nw.find(r.ctx, d, from, name, want, nil)
+		_, _, _ = nw.find(r.ctx, d, from, name, want, nil)
 		a.repeat = append(a.repeat, time.Since(start))
 	}
 	return nil
@@ -613,7 +619,7 @@ func (nw *Network) byPeer(p peer.ID) *member {
 // returns their peers. For ValueRecords, onFirst (if not nil) is called
 // when the first record of a peer in want is verified; for SetStore, the
 // tap sees that.
-func (nw *Network) find(ctx context.Context, d Design, from int, name string, want map[peer.ID]bool, onFirst func(time.Time)) (map[peer.ID]bool, error) {
+func (nw *Network) find(ctx context.Context, d Design, from int, name string, want map[peer.ID]bool, onFirst func(time.Time)) (map[peer.ID]bool, dht.FindStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	m := nw.member(from)
@@ -621,15 +627,11 @@ func (nw *Network) find(ctx context.Context, d Design, from int, name string, wa
 	found := map[peer.ID]bool{}
 	switch d {
 	case SetStore:
-		t0 := time.Now()
 		recs, st, err := m.node.DHT().Find(ctx, name, now)
 		for _, r := range recs {
 			found[r.Peer] = true
 		}
-		if os.Getenv("SIM_DEBUG") != "" {
-			fmt.Fprintf(os.Stderr, "find from %d %s: %v %d recs, %+v err %v\n", from, name, time.Since(t0), len(recs), st, err)
-		}
-		return found, err
+		return found, st, err
 	case ValueRecords:
 		// Get each provider's record as soon as the provider is known,
 		// while the provider lookup goes on.
@@ -655,9 +657,9 @@ func (nw *Network) find(ctx context.Context, d Design, from int, name string, wa
 			})
 		}
 		wg.Wait()
-		return found, ctx.Err()
+		return found, dht.FindStats{}, ctx.Err()
 	}
-	return nil, fmt.Errorf("%w: design %d", ErrBadScenario, int(d))
+	return nil, dht.FindStats{}, fmt.Errorf("%w: design %d", ErrBadScenario, int(d))
 }
 
 // stalenessPhase kills instance hosts and finds their cells until their
@@ -702,6 +704,9 @@ func (r *run) stalenessPhase() error {
 	if len(finders) == 0 {
 		return nil
 	}
+	for _, f := range finders {
+		nw.warm(r.ctx, nw.member(f))
+	}
 	for _, s := range victims {
 		r.note("kill %d", s.node)
 	}
@@ -731,7 +736,7 @@ func (r *run) stalenessPhase() error {
 					continue
 				}
 				wg.Go(func() {
-					got, _ := nw.find(r.ctx, d, f, s.name, nil, nil)
+					got, _, _ := nw.find(r.ctx, d, f, s.name, nil, nil)
 					now := nw.clock.Now()
 					mu.Lock()
 					defer mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -137,6 +138,7 @@ func (h *meteredHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol
 	if err != nil {
 		return nil, err
 	}
+	s = h.nw.keepLatency(s)
 	proto := s.Protocol()
 	switch {
 	case proto == dht.ProtocolID:
@@ -241,4 +243,53 @@ func (f *framer) finish(emit func(kind)) {
 		return
 	}
 	emit(kind(t))
+}
+
+// SetStreamHandler registers handler with the inbound streams wrapped so
+// that closing them keeps the link's latency (see latencyStream).
+func (h *meteredHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
+	h.Host.SetStreamHandler(pid, func(s network.Stream) { handler(h.nw.keepLatency(s)) })
+}
+
+// SetStreamHandlerMatch is SetStreamHandler with a protocol matcher.
+func (h *meteredHost) SetStreamHandlerMatch(pid protocol.ID, match func(protocol.ID) bool, handler network.StreamHandler) {
+	h.Host.SetStreamHandlerMatch(pid, match, func(s network.Stream) { handler(h.nw.keepLatency(s)) })
+}
+
+// latencyStream works around mocknet's streams, which deliver the data
+// still in flight at once when the writer closes: a request written and
+// closed (CloseWrite), or an answer written and closed, would cross the
+// link without its latency, as the cell protocol does on every request.
+// Closing a latencyStream first waits until the last write has arrived.
+type latencyStream struct {
+	network.Stream
+	nw  *Network
+	due atomic.Int64 // unix nanoseconds when the last write arrives
+}
+
+func (nw *Network) keepLatency(s network.Stream) network.Stream {
+	return &latencyStream{Stream: s, nw: nw}
+}
+
+func (s *latencyStream) Write(p []byte) (int, error) {
+	if d := s.nw.pairLatency(s.Conn().LocalPeer(), s.Conn().RemotePeer()); d > 0 {
+		s.due.Store(max(s.due.Load(), time.Now().Add(d).UnixNano()))
+	}
+	return s.Stream.Write(p)
+}
+
+func (s *latencyStream) wait() {
+	if d := time.Until(time.Unix(0, s.due.Load())); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+func (s *latencyStream) CloseWrite() error {
+	s.wait()
+	return s.Stream.CloseWrite()
+}
+
+func (s *latencyStream) Close() error {
+	s.wait()
+	return s.Stream.Close()
 }

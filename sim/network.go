@@ -79,6 +79,7 @@ type member struct {
 	skew   time.Duration
 	side   atomic.Int32 // partition side, 0 or 1
 	kind   string       // adversary kind, "" for an honest node
+	warmed atomic.Bool  // see Network.warm
 	links  map[*member]mocknet.Link
 }
 
@@ -328,6 +329,31 @@ func (nw *Network) fillTables(ctx context.Context) error {
 	return nil
 }
 
+// warmLookups is how many lookups warm runs: kad-dht's network-size
+// estimator gives no estimate before 5 completed lookups.
+const warmLookups = 5
+
+// warm runs, once per node, warmLookups lookups of random keys at once, as
+// a long-running node's routing-table refreshes would have: the cell DHT's
+// finds stop early only with kad-dht's estimate of the network's size,
+// which needs them. Measure warms a finder before its first find; a node
+// that joined (or a SetupJoin network) has refreshed its table already.
+func (nw *Network) warm(ctx context.Context, m *member) {
+	if !m.warmed.CompareAndSwap(false, true) || nw.sc.Setup == SetupJoin || m.idx >= nw.sc.Nodes {
+		return
+	}
+	r := rand.New(rand.NewChaCha8(seed(uint64(m.idx), "warm")))
+	var wg sync.WaitGroup
+	for range warmLookups {
+		var b [32]byte
+		for k := range 4 {
+			binary.LittleEndian.PutUint64(b[8*k:], r.Uint64())
+		}
+		wg.Go(func() { _, _ = m.node.DHT().Kad().GetClosestPeers(ctx, string(b[:])) })
+	}
+	wg.Wait()
+}
+
 // join connects m to the nodes to and waits until its routing table holds
 // a peer.
 func (nw *Network) join(ctx context.Context, m *member, to []*member) error {
@@ -415,6 +441,22 @@ func (nw *Network) latency(a, b *member) time.Duration {
 		return time.Duration(r.OneWayMS[a.region][b.region] * float64(time.Millisecond))
 	}
 	return nw.sc.Latency
+}
+
+// pairLatency returns the one-way latency between the nodes with IDs a and
+// b once the latency model applies (0 during setup, or for a peer outside
+// the network).
+func (nw *Network) pairLatency(a, b peer.ID) time.Duration {
+	if !nw.latencyOn.Load() {
+		return 0
+	}
+	nw.mu.RLock()
+	ma, mb := nw.byID[a], nw.byID[b]
+	nw.mu.RUnlock()
+	if ma == nil || mb == nil {
+		return 0
+	}
+	return nw.latency(ma, mb)
 }
 
 // maxLatency returns the longest one-way latency of the model.

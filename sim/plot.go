@@ -64,7 +64,13 @@ func WritePlot(w io.Writer, reps []*Report) error {
 	}
 	p.text((p.left+p.right)/2-42, p.bottom+24, "nodes (log scale)", colText)
 	p.text(8, p.top-18, fmt.Sprintf("find latency in RTT (RTT %.0f ms)", reps[0].RTTMS), colText)
-	for k, s := range series {
+	// The legend, on a white box over the lines.
+	lx, ly0 := p.right-206, p.top+2
+	legend := image.Rect(lx, ly0, p.right-2, ly0+14*len(series)+6)
+	for _, s := range series {
+		legend.Max.X = max(legend.Max.X, lx+32+6*len(s.name))
+	}
+	for _, s := range series {
 		var prev image.Point
 		havePrev := false
 		for _, r := range reps {
@@ -80,9 +86,12 @@ func WritePlot(w io.Writer, reps []*Report) error {
 			p.dot(pt, s.c)
 			prev, havePrev = pt, true
 		}
-		ly := p.top + 8 + 14*k
-		p.line(image.Pt(p.right-200, ly+3), image.Pt(p.right-180, ly+3), s.c)
-		p.text(p.right-174, ly, s.name, colText)
+	}
+	p.box(legend)
+	for k, s := range series {
+		ly := ly0 + 6 + 14*k
+		p.line(image.Pt(lx+6, ly+3), image.Pt(lx+26, ly+3), s.c)
+		p.text(lx+32, ly, s.name, colText)
 	}
 	return png.Encode(w, p.img)
 }
@@ -133,6 +142,19 @@ func (p *plot) py(y float64) int {
 func (p *plot) hline(y int, c color.RGBA) {
 	for x := p.left + 1; x <= p.right; x++ {
 		if p.img.RGBAAt(x, y) == (color.RGBA{0xff, 0xff, 0xff, 0xff}) {
+			p.img.SetRGBA(x, y, c)
+		}
+	}
+}
+
+// box fills r with white and draws its border.
+func (p *plot) box(r image.Rectangle) {
+	for y := r.Min.Y; y <= r.Max.Y; y++ {
+		for x := r.Min.X; x <= r.Max.X; x++ {
+			c := color.RGBA{0xff, 0xff, 0xff, 0xff}
+			if x == r.Min.X || x == r.Max.X || y == r.Min.Y || y == r.Max.Y {
+				c = colGrid
+			}
 			p.img.SetRGBA(x, y, c)
 		}
 	}

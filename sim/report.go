@@ -77,6 +77,7 @@ type Report struct {
 
 	SetupSeconds      float64
 	Memory            Memory  // after setup
+	MemoryIdle        Memory  // with full, connected routing tables, before any stream was opened (SetupTables)
 	MemoryEnd         Memory  // at the end of the run, over the live nodes
 	HeapBytesPerNode  float64 // Memory.HeapBytes
 	GoroutinesPerNode float64 // Memory.Goroutines
@@ -101,6 +102,7 @@ type Report struct {
 	BytesPerFind    float64
 	FindMessages    map[string]uint64
 	StaleReturns    int // instances of dead hosts returned by the finds
+	EarlyStops      int // set-store finds that stopped before their lookup ended (dht.FindStats.Early)
 	// Rejected counts, over every node and the whole run, the records
 	// storers refused ("rejected_future", ...), the records finders
 	// dropped ("find_rejected_expired", ...) and the requests refused by
@@ -208,6 +210,7 @@ type findJSON struct {
 	Errors          int               `json:"errors"`
 	FirstError      string            `json:"first_error,omitempty"`
 	StaleReturns    int               `json:"stale_returns"`
+	EarlyStops      int               `json:"early_stops"`
 	MessagesPerFind float64           `json:"messages_per_find"`
 	BytesPerFind    float64           `json:"bytes_per_find"`
 	Messages        map[string]uint64 `json:"messages"`
@@ -227,7 +230,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			FirstP50RTT: r.FindFirst.P50RTT, FirstP95RTT: r.FindFirst.P95RTT,
 			First: r.FindFirst, Repeat: r.FindRepeat,
 			SuccessRate: r.Success, Misses: r.Misses, Errors: r.Errors, FirstError: r.FirstError,
-			StaleReturns: r.StaleReturns, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
+			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
 			Messages: r.FindMessages},
 		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness,
 		Baseline: r.Baseline, VsBaseline: r.VsBaseline,
@@ -255,9 +258,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	rttOn := r.RTTMS > 0
 	fmt.Fprintf(&b, "%s: %d nodes, k=%d, %s (RTT unit %.0f ms), %d cells x %d instances, seed %d (schedule %s)\n",
 		r.Design, r.Nodes, sc.BucketSize, lat, r.RTTMS, sc.Cells, sc.InstancesPerCell, sc.Seed, r.Schedule)
-	fmt.Fprintf(&b, "  setup      %.1f s; per node %.2f MiB RSS, %.2f MiB heap, %.0f goroutines (at the end: %.2f MiB RSS, %.0f goroutines)\n",
-		r.SetupSeconds, r.Memory.RSSBytes/(1<<20), r.Memory.HeapBytes/(1<<20), r.Memory.Goroutines,
-		r.MemoryEnd.RSSBytes/(1<<20), r.MemoryEnd.Goroutines)
+	fmt.Fprintf(&b, "  setup      %.1f s; per node %.2f MiB RSS, %.2f MiB heap, %.0f goroutines\n",
+		r.SetupSeconds, r.Memory.RSSBytes/(1<<20), r.Memory.HeapBytes/(1<<20), r.Memory.Goroutines)
+	fmt.Fprintf(&b, "    end of run   %.2f MiB RSS, %.0f goroutines per live node\n", r.MemoryEnd.RSSBytes/(1<<20), r.MemoryEnd.Goroutines)
 	fmt.Fprintf(&b, "  announce   %d timed: %s\n", r.Announce.N, r.Announce.text(rttOn))
 	fmt.Fprintf(&b, "    messages     %d announces and republishes: %.1f msgs, %.0f bytes each %s\n",
 		r.Announces, r.MessagesPerAnnounce, r.BytesPerAnnounce, kinds(r.AnnounceMessages))
@@ -273,8 +276,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.FindRepeat.N > 0 {
 		fmt.Fprintf(&b, "    repeated     %s\n", r.FindRepeat.text(rttOn))
 	}
-	fmt.Fprintf(&b, "  success    %.1f%% (%d misses, %d errors, %d dead instances returned)\n",
-		100*r.Success, r.Misses, r.Errors, r.StaleReturns)
+	fmt.Fprintf(&b, "  success    %.1f%% (%d misses, %d errors, %d dead instances returned); %d finds stopped early\n",
+		100*r.Success, r.Misses, r.Errors, r.StaleReturns, r.EarlyStops)
 	if r.FirstError != "" {
 		fmt.Fprintf(&b, "    first error: %s\n", r.FirstError)
 	}
