@@ -50,7 +50,7 @@ func WritePlot(w io.Writer, reps []*Report) error {
 			}
 		}
 	}
-	ymax = math.Ceil(ymax + 0.5)
+	ymax = math.Ceil(ymax/0.78 + 0.2) // room for the legend above the lines
 	p.frame(xmin, xmax, 0, ymax)
 	for y := 0.0; y <= ymax; y++ {
 		p.text(p.left-8-6*len(fmt.Sprint(y)), p.py(y)-3, fmt.Sprint(y), colText)
