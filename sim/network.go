@@ -304,29 +304,13 @@ func (nw *Network) fillTables(ctx context.Context) error {
 			}
 		}
 	}
-	sem := make(chan struct{}, setupParallel)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for _, m := range nw.members {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return fmt.Errorf("sim: setup: %w", ctx.Err())
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			for _, p := range m.node.DHT().Kad().RoutingTable().ListPeers() {
-				if m.node.Host().Network().Connectedness(p) != network.Connected {
-					_ = m.node.Host().Connect(ctx, peer.AddrInfo{ID: p})
-				}
+	return nw.eachMember(ctx, "setup", func(m *member) {
+		for _, p := range m.node.DHT().Kad().RoutingTable().ListPeers() {
+			if m.node.Host().Network().Connectedness(p) != network.Connected {
+				_ = m.node.Host().Connect(ctx, peer.AddrInfo{ID: p})
 			}
-		})
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sim: setup: %w", err)
-	}
-	return nil
+		}
+	})
 }
 
 // warmLookups is how many lookups warm runs: kad-dht's network-size
@@ -371,6 +355,19 @@ func (nw *Network) join(ctx context.Context, m *member, to []*member) error {
 
 // refreshAll refreshes every routing table, setupParallel at a time.
 func (nw *Network) refreshAll(ctx context.Context) error {
+	return nw.eachMember(ctx, "refresh routing tables", func(m *member) {
+		// A refresh query that found nobody new is no failure of the
+		// network: its error is not looked at.
+		select {
+		case <-m.node.DHT().Kad().RefreshRoutingTable():
+		case <-ctx.Done():
+		}
+	})
+}
+
+// eachMember runs f for every member, setupParallel at a time, and waits.
+// The error is ctx's, named after what, if it ended first.
+func (nw *Network) eachMember(ctx context.Context, what string, f func(m *member)) error {
 	sem := make(chan struct{}, setupParallel)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -378,21 +375,16 @@ func (nw *Network) refreshAll(ctx context.Context) error {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			return fmt.Errorf("sim: refresh routing tables: %w", ctx.Err())
+			return fmt.Errorf("sim: %s: %w", what, ctx.Err())
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			// A refresh query that found nobody new is no failure of the
-			// network: its error is not looked at.
-			select {
-			case <-m.node.DHT().Kad().RefreshRoutingTable():
-			case <-ctx.Done():
-			}
+			f(m)
 		})
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sim: refresh routing tables: %w", err)
+		return fmt.Errorf("sim: %s: %w", what, err)
 	}
 	return nil
 }
