@@ -96,6 +96,15 @@ func announce(t *testing.T, n *Node, name, endpoint string) *Announcer {
 	return a
 }
 
+// freeze stops a's loop without a withdrawal, as a crash would.
+func freeze(n *Node, a *Announcer) {
+	a.once.Do(func() { close(a.stop) })
+	<-a.done
+	n.mu.Lock()
+	delete(n.announcers, a)
+	n.mu.Unlock()
+}
+
 // waitFor polls cond until it holds or 30 s pass.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
@@ -205,18 +214,17 @@ func TestKilledInstanceExpires(t *testing.T) {
 	victim := c.node(nil, "")
 	survivor := c.node(nil, "")
 	a := announce(t, victim, "acme/exchange", service(t).Addr().String())
-	announce(t, survivor, "acme/exchange", service(t).Addr().String())
+	s := announce(t, survivor, "acme/exchange", service(t).Addr().String())
 	finder := c.node(nil, t.TempDir())
 	if got := findPeers(t, finder, "acme/exchange"); len(got) != 2 {
 		t.Fatalf("before the kill: %d instances", len(got))
 	}
 	// Kill: stop the announcer without a withdrawal, then drop off the net.
-	a.once.Do(func() { close(a.stop) })
-	<-a.done
-	victim.mu.Lock()
-	delete(victim.announcers, a)
-	victim.mu.Unlock()
+	freeze(victim, a)
 	victim.Close()
+	// The survivor stays on the net but stops republishing: otherwise its
+	// next health tick would see the jumped clock and publish a fresh record.
+	freeze(survivor, s)
 
 	clk.Add(dht.MaxLifetime) // exactly at expiry: still within skew
 	if _, ok := findPeers(t, finder, "acme/exchange")[victim.ID().String()]; !ok {
