@@ -13,6 +13,7 @@ import (
 	"time"
 
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -209,6 +210,7 @@ func (d *DHT) Close() error {
 // PublishStats says where a record went.
 type PublishStats struct {
 	Closest int  // peers the lookups returned
+	Sent    int  // peers sent the record: the closest, and likely storers met on the way
 	Stored  int  // peers that accepted the record
 	Local   bool // stored in this node's own store (it is a DHT server)
 }
@@ -250,10 +252,11 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			closest, stored, err := d.publishAt(ctx, r, pub)
+			closest, sent, stored, err := d.publishAt(ctx, r, pub)
 			mu.Lock()
 			defer mu.Unlock()
 			st.Closest += closest
+			st.Sent += sent
 			st.Stored += stored
 			if first == nil {
 				first = err
@@ -271,37 +274,57 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 }
 
 // publishAt stores r at the peers closest to the key of the name's set
-// (pub nil) or of the publisher's set. It returns the first error seen.
-func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (closest, stored int, first error) {
+// (pub nil) or of the publisher's set. Likely storers are sent the record
+// as the lookup hears of them, so that it can be found before the lookup
+// ends; the lookup's closest peers are sent it at the end. It returns the
+// first error seen.
+func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
 	key := Key(r.Name)
 	if pub != nil {
 		key = PublisherKey(r.Name, pub)
 	}
-	peers, err := d.kad.GetClosestPeers(ctx, key)
-	first = err
-	peers = d.capPeers(peers)
-	errs := make([]error, len(peers))
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for i, p := range peers {
+	sentTo := map[peer.ID]bool{}
+	store := func(p peer.ID) {
+		mu.Lock()
+		defer mu.Unlock()
+		if sentTo[p] {
+			return
+		}
+		sentTo[p] = true
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			d.count.add("put_sent", 1)
-			_, errs[i] = d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.raw, Publisher: pub})
+			_, err := d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.raw, Publisher: pub})
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				stored++
+			} else if first == nil {
+				first = err
+			}
 		}()
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err == nil {
-			stored++
-		} else if first == nil {
-			first = err
+	rank := newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix())
+	peers, err, _ := d.lookup(ctx, key, func(p peer.ID) {
+		if i, ok := rank.add(p); ok && i < askRank {
+			store(p)
 		}
+	}, nil)
+	peers = d.capPeers(peers)
+	for _, p := range peers {
+		store(p)
 	}
+	wg.Wait()
 	if stored > 0 {
-		first = nil
+		return len(peers), len(sentTo), stored, nil
 	}
-	return len(peers), stored, first
+	if err != nil {
+		first = err
+	}
+	return len(peers), len(sentTo), stored, first
 }
 
 func (d *DHT) capPeers(peers []peer.ID) []peer.ID {

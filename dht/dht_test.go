@@ -308,3 +308,55 @@ func TestValidator(t *testing.T) {
 		t.Fatalf("Select on a tie = %d, want 0", i)
 	}
 }
+
+// A find asks likely storers while the lookup runs and remembers those that
+// answered: a repeated find asks them straight away, skips the lookup, and
+// gets the same set; a publish reaches storers met on the way as well as
+// the lookup's closest peers.
+func TestRepeatFindAsksRememberedStorers(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 24, clk)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want := map[peer.ID]bool{}
+	for i, nd := range nodes[1:4] {
+		st, err := nd.dht.Publish(ctx, nd.record(t, "acme/exchange", 1, clk.Now(), fmt.Sprintf("127.0.0.1:90%02d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Sent < st.Closest || st.Stored == 0 || st.Stored > st.Sent {
+			t.Fatalf("publish stats inconsistent: %+v", st)
+		}
+		want[nd.host.ID()] = true
+	}
+	finder := nodes[20].dht
+	first, st1, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	if err != nil || len(peersOf(first)) != 3 {
+		t.Fatalf("first find: %d records, %v, %+v", len(first), err, st1)
+	}
+	if st1.Cached {
+		t.Fatalf("first find claims a cache: %+v", st1)
+	}
+	again, st2, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st2.Cached || st2.Closest != 0 || st2.Asked > cachedAsk {
+		t.Fatalf("repeated find did not use the remembered storers: %+v", st2)
+	}
+	for p := range peersOf(again) {
+		if !want[p] {
+			t.Fatalf("repeated find returned %s, not published", p)
+		}
+	}
+	if len(peersOf(again)) != 3 {
+		t.Fatalf("repeated find: %d records", len(again))
+	}
+	// Past the cache's life the find looks up again.
+	clk.Add(time.Second)
+	finder.closest.put(Key("acme/exchange"), nil, time.Now().Add(-2*cacheTTL))
+	_, st3, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	if err != nil || st3.Cached {
+		t.Fatalf("find after the cache expired: %v, %+v", err, st3)
+	}
+}

@@ -28,6 +28,10 @@ const (
 	// cachedAsk is how many remembered closest peers a repeated find asks
 	// first.
 	cachedAsk = agreeQuorum + 2
+	// askRank is how close to the key, among all the peers a find has
+	// heard of, a peer must rank to be asked before the lookup ends. Most
+	// peers that close are storers; a wider rank only adds messages.
+	askRank = 2*agreeQuorum + 2
 )
 
 // closestCache remembers the closest peers of recently looked-up keys.
@@ -80,11 +84,13 @@ type gatherer struct {
 	near int           // common prefix length with the key from which an answer counts towards agreement; -1: none does
 	done chan struct{} // closed once the answers agree
 
-	mu        sync.Mutex
-	wg        sync.WaitGroup
-	asked     map[peer.ID]bool
-	responded []peer.ID // lookup responders, closest first
-	raws      [][]byte
+	rank ranker
+
+	mu       sync.Mutex
+	wg       sync.WaitGroup
+	asked    map[peer.ID]bool
+	holders  []peer.ID // peers that answered with valid records
+	raws     [][]byte
 	seen      map[string]bool // raw record → verified valid for this set
 	agree     int             // near answers in a row with valid records and nothing new
 	answered  int
@@ -138,6 +144,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		if valid == 0 {
 			return // junk or nothing: neither agrees nor disagrees
 		}
+		g.holders = append(g.holders, p)
 		if g.first == 0 {
 			g.first = time.Since(g.t0)
 		}
@@ -170,22 +177,69 @@ func (g *gatherer) valid(raw []byte, now time.Time) bool {
 	return true
 }
 
-// consider asks p, a peer that answered the lookup, if it ranks among the
-// Replication closest responders so far.
-func (g *gatherer) consider(p peer.ID) {
-	g.mu.Lock()
+// ranker ranks the peers a lookup hears of by closeness to its key, so
+// that the likely storers can be contacted before the lookup ends.
+type ranker struct {
+	self  peer.ID
+	key   kb.ID
+	near  int // see DHT.nearPrefix
+	mu    sync.Mutex
+	known map[peer.ID]bool
+	cands []peer.ID // closest first
+}
+
+func newRanker(self peer.ID, key kb.ID, near int) *ranker {
+	return &ranker{self: self, key: key, near: near, known: map[peer.ID]bool{}}
+}
+
+// add records p, heard of for the first time, and reports its rank among
+// the peers heard of so far (0: closest). ok is false if p was heard of
+// before, is this node, or, when the network's size is known, shares less
+// than the near prefix with the key: such a peer is most likely not a
+// storer, and a lookup responder that far still leads the lookup on.
+func (r *ranker) add(p peer.ID) (rank int, ok bool) {
+	if p == r.self {
+		return 0, false
+	}
 	id := kb.ConvertPeerID(p)
-	i := sort.Search(len(g.responded), func(i int) bool {
-		return closer(g.key, id, kb.ConvertPeerID(g.responded[i]))
+	if r.near >= 0 && kb.CommonPrefixLen(id, r.key) < r.near {
+		return 0, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.known[p] {
+		return 0, false
+	}
+	r.known[p] = true
+	i := sort.Search(len(r.cands), func(i int) bool {
+		return closer(r.key, id, kb.ConvertPeerID(r.cands[i]))
 	})
-	g.responded = append(g.responded, "")
-	copy(g.responded[i+1:], g.responded[i:])
-	g.responded[i] = p
-	rank := i
-	g.mu.Unlock()
-	if rank < g.d.cfg.Replication {
+	r.cands = append(r.cands, "")
+	copy(r.cands[i+1:], r.cands[i:])
+	r.cands[i] = p
+	return i, true
+}
+
+// consider asks p, a peer the find has heard of, if it ranks among the
+// askRank closest heard of so far: such a peer is most likely a storer,
+// and asking it now saves the round trips the lookup would take to
+// confirm that.
+func (g *gatherer) consider(p peer.ID) {
+	if i, ok := g.rank.add(p); ok && i < askRank {
 		g.ask(p, false)
 	}
+}
+
+// sortedHolders returns the peers that answered with valid records, closest
+// to the key first.
+func (g *gatherer) sortedHolders() []peer.ID {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	h := append([]peer.ID(nil), g.holders...)
+	sort.Slice(h, func(i, j int) bool {
+		return closer(g.key, kb.ConvertPeerID(h[i]), kb.ConvertPeerID(h[j]))
+	})
+	return h
 }
 
 // closer reports whether a is strictly closer to key than b.
@@ -235,7 +289,9 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
-		ctx: gctx, t0: time.Now(), now: now, near: d.nearPrefix(), done: make(chan struct{}), asked: map[peer.ID]bool{}, seen: map[string]bool{}, rejected: map[string]int{}}
+		ctx: gctx, t0: time.Now(), now: now, near: d.nearPrefix(), done: make(chan struct{}),
+		asked: map[peer.ID]bool{}, seen: map[string]bool{}, rejected: map[string]int{}}
+	g.rank = *newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {
 		g.mu.Lock()
@@ -256,49 +312,26 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 		}
 	}
 
-	// The lookup, with storers asked as they turn up.
-	evctx, events := routing.RegisterForQueryEvents(gctx)
-	type result struct {
-		peers []peer.ID
-		err   error
-	}
-	lookupDone := make(chan result, 1)
+	// The lookup, with likely storers asked as they turn up.
 	start := time.Now()
-	go func() {
-		p, err := d.kad.GetClosestPeers(evctx, key)
-		lookupDone <- result{p, err}
-	}()
-	var res result
-	lookupOver := false
-	for !lookupOver {
-		select {
-		case ev, ok := <-events:
-			if ok && ev.Type == routing.PeerResponse {
-				g.consider(ev.ID)
-			}
-		case res = <-lookupDone:
-			lookupOver = true
-		case <-g.done:
-			st.early = true
-			st.lookup = time.Since(start)
-			cancel() // ends the lookup; its events channel closes
-			return finish()
-		}
+	peers, err, stopped := d.lookup(gctx, key, g.consider, g.done)
+	if stopped {
+		st.early = true
+		st.lookup = time.Since(start)
+		// The storers that agreed are the peers a repeated find asks first.
+		d.closest.put(key, g.sortedHolders(), time.Now())
+		return finish()
 	}
 	st.lookup = time.Since(start)
-	st.lookupErr = res.err
-	peers := d.capPeers(res.peers)
+	st.lookupErr = err
+	peers = d.capPeers(peers)
 	st.closest = len(peers)
-	if res.err == nil && len(peers) > 0 {
+	if err == nil && len(peers) > 0 {
 		d.closest.put(key, peers, time.Now())
 	}
 	for _, p := range peers {
 		g.ask(p, true)
 	}
-	go func() { // drain what the lookup still publishes
-		for range events {
-		}
-	}()
 	g.wait(gctx)
 	return finish()
 }
@@ -323,5 +356,52 @@ func (g *gatherer) wait(ctx context.Context) bool {
 		}
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// lookup runs kad-dht's closest-peer lookup for key and calls heard with
+// every peer it hears of, as they turn up: first the nearest peers of our
+// own routing table, then each lookup responder and the closer peers it
+// names. It returns the lookup's closest peers, or stopped once stop is
+// closed (the lookup is then cancelled).
+func (d *DHT) lookup(ctx context.Context, key string, heard func(peer.ID), stop <-chan struct{}) (peers []peer.ID, err error, stopped bool) {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, p := range d.kad.RoutingTable().NearestPeers(kb.ConvertKey(key), askRank) {
+		heard(p)
+	}
+	evctx, events := routing.RegisterForQueryEvents(lctx)
+	type result struct {
+		peers []peer.ID
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := d.kad.GetClosestPeers(evctx, key)
+		done <- result{p, err}
+	}()
+	defer func() {
+		go func() { // drain what the lookup still publishes until it ends
+			for range events {
+			}
+		}()
+	}()
+	evs := events
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				evs = nil // closed early: wait for the result alone
+			} else if ev.Type == routing.PeerResponse {
+				heard(ev.ID)
+				for _, ai := range ev.Responses {
+					heard(ai.ID)
+				}
+			}
+		case res := <-done:
+			return res.peers, res.err, false
+		case <-stop:
+			return nil, nil, true
+		}
 	}
 }

@@ -235,7 +235,7 @@ func (an *Announcer) publish(ctx context.Context) {
 		return
 	}
 	an.status.LastError = ""
-	an.n.log.Debug("published", "cell", an.a.Name, "seq", r.Seq, "stored_at", st.Stored, "closest", st.Closest)
+	an.n.log.Debug("published", "cell", an.a.Name, "seq", r.Seq, "stored_at", st.Stored, "sent", st.Sent, "closest", st.Closest)
 }
 
 func (an *Announcer) withdraw(ctx context.Context) {

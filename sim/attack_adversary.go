@@ -156,11 +156,12 @@ func (a *arena) adversary(priv ed25519.PrivateKey) (host.Host, error) {
 // every live node of the network and refreshes its routing table, so that
 // it is in the routing tables of the others and lookups find it.
 func (a *arena) join(ctx context.Context, priv ed25519.PrivateKey) (*extra, error) {
-	return a.joinVia(ctx, priv, nil)
+	return a.joinVia(ctx, priv, nil, dht.ModeServer)
 }
 
-// joinVia is join dialling only the peers in dial (nil: every live node).
-func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []peer.ID) (*extra, error) {
+// joinVia is join dialling only the peers in dial (nil: every live node),
+// as a DHT server or client.
+func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []peer.ID, mode dht.Mode) (*extra, error) {
 	h, err := a.addHost(priv)
 	if err != nil {
 		return nil, err
@@ -170,7 +171,7 @@ func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []pee
 		Host:         h,
 		NoRuntimeDir: true,
 		Now:          e.clock.Now,
-		DHT:          dht.Config{Mode: dht.ModeServer, BucketSize: a.as.Network.BucketSize, DisableAutoRefresh: true},
+		DHT:          dht.Config{Mode: mode, BucketSize: a.as.Network.BucketSize, DisableAutoRefresh: true},
 	})
 	if err != nil {
 		h.Close()

@@ -14,9 +14,11 @@ import (
 
 // skew runs AttackSkew. The storers are nodes that join with peer IDs
 // ground closer to the cell's keys (the name's and the publisher's) than
-// any other node, so that every record goes to nodes whose clock the
-// scenario sets; the publisher and the finder join with clocks of their
-// own too. Each case signs a record for a fresh node key (delegated by the
+// any other node, so that every lookup ends at nodes whose clock the
+// scenario sets; the other honest nodes get the storers' clock too, since
+// a publisher also sends its record to likely storers it meets on the way.
+// The publisher and the finder join, as DHT clients, with clocks of their
+// own. Each case signs a record for a fresh node key (delegated by the
 // publisher key) on the publisher's clock, publishes it and finds it.
 func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 	k := a.as.Network.BucketSize
@@ -38,11 +40,12 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 			storers = append(storers, e)
 		}
 	}
-	publisher, err := a.join(ctx, a.key("skew-publisher"))
+	// Clients, so that neither stores the record itself.
+	publisher, err := a.joinVia(ctx, a.key("skew-publisher"), nil, dht.ModeClient)
 	if err != nil {
 		return err
 	}
-	finder, err := a.join(ctx, a.key("skew-finder"))
+	finder, err := a.joinVia(ctx, a.key("skew-finder"), nil, dht.ModeClient)
 	if err != nil {
 		return err
 	}
@@ -75,6 +78,9 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 		for _, s := range storers {
 			s.clock.Set(time.Duration(sc.Storer))
 		}
+		for _, i := range a.honest() {
+			a.nw.SetSkew(i, time.Duration(sc.Storer))
+		}
 		publisher.clock.Set(time.Duration(sc.Publisher))
 		finder.clock.Set(time.Duration(sc.Finder))
 
@@ -99,7 +105,7 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 
 		row := AttackRow{
 			Case:     fmt.Sprintf("publisher %+v, storers %+v, finder %+v", time.Duration(sc.Publisher), time.Duration(sc.Storer), time.Duration(sc.Finder)),
-			Attempts: st.Closest, Stored: st.Stored, Refused: st.Closest - st.Stored,
+			Attempts: st.Sent, Stored: st.Stored, Refused: st.Sent - st.Stored,
 			Reasons: rejections(before, after), Finds: 1,
 		}
 		if found == sc.Found {

@@ -76,7 +76,7 @@ type member struct {
 	priv   ed25519.PrivateKey
 	dead   atomic.Bool
 	region int
-	skew   time.Duration
+	skew   atomic.Int64 // clock skew, a time.Duration
 	side   atomic.Int32 // partition side, 0 or 1
 	kind   string       // adversary kind, "" for an honest node
 	warmed atomic.Bool  // see Network.warm
@@ -174,12 +174,12 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 		m.region = pick(place, r.Weights, len(r.Names))
 	}
 	if sk := nw.sc.Skew; sk > 0 {
-		m.skew = time.Duration(place.Int64N(int64(2*sk)+1)) - sk
+		m.skew.Store(place.Int64N(int64(2*sk)+1) - int64(sk))
 	}
 	m.node, err = node.New(node.Config{
 		Host:         &meteredHost{Host: h, m: m.meter, nw: nw, self: m},
 		NoRuntimeDir: true,
-		Now:          nw.nowFunc(m.skew),
+		Now:          func() time.Time { return nw.clock.Now().Add(time.Duration(m.skew.Load())) },
 		DHT: dht.Config{
 			Mode:               dht.ModeServer,
 			BucketSize:         nw.sc.BucketSize,
@@ -195,10 +195,6 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 	nw.byID[m.node.ID()] = m
 	nw.mu.Unlock()
 	return m, nil
-}
-
-func (nw *Network) nowFunc(skew time.Duration) func() time.Time {
-	return func() time.Time { return nw.clock.Now().Add(skew) }
 }
 
 // pick draws an index below n with the given weights (nil: uniform).
@@ -539,13 +535,16 @@ func (nw *Network) RTT() time.Duration { return nw.rtt }
 func (nw *Network) Region(i int) int { return nw.member(i).region }
 
 // Skew returns how far node i's clock is ahead of the network's Clock.
-func (nw *Network) Skew(i int) time.Duration { return nw.member(i).skew }
+func (nw *Network) Skew(i int) time.Duration { return time.Duration(nw.member(i).skew.Load()) }
+
+// SetSkew sets how far node i's clock is ahead of the network's Clock.
+func (nw *Network) SetSkew(i int, d time.Duration) { nw.member(i).skew.Store(int64(d)) }
 
 // Clock returns the network's simulated clock.
 func (nw *Network) Clock() *Clock { return &nw.clock }
 
 // Now returns node i's time: the network's clock plus the node's skew.
-func (nw *Network) Now(i int) time.Time { return nw.clock.Now().Add(nw.member(i).skew) }
+func (nw *Network) Now(i int) time.Time { return nw.clock.Now().Add(nw.Skew(i)) }
 
 // waitFor polls cond every interval until it holds or ctx ends.
 func waitFor(ctx context.Context, interval time.Duration, cond func() bool) error {
