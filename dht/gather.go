@@ -91,12 +91,12 @@ type gatherer struct {
 	asked    map[peer.ID]bool
 	holders  []peer.ID // peers that answered with valid records
 	raws     [][]byte
-	seen      map[string]bool // raw record → verified valid for this set
-	agree     int             // near answers in a row with valid records and nothing new
-	answered  int
-	first     time.Duration
-	closed    bool
-	rejected  map[string]int // invalid records received, by Reason
+	seen     map[string]bool // raw record → verified valid for this set
+	agree    int             // near answers in a row with valid records and nothing new
+	answered int
+	first    time.Duration
+	closed   bool
+	rejected map[string]int // invalid records received, by Reason
 }
 
 // ask sends the GET to p once. trusted says p is known to be among the
