@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"maps"
 	"math/bits"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -91,8 +92,9 @@ type gatherer struct {
 	asked    map[peer.ID]bool
 	holders  []peer.ID // peers that answered with valid records
 	raws     [][]byte
-	seen     map[string]bool // raw record → verified valid for this set
-	agree    int             // near answers in a row with valid records and nothing new
+	seen     map[string]bool    // raw record → verified valid for this set
+	latest   map[peer.ID]uint64 // newest sequence number seen per instance
+	agree    int                // near answers in a row with valid records and nothing new
 	answered int
 	first    time.Duration
 	closed   bool
@@ -130,11 +132,17 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 			}
 			ok, known := g.seen[string(r)]
 			if !known {
-				ok = g.valid(r, now)
+				rec := g.valid(r, now)
+				ok = rec != nil
 				g.seen[string(r)] = ok
 				if ok {
 					g.raws = append(g.raws, r)
-					fresh = true
+					// Only a newer record of an instance is news: a
+					// storer that still holds an older copy agrees.
+					if last, had := g.latest[rec.Peer]; !had || rec.Seq > last {
+						g.latest[rec.Peer] = rec.Seq
+						fresh = true
+					}
 				}
 			}
 			if ok {
@@ -164,17 +172,18 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 	}()
 }
 
-// valid reports whether raw is a live record of the set asked for.
-func (g *gatherer) valid(raw []byte, now time.Time) bool {
+// valid returns raw decoded if it is a live record of the set asked for,
+// and nil otherwise.
+func (g *gatherer) valid(raw []byte, now time.Time) *Record {
 	r, err := Verify(raw, g.req.Name, now)
 	if err == nil && g.req.Publisher != nil && !bytes.Equal(r.Publisher(), g.req.Publisher) {
 		err = ErrWrongPublisher
 	}
 	if err != nil {
 		g.rejected[Reason(err)]++
-		return false
+		return nil
 	}
-	return true
+	return r
 }
 
 // ranker ranks the peers a lookup hears of by closeness to its key, so
@@ -290,7 +299,7 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
 		ctx: gctx, t0: time.Now(), now: now, near: d.nearPrefix(), done: make(chan struct{}),
-		asked: map[peer.ID]bool{}, seen: map[string]bool{}, rejected: map[string]int{}}
+		asked: map[peer.ID]bool{}, seen: map[string]bool{}, latest: map[peer.ID]uint64{}, rejected: map[string]int{}}
 	g.rank = *newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {
@@ -326,13 +335,21 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	st.lookupErr = err
 	peers = d.capPeers(peers)
 	st.closest = len(peers)
-	if err == nil && len(peers) > 0 {
-		d.closest.put(key, peers, time.Now())
-	}
 	for _, p := range peers {
 		g.ask(p, true)
 	}
 	g.wait(gctx)
+	if err == nil && len(peers) > 0 {
+		// Those that answered with records first, then the rest of the
+		// closest peers.
+		remember := g.sortedHolders()
+		for _, p := range peers {
+			if !slices.Contains(remember, p) {
+				remember = append(remember, p)
+			}
+		}
+		d.closest.put(key, remember, time.Now())
+	}
 	return finish()
 }
 
