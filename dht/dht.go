@@ -313,7 +313,7 @@ func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (
 			store(p)
 		}
 	}, nil)
-	peers = d.capPeers(peers)
+	peers = d.diverse(kb.ConvertKey(key), d.cfg.Replication, peers, rank.heard())
 	for _, p := range peers {
 		store(p)
 	}
@@ -325,13 +325,6 @@ func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (
 		first = err
 	}
 	return len(peers), len(sentTo), stored, first
-}
-
-func (d *DHT) capPeers(peers []peer.ID) []peer.ID {
-	if len(peers) > d.cfg.Replication {
-		peers = peers[:d.cfg.Replication]
-	}
-	return peers
 }
 
 // FindStats says how a find went.

@@ -94,7 +94,8 @@ type gatherer struct {
 	raws     [][]byte
 	seen     map[string]bool    // raw record → verified valid for this set
 	latest   map[peer.ID]uint64 // newest sequence number seen per instance
-	agree    int                // near answers in a row with valid records and nothing new
+	agreeing *groupCount        // groups of the near answers in a row with valid records and nothing new
+	agree    int                // how many such answers
 	answered int
 	first    time.Duration
 	closed   bool
@@ -156,20 +157,35 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		if g.first == 0 {
 			g.first = time.Since(g.t0)
 		}
-		switch {
-		case fresh:
-			g.agree = 0
-			if counts {
-				g.agree = 1
-			}
-		case counts:
+		// Answers agree only from distinct IP groups: one network's
+		// Sybils holding a stale subset cannot end a find.
+		if fresh {
+			g.agree, g.agreeing = 0, newGroupCount(g.d.host, 1)
+		}
+		if counts && g.agreeing.take(p) {
 			g.agree++
 		}
-		if g.agree >= agreeQuorum && !g.closed {
+		if g.agree >= agreeQuorum && !g.closed && !g.crowded() {
 			g.closed = true
 			close(g.done)
 		}
 	}()
+}
+
+// crowded reports whether more than perGroup of the Replication closest
+// peers heard of share an IP group: the mark of Sybils ground close to the
+// key. Their sets at the honest peers around them are then ragged (each
+// publisher's lookup met other honest peers on its way), so a find does not
+// stop early but asks a diverse set of the closest once its lookup ends.
+// Called with g.mu held.
+func (g *gatherer) crowded() bool {
+	gc := newGroupCount(g.d.host, perGroup)
+	for _, p := range g.rank.closest(g.d.cfg.Replication) {
+		if !gc.take(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // valid returns raw decoded if it is a live record of the set asked for,
@@ -227,6 +243,20 @@ func (r *ranker) add(p peer.ID) (rank int, ok bool) {
 	copy(r.cands[i+1:], r.cands[i:])
 	r.cands[i] = p
 	return i, true
+}
+
+// closest returns the n closest peers heard of so far, closest first.
+func (r *ranker) closest(n int) []peer.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.cands[:min(n, len(r.cands))])
+}
+
+// heard returns the peers heard of so far, closest first.
+func (r *ranker) heard() []peer.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.cands)
 }
 
 // consider asks p, a peer the find has heard of, if it ranks among the
@@ -299,7 +329,8 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
 		ctx: gctx, t0: time.Now(), now: now, near: d.nearPrefix(), done: make(chan struct{}),
-		asked: map[peer.ID]bool{}, seen: map[string]bool{}, latest: map[peer.ID]uint64{}, rejected: map[string]int{}}
+		asked: map[peer.ID]bool{}, seen: map[string]bool{}, latest: map[peer.ID]uint64{}, rejected: map[string]int{},
+		agreeing: newGroupCount(d.host, 1)}
 	g.rank = *newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {
@@ -333,7 +364,7 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	}
 	st.lookup = time.Since(start)
 	st.lookupErr = err
-	peers = d.capPeers(peers)
+	peers = d.diverse(g.key, d.cfg.Replication, peers, g.rank.heard())
 	st.closest = len(peers)
 	for _, p := range peers {
 		g.ask(p, true)

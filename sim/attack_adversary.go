@@ -21,7 +21,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
-	ma "github.com/multiformats/go-multiaddr"
 )
 
 // arena is one attack run: the honest network, and what the attack adds to
@@ -109,8 +108,9 @@ func (a *arena) pick(n int, avoid ...int) []int {
 // addHost adds a host with key priv to the mocknet, linked to every host
 // already there but the adversary hosts without a node (which talk to the
 // nodes only, so that a thousand of them cost a thousand links each, not a
-// million in all).
-func (a *arena) addHost(priv ed25519.PrivateKey) (host.Host, error) {
+// million in all). An attacker's host gets an address in the attacker's
+// one /16 (AttackerNet); any other a /16 of its own.
+func (a *arena) addHost(priv ed25519.PrivateKey, attacker bool) (host.Host, error) {
 	sk, err := crypto.UnmarshalEd25519PrivateKey(priv)
 	if err != nil {
 		return nil, err
@@ -120,7 +120,7 @@ func (a *arena) addHost(priv ed25519.PrivateKey) (host.Host, error) {
 	n := a.addrs
 	lone := maps.Clone(a.lone)
 	a.mu.Unlock()
-	h, err := a.nw.mn.AddPeer(sk, ma.StringCast(fmt.Sprintf("/ip6/100::1:%x/tcp/4242", n)))
+	h, err := a.nw.mn.AddPeer(sk, extraAddr(n, attacker))
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +138,7 @@ func (a *arena) addHost(priv ed25519.PrivateKey) (host.Host, error) {
 // adversary adds a host without a node, linked to every node, and
 // remembers to close it. It speaks the protocols with bytes of its own.
 func (a *arena) adversary(priv ed25519.PrivateKey) (host.Host, error) {
-	h, err := a.addHost(priv)
+	h, err := a.addHost(priv, true)
 	if err != nil {
 		return nil, err
 	}
@@ -156,13 +156,13 @@ func (a *arena) adversary(priv ed25519.PrivateKey) (host.Host, error) {
 // every live node of the network and refreshes its routing table, so that
 // it is in the routing tables of the others and lookups find it.
 func (a *arena) join(ctx context.Context, priv ed25519.PrivateKey) (*extra, error) {
-	return a.joinVia(ctx, priv, nil, dht.ModeServer)
+	return a.joinVia(ctx, priv, nil, dht.ModeServer, false)
 }
 
 // joinVia is join dialling only the peers in dial (nil: every live node),
-// as a DHT server or client.
-func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []peer.ID, mode dht.Mode) (*extra, error) {
-	h, err := a.addHost(priv)
+// as a DHT server or client, from the attacker's network or not.
+func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []peer.ID, mode dht.Mode, attacker bool) (*extra, error) {
+	h, err := a.addHost(priv, attacker)
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,7 @@ func (a *arena) eclipse(ctx context.Context, rep *AttackReport) error {
 			for range 3 {
 				dial = append(dial, ids[a.rng.IntN(len(ids))])
 			}
-			e, err := a.joinVia(ctx, priv, dial, dht.ModeServer)
+			e, err := a.joinVia(ctx, priv, dial, dht.ModeServer, true)
 			if err != nil {
 				return err
 			}

@@ -41,11 +41,11 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 		}
 	}
 	// Clients, so that neither stores the record itself.
-	publisher, err := a.joinVia(ctx, a.key("skew-publisher"), nil, dht.ModeClient)
+	publisher, err := a.joinVia(ctx, a.key("skew-publisher"), nil, dht.ModeClient, false)
 	if err != nil {
 		return err
 	}
-	finder, err := a.joinVia(ctx, a.key("skew-finder"), nil, dht.ModeClient)
+	finder, err := a.joinVia(ctx, a.key("skew-finder"), nil, dht.ModeClient, false)
 	if err != nil {
 		return err
 	}

@@ -164,8 +164,8 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 	nw.mu.Lock()
 	i := len(nw.members)
 	nw.mu.Unlock()
-	// 100::/64 is the discard prefix: mocknet never touches a real network.
-	h, err := nw.mn.AddPeer(sk, ma.StringCast(fmt.Sprintf("/ip6/100::%x/tcp/4242", i+1)))
+	// mocknet never dials this address: it only names the node's /16.
+	h, err := nw.mn.AddPeer(sk, memberAddr(i))
 	if err != nil {
 		return nil, err
 	}
@@ -871,4 +871,33 @@ func (nw *Network) nextSeq(now time.Time) uint64 {
 	defer nw.mu.Unlock()
 	nw.lastSeq = max(nw.lastSeq+1, uint64(now.UnixMicro()))
 	return nw.lastSeq
+}
+
+// Simulated addresses. mocknet never dials them, but the nodes group
+// peers by them (see dht's replica diversity), so each honest node gets a
+// public IPv4 /16 of its own, as nodes spread over the internet would, and
+// every host of the attack scenarios' attacker one shared /16.
+const (
+	// AttackerNet is the /16 every attacker host's address is in.
+	AttackerNet = "5.9.0.0/16"
+	// memberNets is how many members get a /16 of their own, from
+	// 11.0.0.0 up; the rest share the unroutable 100::/64.
+	memberNets = 89 * 256
+)
+
+// memberAddr returns the address of the network's member i.
+func memberAddr(i int) ma.Multiaddr {
+	if i < memberNets {
+		return ma.StringCast(fmt.Sprintf("/ip4/%d.%d.0.1/tcp/4242", 11+i/256, i%256))
+	}
+	return ma.StringCast(fmt.Sprintf("/ip6/100::%x/tcp/4242", i+1))
+}
+
+// extraAddr returns the address of the arena's n-th added host: in
+// AttackerNet for an attacker, else in a /16 of its own from 120.0.0.0 up.
+func extraAddr(n int, attacker bool) ma.Multiaddr {
+	if attacker {
+		return ma.StringCast(fmt.Sprintf("/ip4/5.9.%d.%d/tcp/4242", n/256%256, n%256))
+	}
+	return ma.StringCast(fmt.Sprintf("/ip4/%d.%d.0.2/tcp/4242", 120+n/256%80, n%256))
 }

@@ -1,0 +1,117 @@
+package dht
+
+import (
+	"net"
+	"slices"
+	"sort"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// Replica diversity. Anyone can grind peer IDs closer to a cell's key than
+// any honest node in a few hundred tries, so the Replication closest peers
+// of a key may all be one attacker's. Addresses cost more than IDs: the set
+// a record is stored at, and the set a find asks once its lookup ends, take
+// at most perGroup peers from one IP group (an IPv4 /16 or an IPv6 /32, as
+// kad-dht's routing-table diversity filter groups them), closest first, so
+// one network's Sybils hold at most perGroup of the places and honest
+// peers near the key hold the rest. Three storers agreeing end a find early
+// only if no two of them share a group. Peers with only loopback, private
+// or otherwise unroutable addresses (a LAN, a test) are each a group of
+// their own: nothing changes for them.
+const perGroup = 2
+
+// ipGroups returns the IP groups of p: those of the addresses of its open
+// connections (what it actually dials from), or, with none open, those it
+// advertises. A peer advertising addresses in many groups counts against
+// each of them.
+func ipGroups(h host.Host, p peer.ID) []string {
+	var addrs []ma.Multiaddr
+	for _, c := range h.Network().ConnsToPeer(p) {
+		addrs = append(addrs, c.RemoteMultiaddr())
+	}
+	if len(addrs) == 0 {
+		addrs = h.Peerstore().Addrs(p)
+	}
+	var out []string
+	for _, a := range addrs {
+		if g := ipGroup(a); g != "" && !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// ipGroup returns the group of a public IP address, "" for any other.
+func ipGroup(a ma.Multiaddr) string {
+	if !manet.IsPublicAddr(a) {
+		return ""
+	}
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		return ""
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.Mask(net.CIDRMask(16, 32)).String() + "/16"
+	}
+	return ip.Mask(net.CIDRMask(32, 128)).String() + "/32"
+}
+
+// groupCount counts chosen peers per IP group.
+type groupCount struct {
+	h   host.Host
+	per int
+	n   map[string]int
+}
+
+func newGroupCount(h host.Host, per int) *groupCount {
+	return &groupCount{h: h, per: per, n: map[string]int{}}
+}
+
+// take counts p and reports true if every group of p had room for it; it
+// counts nothing and reports false otherwise.
+func (c *groupCount) take(p peer.ID) bool {
+	gs := ipGroups(c.h, p)
+	for _, g := range gs {
+		if c.n[g] >= c.per {
+			return false
+		}
+	}
+	for _, g := range gs {
+		c.n[g]++
+	}
+	return true
+}
+
+// diverse returns up to n peers from the union of lists, closest to key
+// first, with at most perGroup from one IP group.
+func (d *DHT) diverse(key kb.ID, n int, lists ...[]peer.ID) []peer.ID {
+	var all []peer.ID
+	seen := map[peer.ID]bool{d.host.ID(): true}
+	for _, l := range lists {
+		for _, p := range l {
+			if !seen[p] {
+				seen[p] = true
+				all = append(all, p)
+			}
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		return closer(key, kb.ConvertPeerID(all[i]), kb.ConvertPeerID(all[j]))
+	})
+	gc := newGroupCount(d.host, perGroup)
+	var out []peer.ID
+	for _, p := range all {
+		if len(out) == n {
+			break
+		}
+		if gc.take(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
