@@ -96,6 +96,7 @@ type gatherer struct {
 	latest   map[peer.ID]uint64 // newest sequence number seen per instance
 	agreeing *groupCount        // groups of the near answers in a row with valid records and nothing new
 	agree    int                // how many such answers
+	agreers  []peer.ID          // who gave them
 	answered int
 	first    time.Duration
 	closed   bool
@@ -160,10 +161,11 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		// Answers agree only from distinct IP groups: one network's
 		// Sybils holding a stale subset cannot end a find.
 		if fresh {
-			g.agree, g.agreeing = 0, newGroupCount(g.d.host, 1)
+			g.agree, g.agreeing, g.agreers = 0, newGroupCount(g.d.host, 1), nil
 		}
 		if counts && g.agreeing.take(p) {
 			g.agree++
+			g.agreers = append(g.agreers, p)
 		}
 		if g.agree >= agreeQuorum && !g.closed && !g.crowded() {
 			g.closed = true
@@ -269,16 +271,26 @@ func (g *gatherer) consider(p peer.ID) {
 	}
 }
 
-// sortedHolders returns the peers that answered with valid records, closest
-// to the key first.
-func (g *gatherer) sortedHolders() []peer.ID {
+// remember returns the peers a repeated find should ask, best first: those
+// whose answers agreed last (they hold the whole set), then the others
+// that answered with valid records, closest to the key first, then the
+// given closest peers.
+func (g *gatherer) remember(closest []peer.ID) []peer.ID {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	h := append([]peer.ID(nil), g.holders...)
+	h := slices.Clone(g.holders)
 	sort.Slice(h, func(i, j int) bool {
 		return closer(g.key, kb.ConvertPeerID(h[i]), kb.ConvertPeerID(h[j]))
 	})
-	return h
+	out := slices.Clone(g.agreers)
+	for _, l := range [][]peer.ID{h, closest} {
+		for _, p := range l {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // closer reports whether a is strictly closer to key than b.
@@ -358,8 +370,7 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	if stopped {
 		st.early = true
 		st.lookup = time.Since(start)
-		// The storers that agreed are the peers a repeated find asks first.
-		d.closest.put(key, g.sortedHolders(), time.Now())
+		d.closest.put(key, g.remember(nil), time.Now())
 		return finish()
 	}
 	st.lookup = time.Since(start)
@@ -371,15 +382,7 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	}
 	g.wait(gctx)
 	if err == nil && len(peers) > 0 {
-		// Those that answered with records first, then the rest of the
-		// closest peers.
-		remember := g.sortedHolders()
-		for _, p := range peers {
-			if !slices.Contains(remember, p) {
-				remember = append(remember, p)
-			}
-		}
-		d.closest.put(key, remember, time.Now())
+		d.closest.put(key, g.remember(peers), time.Now())
 	}
 	return finish()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cellnode/cellnode/internal/frame"
 	"github.com/fxamacker/cbor/v2"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -117,13 +118,12 @@ func (d *DHT) call(ctx context.Context, p peer.ID, req request) (*response, erro
 	}
 	_ = s.CloseWrite()
 	d.count.add("bytes_sent", uint64(len(msg)))
-	r := msgio.NewVarintReaderSize(s, maxResponseSize)
-	b, err := r.ReadMsg()
+	// A response may be 2 MiB: allocate only what the storer sends.
+	b, err := frame.NewReader(s, maxResponseSize).Next()
 	if err != nil {
 		_ = s.Reset()
 		return nil, err
 	}
-	defer r.ReleaseMsg(b)
 	d.count.add("bytes_received", uint64(len(b)))
 	var resp response
 	if err := msgDec.Unmarshal(b, &resp); err != nil {

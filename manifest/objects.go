@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cellnode/cellnode/internal/frame"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -218,18 +219,18 @@ func fetchBatch(ctx context.Context, h host.Host, p peer.ID, hashes []plumbing.H
 		return nil, fmt.Errorf("manifest: request objects from %s: %w", p, err)
 	}
 	_ = s.CloseWrite()
-	r := msgio.NewVarintReaderSize(s, maxFrame)
+	// An object frame may be 32 MiB: allocate only what the peer sends.
+	r := frame.NewReader(s, maxFrame)
 	got := make(map[plumbing.Hash]plumbing.EncodedObject, len(hashes))
 	var missing int
 	for _, want := range hashes {
-		msg, err := r.ReadMsg()
+		msg, err := r.Next()
 		if err != nil {
 			_ = s.Reset()
 			return got, fmt.Errorf("manifest: read objects from %s: %w", p, err)
 		}
 		var f objectFrame
 		err = objDec.Unmarshal(msg, &f)
-		r.ReleaseMsg(msg)
 		if err != nil || !bytes.Equal(f.Hash, want[:]) {
 			_ = s.Reset()
 			return got, fmt.Errorf("%w: %s sent a malformed frame for %s", ErrTampered, p, want)
