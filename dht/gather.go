@@ -92,11 +92,10 @@ type gatherer struct {
 	asked    map[peer.ID]bool
 	holders  []peer.ID // peers that answered with valid records
 	raws     [][]byte
-	seen     map[string]bool    // raw record → verified valid for this set
+	seen     map[string]*Record // raw record → the record if valid for this set, else nil
 	latest   map[peer.ID]uint64 // newest sequence number seen per instance
-	agreeing *groupCount        // groups of the near answers in a row with valid records and nothing new
-	agree    int                // how many such answers
-	agreers  []peer.ID          // who gave them
+	answers  []answer           // near peers' answers with valid records
+	agreers  []peer.ID          // near peers whose answers agree (see tally)
 	answered int
 	first    time.Duration
 	closed   bool
@@ -127,51 +126,71 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.answered++
-		valid, fresh := 0, false
+		knows := map[peer.ID]bool{} // the instances this answer holds a valid record of
 		for i, r := range resp.Records {
 			if i >= MaxPerNameDefault { // one peer cannot flood a find
 				break
 			}
-			ok, known := g.seen[string(r)]
+			rec, known := g.seen[string(r)]
 			if !known {
-				rec := g.valid(r, now)
-				ok = rec != nil
-				g.seen[string(r)] = ok
-				if ok {
+				rec = g.valid(r, now)
+				g.seen[string(r)] = rec
+				if rec != nil {
 					g.raws = append(g.raws, r)
-					// Only a newer record of an instance is news: a
-					// storer that still holds an older copy agrees.
 					if last, had := g.latest[rec.Peer]; !had || rec.Seq > last {
 						g.latest[rec.Peer] = rec.Seq
-						fresh = true
 					}
 				}
 			}
-			if ok {
-				valid++
+			if rec != nil {
+				knows[rec.Peer] = true
 			}
 		}
-		if valid == 0 {
+		if len(knows) == 0 {
 			return // junk or nothing: neither agrees nor disagrees
 		}
 		g.holders = append(g.holders, p)
 		if g.first == 0 {
 			g.first = time.Since(g.t0)
 		}
-		// Answers agree only from distinct IP groups: one network's
-		// Sybils holding a stale subset cannot end a find.
-		if fresh {
-			g.agree, g.agreeing, g.agreers = 0, newGroupCount(g.d.host, 1), nil
+		if counts {
+			g.answers = append(g.answers, answer{p, knows})
 		}
-		if counts && g.agreeing.take(p) {
-			g.agree++
-			g.agreers = append(g.agreers, p)
-		}
-		if g.agree >= agreeQuorum && !g.closed && !g.crowded() {
+		g.tally()
+		if len(g.agreers) >= agreeQuorum && !g.closed && !g.crowded() {
 			g.closed = true
 			close(g.done)
 		}
 	}()
+}
+
+// answer is what one near peer's answer held.
+type answer struct {
+	from  peer.ID
+	knows map[peer.ID]bool
+}
+
+// tally sets g.agreers: the near peers whose answers hold a record (in any
+// version: a storer that still holds an older copy agrees) of every
+// instance seen so far, at most one per IP group, so that one network's
+// Sybils holding a stale subset cannot end a find. Called with g.mu held.
+func (g *gatherer) tally() {
+	gc := newGroupCount(g.d.host, 1)
+	g.agreers = g.agreers[:0]
+	for _, a := range g.answers {
+		if len(a.knows) >= len(g.latest) && covers(a.knows, g.latest) && gc.take(a.from) {
+			g.agreers = append(g.agreers, a.from)
+		}
+	}
+}
+
+func covers(knows map[peer.ID]bool, all map[peer.ID]uint64) bool {
+	for p := range all {
+		if !knows[p] {
+			return false
+		}
+	}
+	return true
 }
 
 // crowded reports whether more than perGroup of the Replication closest
@@ -341,8 +360,7 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
 		ctx: gctx, t0: time.Now(), now: now, near: d.nearPrefix(), done: make(chan struct{}),
-		asked: map[peer.ID]bool{}, seen: map[string]bool{}, latest: map[peer.ID]uint64{}, rejected: map[string]int{},
-		agreeing: newGroupCount(d.host, 1)}
+		asked: map[peer.ID]bool{}, seen: map[string]*Record{}, latest: map[peer.ID]uint64{}, rejected: map[string]int{}}
 	g.rank = *newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {

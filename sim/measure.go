@@ -585,8 +585,11 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 	}
 	if repeat {
 		start := time.Now()
-		_, _, _ = nw.find(r.ctx, d, from, name, want, nil)
+		_, st, _ := nw.find(r.ctx, d, from, name, want, nil)
 		a.repeat = append(a.repeat, time.Since(start))
+		if st.Cached {
+			rep.RepeatsCached++
+		}
 	}
 	return nil
 }

@@ -103,6 +103,7 @@ type Report struct {
 	FindMessages    map[string]uint64
 	StaleReturns    int // instances of dead hosts returned by the finds
 	EarlyStops      int // set-store finds that stopped before their lookup ended (dht.FindStats.Early)
+	RepeatsCached   int // set-store repeated finds answered by the remembered storers, without a lookup
 	// Rejected counts, over every node and the whole run, the records
 	// storers refused ("rejected_future", ...), the records finders
 	// dropped ("find_rejected_expired", ...) and the requests refused by
@@ -211,6 +212,7 @@ type findJSON struct {
 	FirstError      string            `json:"first_error,omitempty"`
 	StaleReturns    int               `json:"stale_returns"`
 	EarlyStops      int               `json:"early_stops"`
+	RepeatsCached   int               `json:"repeats_cached"`
 	MessagesPerFind float64           `json:"messages_per_find"`
 	BytesPerFind    float64           `json:"bytes_per_find"`
 	Messages        map[string]uint64 `json:"messages"`
@@ -230,7 +232,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			FirstP50RTT: r.FindFirst.P50RTT, FirstP95RTT: r.FindFirst.P95RTT,
 			First: r.FindFirst, Repeat: r.FindRepeat,
 			SuccessRate: r.Success, Misses: r.Misses, Errors: r.Errors, FirstError: r.FirstError,
-			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
+			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, RepeatsCached: r.RepeatsCached, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
 			Messages: r.FindMessages},
 		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness,
 		Baseline: r.Baseline, VsBaseline: r.VsBaseline,
@@ -274,7 +276,11 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "    first        %s\n", r.FindFirst.text(rttOn))
 	}
 	if r.FindRepeat.N > 0 {
-		fmt.Fprintf(&b, "    repeated     %s\n", r.FindRepeat.text(rttOn))
+		fmt.Fprintf(&b, "    repeated     %s", r.FindRepeat.text(rttOn))
+		if r.Design == SetStore {
+			fmt.Fprintf(&b, "; %d of %d without a lookup", r.RepeatsCached, r.FindRepeat.N)
+		}
+		fmt.Fprintln(&b)
 	}
 	fmt.Fprintf(&b, "  success    %.1f%% (%d misses, %d errors, %d dead instances returned); %d finds stopped early\n",
 		100*r.Success, r.Misses, r.Errors, r.StaleReturns, r.EarlyStops)
