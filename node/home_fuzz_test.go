@@ -66,12 +66,15 @@ func FuzzSequenceFile(f *testing.F) {
 			return
 		}
 		last := s.last
-		if last == math.MaxUint64 {
-			t.Skip("known bug: Sequencer.Next wraps to 0 after the largest uint64 (and Sign then refuses sequence 0)")
-		}
 		n, err := s.Next()
+		if last == math.MaxUint64 {
+			if err == nil {
+				t.Fatalf("sequence went past the largest uint64 to %d", n)
+			}
+			return // no number above it: a clear error, never a wrap to 0
+		}
 		if err != nil {
-			return // the maximum: no number above it
+			t.Fatalf("Next after %d: %v", last, err)
 		}
 		if n <= last {
 			t.Fatalf("sequence went from %d to %d", last, n)
