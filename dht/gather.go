@@ -121,7 +121,10 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		if err != nil {
 			return
 		}
-		counts := trusted || (g.near >= 0 && kb.CommonPrefixLen(kb.ConvertPeerID(p), g.key) >= g.near)
+		// An answer counts towards agreement if it comes from one of the
+		// closest peers of a lookup, or from a near peer that says it is
+		// a core storer of the set.
+		counts := trusted || (resp.Core && g.near >= 0 && kb.CommonPrefixLen(kb.ConvertPeerID(p), g.key) >= g.near)
 		now := g.now()
 		g.mu.Lock()
 		defer g.mu.Unlock()
@@ -154,7 +157,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 			g.first = time.Since(g.t0)
 		}
 		if counts {
-			g.answers = append(g.answers, answer{p, knows})
+			g.answers = append(g.answers, answer{p, knows, trusted})
 		}
 		g.tally()
 		if len(g.agreers) >= agreeQuorum && !g.closed && !g.crowded() {
@@ -166,18 +169,25 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 
 // answer is what one near peer's answer held.
 type answer struct {
-	from  peer.ID
-	knows map[peer.ID]bool
+	from    peer.ID
+	knows   map[peer.ID]bool
+	trusted bool // from the closest peers of a completed or remembered lookup
 }
 
 // tally sets g.agreers: the near peers whose answers hold a record (in any
 // version: a storer that still holds an older copy agrees) of every
 // instance seen so far, at most one per IP group, so that one network's
-// Sybils holding a stale subset cannot end a find. Called with g.mu held.
+// Sybils holding a stale subset cannot end a find. A peer that no longer
+// ranks among the Replication closest heard of does not count: it may be
+// a peer near the key that took some publishers' early PUTs and not
+// others'. Called with g.mu held.
 func (g *gatherer) tally() {
 	gc := newGroupCount(g.d.host, 1)
 	g.agreers = g.agreers[:0]
 	for _, a := range g.answers {
+		if !a.trusted && g.rank.rankOf(a.from) >= g.d.cfg.Replication {
+			continue
+		}
 		if len(a.knows) >= len(g.latest) && covers(a.knows, g.latest) && gc.take(a.from) {
 			g.agreers = append(g.agreers, a.from)
 		}
@@ -264,6 +274,18 @@ func (r *ranker) add(p peer.ID) (rank int, ok bool) {
 	copy(r.cands[i+1:], r.cands[i:])
 	r.cands[i] = p
 	return i, true
+}
+
+// rankOf returns p's rank among the peers heard of so far (0: closest),
+// or how many were heard of if p was not.
+func (r *ranker) rankOf(p peer.ID) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := kb.ConvertPeerID(p)
+	i := sort.Search(len(r.cands), func(i int) bool {
+		return !closer(r.key, kb.ConvertPeerID(r.cands[i]), id)
+	})
+	return i
 }
 
 // closest returns the n closest peers heard of so far, closest first.

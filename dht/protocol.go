@@ -40,6 +40,11 @@ type request struct {
 type response struct {
 	Error   string   `cbor:"1,keyasint,omitempty"`
 	Records [][]byte `cbor:"2,keyasint,omitempty"`
+	// Core (GET) says the storer counts itself among the Replication
+	// peers closest to the key, by its own routing table: it should hold
+	// every record of the set, where a peer a little farther may hold only
+	// those that publishers sent it on their way (see DHT.publishAt).
+	Core bool `cbor:"3,keyasint,omitempty"`
 }
 
 // msgDec decodes protocol messages: strict on structure, tolerant of fields
@@ -78,7 +83,7 @@ func (d *DHT) handle(s network.Stream) {
 			resp.Error = err.Error()
 		} else if err := checkPublisher(req.Publisher); err != nil {
 			resp.Error = err.Error()
-		} else if !d.responsible(req.Name, req.Publisher) {
+		} else if !d.among(req.Name, req.Publisher, 2*d.cfg.Replication) {
 			d.count.add("store_rejected_far", 1)
 			resp.Error = "not among the closest peers to this key"
 		} else if _, err := d.store.PutFor(req.Name, req.Publisher, req.Record); err != nil {
@@ -90,6 +95,7 @@ func (d *DHT) handle(s network.Stream) {
 		for _, rec := range d.store.GetFor(req.Name, req.Publisher) {
 			resp.Records = append(resp.Records, rec.raw)
 		}
+		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
 	default:
 		resp.Error = fmt.Sprintf("unknown op %d", req.Op)
 	}
@@ -152,17 +158,18 @@ func checkPublisher(p []byte) error {
 	return nil
 }
 
-// responsible reports whether this node is plausibly among the peers that
-// store the set (name, publisher): closer to its key than the 2×Replication-th
+// among reports whether this node is plausibly among the n peers closest
+// to the key of the set (name, publisher): closer to it than the n-th
 // nearest peer in its own routing table, or in a table too small to tell.
-// Storing only there keeps a planted record from reaching peers a finder
-// asks on its way to the key.
-func (d *DHT) responsible(name string, publisher []byte) bool {
+// A storer takes a set only within 2×Replication (so that a planted record
+// does not reach peers a finder asks on its way to the key), and says it
+// is a core storer within Replication.
+func (d *DHT) among(name string, publisher []byte, n int) bool {
 	key := Key(name)
 	if publisher != nil {
 		key = PublisherKey(name, publisher)
 	}
-	want := 2 * d.cfg.Replication
+	want := n
 	target := kb.ConvertKey(key)
 	nearest := d.kad.RoutingTable().NearestPeers(target, want)
 	if len(nearest) < want {

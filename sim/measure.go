@@ -552,6 +552,9 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 	for p := range want {
 		missed = missed || !got[p]
 	}
+	if missed && err == nil && rep.FirstMiss == "" {
+		rep.FirstMiss = fmt.Sprintf("node %d, %s: %d of %d instances; %+v", from, name, len(got), len(want), fst)
+	}
 	for p := range got {
 		if !want[p] {
 			if o := nw.byPeer(p); o != nil && !nw.Alive(o.idx) {

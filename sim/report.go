@@ -95,6 +95,7 @@ type Report struct {
 	Errors          int     // finds that failed outright (counted in Misses too)
 	Success         float64 // (Finds-Misses)/Finds, 0 to 1
 	FirstError      string
+	FirstMiss       string  // the first find that returned without error but missed a live instance, and its dht.FindStats
 	Find            Latency // until the find returned: the full set
 	FindFirst       Latency // until the first valid record of a live instance arrived
 	FindRepeat      Latency // the same find again at once from the same node
@@ -210,6 +211,7 @@ type findJSON struct {
 	Misses          int               `json:"misses"`
 	Errors          int               `json:"errors"`
 	FirstError      string            `json:"first_error,omitempty"`
+	FirstMiss       string            `json:"first_miss,omitempty"`
 	StaleReturns    int               `json:"stale_returns"`
 	EarlyStops      int               `json:"early_stops"`
 	RepeatsCached   int               `json:"repeats_cached"`
@@ -231,7 +233,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			FirstP50MS: r.FindFirst.P50MS, FirstP95MS: r.FindFirst.P95MS,
 			FirstP50RTT: r.FindFirst.P50RTT, FirstP95RTT: r.FindFirst.P95RTT,
 			First: r.FindFirst, Repeat: r.FindRepeat,
-			SuccessRate: r.Success, Misses: r.Misses, Errors: r.Errors, FirstError: r.FirstError,
+			SuccessRate: r.Success, Misses: r.Misses, Errors: r.Errors, FirstError: r.FirstError, FirstMiss: r.FirstMiss,
 			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, RepeatsCached: r.RepeatsCached, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
 			Messages: r.FindMessages},
 		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness,
@@ -284,6 +286,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  success    %.1f%% (%d misses, %d errors, %d dead instances returned); %d finds stopped early\n",
 		100*r.Success, r.Misses, r.Errors, r.StaleReturns, r.EarlyStops)
+	if r.FirstMiss != "" {
+		fmt.Fprintf(&b, "    first miss: %s\n", r.FirstMiss)
+	}
 	if r.FirstError != "" {
 		fmt.Fprintf(&b, "    first error: %s\n", r.FirstError)
 	}
