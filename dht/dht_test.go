@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -361,5 +362,28 @@ func TestRepeatFindAsksRememberedStorers(t *testing.T) {
 	_, st3, err := finder.Find(ctx, "acme/exchange", clk.Now)
 	if err != nil || st3.Cached {
 		t.Fatalf("find after the cache expired: %v, %+v", err, st3)
+	}
+}
+
+// A fresh node estimates the network's size from its own routing table, so
+// that a one-shot find can stop early before kad-dht has an estimate.
+func TestNetworkSizeFromTable(t *testing.T) {
+	const n = 48
+	nodes := testNetwork(t, n, &clock{t: time.Now()})
+	var est []int
+	for _, nd := range nodes {
+		est = append(est, nd.dht.networkSizeFromTable())
+	}
+	slices.Sort(est)
+	t.Logf("estimates for %d nodes: %v", n, est)
+	if med := est[len(est)/2]; med < n/3 || med > 3*n {
+		t.Fatalf("median estimate %d for %d nodes (all: %v)", med, n, est)
+	}
+	if p := nodes[0].dht.nearPrefix(); p < 0 {
+		t.Fatalf("no near prefix with a full table: %d", p)
+	}
+	lone := testNetwork(t, 1, &clock{t: time.Now()})[0].dht
+	if got := lone.networkSizeFromTable(); got != 0 {
+		t.Fatalf("estimate %d from an empty table", got)
 	}
 }

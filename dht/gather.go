@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"maps"
+	"math"
 	"math/bits"
 	"slices"
 	"sort"
@@ -357,15 +359,49 @@ type gatherStats struct {
 }
 
 // nearPrefix is the common prefix length with a key from which a peer is
-// likely among the Replication closest to it, from kad-dht's estimate of
-// the network's size: log2(size/Replication) - 1. It is -1 (no peer is
-// near enough to stop a find early) while there is no estimate.
+// likely among the Replication closest to it, from an estimate of the
+// network's size: log2(size/Replication) - 1. The estimate is kad-dht's
+// (from its recent lookups) or, on a fresh node that has not done enough
+// lookups for one, networkSizeFromTable's. It is -1 (no peer is near
+// enough to stop a find early) while there is neither.
 func (d *DHT) nearPrefix() int {
 	n, err := d.kad.NetworkSize()
 	if err != nil || n <= 0 {
+		n = int32(min(d.networkSizeFromTable(), math.MaxInt32))
+	}
+	if n <= 0 {
 		return -1
 	}
 	return max(0, bits.Len(uint(int(n)/d.cfg.Replication))-2)
+}
+
+// minSizeSamples is how many table peers networkSizeFromTable needs.
+const minSizeSamples = 4
+
+// networkSizeFromTable estimates the network's size from this node's own
+// routing table: IDs are uniform, so the i-th closest peer to our own ID
+// lies about i/N of the key space away, and a least-squares fit of those
+// distances gives N (the estimator kad-dht applies to its lookups' results,
+// here on the table a bootstrap's self-lookup filled). It returns 0 with
+// fewer than minSizeSamples peers.
+func (d *DHT) networkSizeFromTable() int {
+	self := kb.ConvertPeerID(d.host.ID())
+	peers := d.kad.RoutingTable().NearestPeers(self, d.cfg.BucketSize)
+	if len(peers) < minSizeSamples {
+		return 0
+	}
+	var num, den float64
+	for i, p := range peers {
+		x := xor(self, kb.ConvertPeerID(p))
+		dist := float64(binary.BigEndian.Uint64(x[:8])) / (1 << 64)
+		k := float64(i + 1)
+		num += k * k
+		den += k * dist
+	}
+	if den <= 0 {
+		return 0
+	}
+	return int(num / den)
 }
 
 // gather collects the valid records of the set of name (pub nil) or of the
