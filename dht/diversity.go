@@ -87,31 +87,31 @@ func (c *groupCount) take(p peer.ID) bool {
 	return true
 }
 
-// diverse returns up to n peers from the union of lists, closest to key
-// first, with at most perGroup from one IP group.
-func (d *DHT) diverse(key kb.ID, n int, lists ...[]peer.ID) []peer.ID {
-	var all []peer.ID
-	seen := map[peer.ID]bool{d.host.ID(): true}
-	for _, l := range lists {
-		for _, p := range l {
-			if !seen[p] {
-				seen[p] = true
-				all = append(all, p)
-			}
-		}
-	}
-	sort.SliceStable(all, func(i, j int) bool {
-		return closer(key, kb.ConvertPeerID(all[i]), kb.ConvertPeerID(all[j]))
-	})
+// diverse returns up to n peers, closest to key first, with at most
+// perGroup from one IP group: from the lookup's closest peers (they
+// answered it), then, where the group limit left places, from the other
+// peers heard of (which may not answer: some are gone).
+func (d *DHT) diverse(key kb.ID, n int, closest, heard []peer.ID) []peer.ID {
 	gc := newGroupCount(d.host, perGroup)
+	seen := map[peer.ID]bool{d.host.ID(): true}
 	var out []peer.ID
-	for _, p := range all {
-		if len(out) == n {
-			break
-		}
-		if gc.take(p) {
-			out = append(out, p)
+	for _, l := range [][]peer.ID{closest, heard} {
+		l = slices.Clone(l)
+		sort.SliceStable(l, func(i, j int) bool {
+			return closer(key, kb.ConvertPeerID(l[i]), kb.ConvertPeerID(l[j]))
+		})
+		for _, p := range l {
+			if len(out) == n {
+				break
+			}
+			if !seen[p] && gc.take(p) {
+				out = append(out, p)
+			}
+			seen[p] = true
 		}
 	}
+	sort.SliceStable(out, func(i, j int) bool {
+		return closer(key, kb.ConvertPeerID(out[i]), kb.ConvertPeerID(out[j]))
+	})
 	return out
 }

@@ -2,6 +2,7 @@ package dht
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func TestDiverse(t *testing.T) {
 		}
 	}
 	all := append(append(append([]peer.ID{}, sybils...), honest...), local...)
-	got := d.diverse(key, len(all), all, sybils) // a duplicate list counts once
+	got := d.diverse(key, len(all), all, sybils) // a peer in both lists counts once
 	if len(got) != len(all)-len(sybils)+perGroup {
 		t.Fatalf("diverse kept %d of %d peers", len(got), len(all))
 	}
@@ -74,7 +75,22 @@ func TestDiverse(t *testing.T) {
 	if n != perGroup {
 		t.Fatalf("%d peers of one /16 kept, want %d", n, perGroup)
 	}
-	if got := d.diverse(key, 3, all); len(got) != 3 {
+	if got := d.diverse(key, 3, all, nil); len(got) != 3 {
 		t.Fatalf("diverse(3) returned %d", len(got))
+	}
+	// The lookup's closest come first; heard-of peers only fill places
+	// the group limit left.
+	got = d.diverse(key, 4, sybils, honest)
+	n = 0
+	for _, p := range got {
+		if slices.Contains(sybils, p) {
+			n++
+		}
+	}
+	if len(got) != 4 || n != perGroup {
+		t.Fatalf("diverse(sybils, honest) = %d peers, %d Sybils", len(got), n)
+	}
+	if got := d.diverse(key, 2, honest, sybils); slices.ContainsFunc(got, func(p peer.ID) bool { return slices.Contains(sybils, p) }) {
+		t.Fatal("a heard-of peer took a place the closest could fill")
 	}
 }

@@ -87,7 +87,7 @@ type gatherer struct {
 	near int           // common prefix length with the key from which an answer counts towards agreement; -1: none does
 	done chan struct{} // closed once the answers agree
 
-	rank ranker
+	rank *ranker
 
 	mu       sync.Mutex
 	wg       sync.WaitGroup
@@ -95,7 +95,7 @@ type gatherer struct {
 	holders  []peer.ID // peers that answered with valid records
 	raws     [][]byte
 	seen     map[string]*Record // raw record → the record if valid for this set, else nil
-	latest   map[peer.ID]uint64 // newest sequence number seen per instance
+	seenPeer map[peer.ID]bool   // the instances seen, with a valid record
 	answers  []answer           // near peers' answers with valid records
 	agreers  []peer.ID          // near peers whose answers agree (see tally)
 	answered int
@@ -142,9 +142,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 				g.seen[string(r)] = rec
 				if rec != nil {
 					g.raws = append(g.raws, r)
-					if last, had := g.latest[rec.Peer]; !had || rec.Seq > last {
-						g.latest[rec.Peer] = rec.Seq
-					}
+					g.seenPeer[rec.Peer] = true
 				}
 			}
 			if rec != nil {
@@ -190,13 +188,13 @@ func (g *gatherer) tally() {
 		if !a.trusted && g.rank.rankOf(a.from) >= g.d.cfg.Replication {
 			continue
 		}
-		if len(a.knows) >= len(g.latest) && covers(a.knows, g.latest) && gc.take(a.from) {
+		if len(a.knows) >= len(g.seenPeer) && covers(a.knows, g.seenPeer) && gc.take(a.from) {
 			g.agreers = append(g.agreers, a.from)
 		}
 	}
 }
 
-func covers(knows map[peer.ID]bool, all map[peer.ID]uint64) bool {
+func covers(knows, all map[peer.ID]bool) bool {
 	for p := range all {
 		if !knows[p] {
 			return false
@@ -418,8 +416,8 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
 		ctx: gctx, t0: time.Now(), now: now, near: d.nearPrefix(), done: make(chan struct{}),
-		asked: map[peer.ID]bool{}, seen: map[string]*Record{}, latest: map[peer.ID]uint64{}, rejected: map[string]int{}}
-	g.rank = *newRanker(d.host.ID(), g.key, g.near)
+		asked: map[peer.ID]bool{}, seen: map[string]*Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
+	g.rank = newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {
 		g.mu.Lock()
