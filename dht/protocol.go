@@ -86,7 +86,7 @@ func (d *DHT) handle(s network.Stream) {
 		} else if !d.among(req.Name, req.Publisher, 2*d.cfg.Replication) {
 			d.count.add("store_rejected_far", 1)
 			resp.Error = "not among the closest peers to this key"
-		} else if _, err := d.store.PutFor(req.Name, req.Publisher, req.Record); err != nil {
+		} else if _, err := d.store.PutFrom(source(s.Conn()), req.Name, req.Publisher, req.Record); err != nil {
 			resp.Error = err.Error()
 			d.log.Debug("rejected record", "peer", s.Conn().RemotePeer(), "cell", req.Name, "err", err)
 		}
@@ -103,6 +103,17 @@ func (d *DHT) handle(s network.Stream) {
 	if err := msgio.NewVarintWriter(s).WriteMsg(out); err != nil {
 		_ = s.Reset()
 	}
+}
+
+// source names who sent a PUT, for the store's per-source quotas: the IP
+// group (/16, IPv6 /32) of the connection's remote address, so that one
+// network's peers share a quota, or the peer itself when the address is
+// not public (loopback, a LAN).
+func source(c network.Conn) string {
+	if g := ipGroup(c.RemoteMultiaddr()); g != "" {
+		return g
+	}
+	return "peer " + c.RemotePeer().String()
 }
 
 // call sends one request to p and returns its response.

@@ -35,6 +35,12 @@ type StoreConfig struct {
 	MaxPerPublisher int
 	// MaxBytes bounds the encoded records held, in bytes; 0 means 64 MiB.
 	MaxBytes int
+	// MaxPerSource and MaxBytesPerSource bound the records, and their
+	// bytes, that PUTs from one source (an IP group or a peer, see
+	// PutFrom) may hold, so that one network cannot fill the store for
+	// everybody; 0 means a sixteenth of MaxNames and of MaxBytes.
+	MaxPerSource      int
+	MaxBytesPerSource int
 	// Now is the store's clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -47,9 +53,15 @@ type Store struct {
 
 	mu     sync.Mutex
 	byName map[string]map[peer.ID]*Record
-	bytes  int // encoded size of the records held
+	bytes  int                // encoded size of the records held
+	srcOf  map[*Record]string // who sent each record held (PutFrom)
+	bySrc  map[string]usage
+	lastGC time.Time // of a GC for a source over its quota
 	count  Counters
 }
+
+// usage is what the PUTs of one source hold in a store.
+type usage struct{ records, bytes int }
 
 // NewStore returns an empty store.
 func NewStore(cfg StoreConfig) *Store {
@@ -65,10 +77,16 @@ func NewStore(cfg StoreConfig) *Store {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = 64 << 20
 	}
+	if cfg.MaxPerSource <= 0 {
+		cfg.MaxPerSource = max(1, cfg.MaxNames/16)
+	}
+	if cfg.MaxBytesPerSource <= 0 {
+		cfg.MaxBytesPerSource = max(MaxRecordSize, cfg.MaxBytes/16)
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Store{cfg: cfg, byName: make(map[string]map[peer.ID]*Record), count: newCounters()}
+	return &Store{cfg: cfg, byName: make(map[string]map[peer.ID]*Record), srcOf: map[*Record]string{}, bySrc: map[string]usage{}, count: newCounters()}
 }
 
 // bucket names the set a record is kept in: the cell name's set, or the
@@ -90,6 +108,14 @@ func (s *Store) Put(name string, raw []byte) (*Record, error) { return s.PutFor(
 // record must be delegated by publisher (ErrWrongPublisher). A nil
 // publisher means the name's set, which takes any valid record.
 func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*Record, error) {
+	return s.PutFrom("", name, publisher, raw)
+}
+
+// PutFrom is PutFor for a record that source sent: the IP group of the
+// peer that sent it, or the peer itself (see DHT), "" for this node's own
+// records. The records a source holds, and their bytes, are bounded by
+// MaxPerSource and MaxBytesPerSource (ErrFull); "" is not bounded.
+func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []byte) (*Record, error) {
 	now := s.cfg.Now()
 	r, err := Verify(raw, name, now)
 	if err == nil && publisher != nil && !bytes.Equal(r.Publisher(), publisher) {
@@ -113,6 +139,20 @@ func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*R
 			return nil, err
 		}
 	}
+	if source != "" && !s.roomFor(source, set[r.Peer], r) {
+		// The source's expired records free its quota; a flooding source
+		// gets the store scanned at most once a second.
+		if now.Sub(s.lastGC) >= time.Second {
+			s.lastGC = now
+			s.bytes -= s.gcLocked(now)
+			set = s.byName[name]
+		}
+		if !s.roomFor(source, set[r.Peer], r) {
+			u := s.bySrc[source]
+			s.count.reject(ErrFull)
+			return nil, fmt.Errorf("%w: the sender's network holds %d records, %d bytes", ErrFull, u.records, u.bytes)
+		}
+	}
 	if set == nil {
 		if len(s.byName) >= s.cfg.MaxNames {
 			s.bytes -= s.gcLocked(now)
@@ -127,7 +167,7 @@ func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*R
 	old, replacing := set[r.Peer]
 	if !replacing {
 		if len(set) >= s.cfg.MaxPerName {
-			s.bytes -= pruneSet(set, now)
+			s.bytes -= s.pruneSet(set, now)
 			if len(set) >= s.cfg.MaxPerName {
 				s.count.reject(ErrFull)
 				return nil, fmt.Errorf("%w: %d records for %s", ErrFull, len(set), name)
@@ -150,9 +190,46 @@ func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*R
 		}
 	}
 	s.bytes += grow
+	if replacing {
+		s.release(old)
+	}
 	set[r.Peer] = r
+	if source != "" {
+		s.srcOf[r] = source
+		u := s.bySrc[source]
+		u.records++
+		u.bytes += len(r.raw)
+		s.bySrc[source] = u
+	}
 	s.count.add("stored", 1)
 	return r, nil
+}
+
+// roomFor reports whether source may hold r, replacing old (nil if none).
+func (s *Store) roomFor(source string, old, r *Record) bool {
+	u := s.bySrc[source]
+	if old != nil && s.srcOf[old] == source {
+		u.records--
+		u.bytes -= len(old.raw)
+	}
+	return u.records+1 <= s.cfg.MaxPerSource && u.bytes+len(r.raw) <= s.cfg.MaxBytesPerSource
+}
+
+// release forgets r's charge to the source that sent it, if any.
+func (s *Store) release(r *Record) {
+	src, ok := s.srcOf[r]
+	if !ok {
+		return
+	}
+	delete(s.srcOf, r)
+	u := s.bySrc[src]
+	u.records--
+	u.bytes -= len(r.raw)
+	if u.records <= 0 {
+		delete(s.bySrc, src)
+	} else {
+		s.bySrc[src] = u
+	}
 }
 
 // Get returns the live records of name's set, withdrawals included,
@@ -171,6 +248,7 @@ func (s *Store) GetFor(name string, publisher ed25519.PublicKey) []*Record {
 	for id, r := range set {
 		if err := r.Check(now); err != nil {
 			delete(set, id)
+			s.release(r)
 			s.bytes -= len(r.raw)
 			s.count.add("expired_at_serve", 1)
 			continue
@@ -198,7 +276,7 @@ func (s *Store) GC() int {
 func (s *Store) gcLocked(now time.Time) int {
 	freed := 0
 	for name, set := range s.byName {
-		freed += pruneSet(set, now)
+		freed += s.pruneSet(set, now)
 		if len(set) == 0 {
 			delete(s.byName, name)
 		}
@@ -207,11 +285,12 @@ func (s *Store) gcLocked(now time.Time) int {
 }
 
 // pruneSet drops the expired records of set and returns the bytes freed.
-func pruneSet(set map[peer.ID]*Record, now time.Time) int {
+func (s *Store) pruneSet(set map[peer.ID]*Record, now time.Time) int {
 	freed := 0
 	for id, r := range set {
 		if r.Check(now) != nil {
 			delete(set, id)
+			s.release(r)
 			freed += len(r.raw)
 		}
 	}

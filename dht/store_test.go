@@ -97,3 +97,43 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("refused %d of 20, counted %d", refused, b.dht.Counters()["rate_limited"])
 	}
 }
+
+// One source (a network, or a peer) cannot hold more than its quota of a
+// store; other sources and this node's own records still get in, a
+// republish is not a new record, and expiry frees the quota.
+func TestStoreSourceQuota(t *testing.T) {
+	clk := &clock{t: t0.Add(time.Second)}
+	mk := func(i int, name string, seq uint64) []byte {
+		k := testKey(byte(100 + i))
+		return mustSign(t, k, Record{Name: name, PublicKey: k.Public().(ed25519.PublicKey), Endpoints: []string{"h:1"},
+			Seq: seq, Issued: clk.Now(), Expires: clk.Now().Add(time.Minute)})
+	}
+	s := NewStore(StoreConfig{MaxPerSource: 2, Now: clk.Now})
+	for i, name := range []string{"flood/a", "flood/b"} {
+		if _, err := s.PutFrom("5.9.0.0/16", name, nil, mk(i, name, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.PutFrom("5.9.0.0/16", "flood/c", nil, mk(2, "flood/c", 1)); !errors.Is(err, ErrFull) {
+		t.Fatalf("third record from one network: %v", err)
+	}
+	if _, ok := s.byName["flood/c"]; ok {
+		t.Fatal("a refused record left an empty set behind")
+	}
+	if _, err := s.PutFrom("5.9.0.0/16", "flood/a", nil, mk(0, "flood/a", 2)); err != nil {
+		t.Fatalf("republish within the quota: %v", err)
+	}
+	if _, err := s.PutFrom("11.7.0.0/16", "acme/exchange", nil, mk(3, "acme/exchange", 1)); err != nil {
+		t.Fatalf("another network: %v", err)
+	}
+	if _, err := s.PutFor("acme/own", nil, mk(4, "acme/own", 1)); err != nil {
+		t.Fatalf("this node's own record: %v", err)
+	}
+	clk.Add(2 * time.Minute)
+	if _, err := s.PutFrom("5.9.0.0/16", "flood/c", nil, mk(2, "flood/c", 2)); err != nil {
+		t.Fatalf("after the network's records expired: %v", err)
+	}
+	if u := s.bySrc["5.9.0.0/16"]; u.records != 1 {
+		t.Fatalf("quota after expiry: %+v", u)
+	}
+}

@@ -143,7 +143,7 @@ func (a *arena) flood(ctx context.Context, rep *AttackReport) error {
 	if err := a.rateLimit(ctx, rep, flooders[0], ids); err != nil {
 		return err
 	}
-	rep.Rows = append(rep.Rows, storeExhaustion())
+	rep.Rows = append(rep.Rows, storeExhaustion(""), storeExhaustion(AttackerNet))
 	return nil
 }
 
@@ -186,8 +186,10 @@ func (a *arena) rateLimit(ctx context.Context, rep *AttackReport, h host.Host, i
 // storeExhaustion shows, on one store with its limits scaled down
 // (MaxNames 64), what a flood of many names does to a storer: sets it
 // already holds stay (republishing replaces a record in place), a new set
-// is refused until the flood's records expire.
-func storeExhaustion() AttackRow {
+// is refused until the flood's records expire. With source set (the
+// flood's IP group), the flood counts against that network's quota (a
+// sixteenth of the store) and a new cell's set still gets in.
+func storeExhaustion(source string) AttackRow {
 	const names = 64
 	s := dht.NewStore(dht.StoreConfig{MaxNames: names})
 	now := time.Now()
@@ -200,13 +202,16 @@ func storeExhaustion() AttackRow {
 		}
 		return r.Bytes()
 	}
-	row := AttackRow{Case: "one storer, MaxNames 64: 63 flood names"}
+	row := AttackRow{Case: "one storer, MaxNames 64: 64 flood names"}
+	if source != "" {
+		row.Case += " from one /16"
+	}
 	if _, err := s.Put("acme/held", rec(1, "acme/held", 1)); err != nil {
 		panic(err)
 	}
 	for i := range names {
 		row.Attempts++
-		if _, err := s.Put(fmt.Sprintf("flood/n%d", i), rec(2, fmt.Sprintf("flood/n%d", i), 1)); err != nil {
+		if _, err := s.PutFrom(source, fmt.Sprintf("flood/n%d", i), nil, rec(2, fmt.Sprintf("flood/n%d", i), 1)); err != nil {
 			row.Refused++
 		} else {
 			row.Stored++
@@ -216,9 +221,11 @@ func storeExhaustion() AttackRow {
 	if _, err := s.Put("acme/held", rec(1, "acme/held", 2)); err != nil {
 		row.Lost++
 	}
-	if _, err := s.Put("acme/new", rec(3, "acme/new", 1)); errors.Is(err, dht.ErrFull) {
+	if _, err := s.PutFrom("11.1.0.0/16", "acme/new", nil, rec(3, "acme/new", 1)); errors.Is(err, dht.ErrFull) {
 		row.Lost++
 		row.Note = "a new cell's set refused (store full); the held one republishes fine"
+	} else if err == nil {
+		row.Note = "the flood's network hit its quota; the held set republishes and a new cell's set gets in"
 	}
 	row.Reasons = map[string]uint64{}
 	for k, v := range s.Counters() {
