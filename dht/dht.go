@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -221,6 +222,15 @@ func PublisherKey(name string, publisher ed25519.PublicKey) string {
 	return Key(name) + "/@" + hex.EncodeToString(publisher)
 }
 
+// setKey returns the DHT key of the name's set (publisher nil) or of the
+// publisher's set for the name.
+func setKey(name string, publisher ed25519.PublicKey) string {
+	if publisher == nil {
+		return Key(name)
+	}
+	return PublisherKey(name, publisher)
+}
+
 // Publish stores the signed record r at the peers closest to its cell
 // name's key and, when r is delegated, also at the peers closest to its
 // publisher's key for the name (so finders that trust that publisher can
@@ -279,10 +289,7 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 // ends; the lookup's closest peers are sent it at the end. It returns the
 // first error seen.
 func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
-	key := Key(r.Name)
-	if pub != nil {
-		key = PublisherKey(r.Name, pub)
-	}
+	key := setKey(r.Name, pub)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sentTo := map[peer.ID]bool{}
@@ -313,7 +320,7 @@ func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (
 			store(p)
 		}
 	}, nil)
-	peers = d.diverse(kb.ConvertKey(key), d.cfg.Replication, peers, rank.heard())
+	peers = d.diverse(kb.ConvertKey(key), d.cfg.Replication, peers, rank.closest(math.MaxInt))
 	for _, p := range peers {
 		store(p)
 	}

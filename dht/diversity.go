@@ -74,8 +74,10 @@ func newGroupCount(h host.Host, per int) *groupCount {
 
 // take counts p and reports true if every group of p had room for it; it
 // counts nothing and reports false otherwise.
-func (c *groupCount) take(p peer.ID) bool {
-	gs := ipGroups(c.h, p)
+func (c *groupCount) take(p peer.ID) bool { return c.takeGroups(ipGroups(c.h, p)) }
+
+// takeGroups is take for a peer in the IP groups gs.
+func (c *groupCount) takeGroups(gs []string) bool {
 	for _, g := range gs {
 		if c.n[g] >= c.per {
 			return false

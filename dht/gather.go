@@ -157,7 +157,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 			g.first = time.Since(g.t0)
 		}
 		if counts {
-			g.answers = append(g.answers, answer{p, knows, trusted})
+			g.answers = append(g.answers, answer{p, ipGroups(g.d.host, p), knows, trusted})
 		}
 		g.tally()
 		if len(g.agreers) >= agreeQuorum && !g.closed && !g.crowded() {
@@ -170,6 +170,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 // answer is what one near peer's answer held.
 type answer struct {
 	from    peer.ID
+	groups  []string // from's IP groups when it answered
 	knows   map[peer.ID]bool
 	trusted bool // from the closest peers of a completed or remembered lookup
 }
@@ -188,7 +189,7 @@ func (g *gatherer) tally() {
 		if !a.trusted && g.rank.rankOf(a.from) >= g.d.cfg.Replication {
 			continue
 		}
-		if len(a.knows) >= len(g.seenPeer) && covers(a.knows, g.seenPeer) && gc.take(a.from) {
+		if len(a.knows) >= len(g.seenPeer) && covers(a.knows, g.seenPeer) && gc.takeGroups(a.groups) {
 			g.agreers = append(g.agreers, a.from)
 		}
 	}
@@ -293,13 +294,6 @@ func (r *ranker) closest(n int) []peer.ID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.cands[:min(n, len(r.cands))])
-}
-
-// heard returns the peers heard of so far, closest first.
-func (r *ranker) heard() []peer.ID {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.cands)
 }
 
 // consider asks p, a peer the find has heard of, if it ranks among the
@@ -408,10 +402,7 @@ func (d *DHT) networkSizeFromTable() int {
 // count towards agreement only if they hold valid records and come from a
 // peer near the key, so far or lying peers cannot end a find early.
 func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, now func() time.Time) ([][]byte, gatherStats) {
-	key := Key(name)
-	if pub != nil {
-		key = PublisherKey(name, pub)
-	}
+	key := setKey(name, pub)
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
@@ -449,7 +440,7 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	}
 	st.lookup = time.Since(start)
 	st.lookupErr = err
-	peers = d.diverse(g.key, d.cfg.Replication, peers, g.rank.heard())
+	peers = d.diverse(g.key, d.cfg.Replication, peers, g.rank.closest(math.MaxInt))
 	st.closest = len(peers)
 	for _, p := range peers {
 		g.ask(p, true)

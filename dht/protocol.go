@@ -176,10 +176,7 @@ func checkPublisher(p []byte) error {
 // does not reach peers a finder asks on its way to the key), and says it
 // is a core storer within Replication.
 func (d *DHT) among(name string, publisher []byte, n int) bool {
-	key := Key(name)
-	if publisher != nil {
-		key = PublisherKey(name, publisher)
-	}
+	key := setKey(name, publisher)
 	want := n
 	target := kb.ConvertKey(key)
 	nearest := d.kad.RoutingTable().NearestPeers(target, want)
