@@ -393,10 +393,10 @@ func TestConnect(t *testing.T) {
 	tests := []struct {
 		name              string
 		primary, fallback []peer.AddrInfo
-		want              []peer.ID
-		wantErr           []string // substrings; non-nil means ErrNoPeers expected
+		want              []peer.ID // got must be a non-empty subset of these
+		wantErr           []string  // substrings; non-nil means ErrNoPeers expected
 	}{
-		{name: "primary", primary: []peer.AddrInfo{info(a), dead}, fallback: []peer.AddrInfo{info(b)}, want: []peer.ID{a.ID()}},
+		{name: "primary", primary: []peer.AddrInfo{info(a), dead}, fallback: []peer.AddrInfo{info(b)}, want: []peer.ID{a.ID(), b.ID()}},
 		{name: "fallback when primary unreachable", primary: []peer.AddrInfo{dead}, fallback: []peer.AddrInfo{info(b)}, want: []peer.ID{b.ID()}},
 		{name: "fallback when primary empty", fallback: []peer.AddrInfo{info(a), info(b)}, want: []peer.ID{a.ID(), b.ID()}},
 		{name: "own ID skipped", primary: []peer.AddrInfo{info(self)}, fallback: []peer.AddrInfo{info(a)}, want: []peer.ID{a.ID()}},
@@ -412,11 +412,7 @@ func TestConnect(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			start := time.Now()
 			got, err := Connect(t.Context(), self, tc.primary, tc.fallback, 500*time.Millisecond)
-			if d := time.Since(start); d > 3*time.Second {
-				t.Errorf("Connect took %v", d)
-			}
 			if tc.wantErr == nil {
 				if err != nil {
 					t.Fatal(err)
@@ -429,12 +425,35 @@ func TestConnect(t *testing.T) {
 					t.Errorf("err %q does not contain %q", err, s)
 				}
 			}
-			if !slices.Equal(got, tc.want) {
-				t.Errorf("connected to %v, want %v", got, tc.want)
+			if tc.wantErr == nil && len(got) == 0 {
+				t.Errorf("connected to nothing, want some of %v", tc.want)
+			}
+			for _, id := range got {
+				if !slices.Contains(tc.want, id) {
+					t.Errorf("connected to %v, want a subset of %v", got, tc.want)
+				}
 			}
 		})
 	}
-
+	// A bootstrap peer that never answers does not hold up a peer seen
+	// before: Connect returns with it, long before the silent dial's
+	// timeout (an hour here).
+	t.Run("silent primary", func(t *testing.T) {
+		silent := peer.AddrInfo{ID: randID(t), Addrs: []ma.Multiaddr{silentAddr(t)}}
+		done := make(chan []peer.ID, 1)
+		go func() {
+			got, _ := Connect(t.Context(), self, []peer.AddrInfo{silent}, []peer.AddrInfo{info(b)}, time.Hour)
+			done <- got
+		}()
+		select {
+		case got := <-done:
+			if !slices.Equal(got, []peer.ID{b.ID()}) {
+				t.Errorf("connected to %v, want %v", got, b.ID())
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("Connect waited for the silent bootstrap peer")
+		}
+	})
 	t.Run("canceled context", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -23,13 +22,25 @@ const maxListedFailures = 8
 
 var errSelf = errors.New("is this host")
 
-// Connect dials the primary peers in parallel, each bounded by timeout (zero
-// or negative means DefaultDialTimeout) and by ctx, and returns the IDs it is
-// connected to, in input order. If none of primary connects (or primary is
-// empty), it dials fallback, typically the peers of a Store, the same way.
-// Peers listed twice are dialled once with their addresses merged; the host's
-// own ID is never dialled. It returns when every dial of the set in use has
-// finished.
+// MaxFallbackDials is how many fallback peers Connect dials beside the
+// primary ones.
+const MaxFallbackDials = 8
+
+// connectGrace is how long Connect waits, after the first peer connected,
+// for dials that are about to succeed too (a fraction of the time the first
+// took, at most this).
+const connectGrace = 50 * time.Millisecond
+
+// Connect dials the primary peers and up to MaxFallbackDials fallback peers
+// (typically the peers of a Store, peers seen before) all at once, each
+// bounded by timeout (zero or negative means DefaultDialTimeout) and by
+// ctx, and returns as soon as one connects, with the IDs connected by then
+// (after a short grace for near-simultaneous dials), primary peers first,
+// in input order. No peer waits on another: a bootstrap peer that is down
+// costs nothing when a peer seen before answers, and the dials still under
+// way go on in the background (bounded by timeout and ctx), so they can
+// still fill the routing table. Peers listed twice are dialled once with
+// their addresses merged; the host's own ID is never dialled.
 //
 // If nothing connects, the error wraps ErrNoPeers and every peer's failure
 // (and ctx.Err() if ctx ended); its message names each peer with a short
@@ -38,62 +49,84 @@ func Connect(ctx context.Context, h host.Host, primary, fallback []peer.AddrInfo
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
 	}
-	var failed dialErrors
-	for _, set := range [][]peer.AddrInfo{primary, fallback} {
-		if len(set) == 0 {
-			continue
-		}
-		if ctx.Err() != nil {
+	var peers []peer.AddrInfo
+	for _, p := range primary {
+		peers = addAddrs(peers, p)
+	}
+	nPrimary := len(peers)
+	for _, p := range fallback {
+		if len(peers)-nPrimary == MaxFallbackDials {
 			break
 		}
-		ok, errs := dialAll(ctx, h, set, timeout)
-		if len(ok) > 0 {
-			return ok, nil
-		}
-		failed = append(failed, errs...)
+		peers = addAddrs(peers, p)
 	}
-	if err := ctx.Err(); err != nil {
-		failed = append(dialErrors{err}, failed...)
-	}
-	if len(failed) == 0 {
+	if len(peers) == 0 {
 		return nil, fmt.Errorf("%w: no bootstrap peers given", ErrNoPeers)
+	}
+	type result struct {
+		i   int
+		err error
+	}
+	results := make(chan result, len(peers)) // buffered: dials finish after Connect returns
+	start := time.Now()
+	for i, p := range peers {
+		if p.ID == h.ID() {
+			results <- result{i, &peerError{ID: p.ID, Err: errSelf}}
+			continue
+		}
+		go func() {
+			dctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			var err error
+			if err = h.Connect(dctx, p); err != nil {
+				err = &peerError{ID: p.ID, Err: err}
+			}
+			results <- result{i, err}
+		}()
+	}
+	ok := make([]bool, len(peers))
+	errs := make([]error, len(peers))
+	var grace <-chan time.Time
+	for range peers {
+		var r result
+		select {
+		case r = <-results:
+		case <-grace:
+			return connected(peers, ok), nil
+		}
+		if r.err != nil {
+			errs[r.i] = r.err
+			continue
+		}
+		ok[r.i] = true
+		if grace == nil {
+			grace = time.After(min(connectGrace, time.Since(start)/2))
+		}
+	}
+	if ids := connected(peers, ok); len(ids) > 0 {
+		return ids, nil
+	}
+	var failed dialErrors
+	if err := ctx.Err(); err != nil {
+		failed = append(failed, err)
+	}
+	for _, err := range errs {
+		if err != nil {
+			failed = append(failed, err)
+		}
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoPeers, failed)
 }
 
-// dialAll connects h to every peer in set in parallel and returns the
-// connected IDs in input order and one error per peer that failed.
-func dialAll(ctx context.Context, h host.Host, set []peer.AddrInfo, timeout time.Duration) ([]peer.ID, []error) {
-	var peers []peer.AddrInfo
-	for _, p := range set {
-		peers = addAddrs(peers, p)
-	}
-	errs := make([]error, len(peers))
-	var wg sync.WaitGroup
+// connected returns the IDs of peers whose dial succeeded, in order.
+func connected(peers []peer.AddrInfo, ok []bool) []peer.ID {
+	var ids []peer.ID
 	for i, p := range peers {
-		if p.ID == h.ID() {
-			errs[i] = &peerError{ID: p.ID, Err: errSelf}
-			continue
-		}
-		wg.Go(func() {
-			dctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			if err := h.Connect(dctx, p); err != nil {
-				errs[i] = &peerError{ID: p.ID, Err: err}
-			}
-		})
-	}
-	wg.Wait()
-	var ok []peer.ID
-	var failed []error
-	for i, err := range errs {
-		if err != nil {
-			failed = append(failed, err)
-		} else {
-			ok = append(ok, peers[i].ID)
+		if ok[i] {
+			ids = append(ids, p.ID)
 		}
 	}
-	return ok, failed
+	return ids
 }
 
 // peerError is the failure to connect to one peer.

@@ -9,15 +9,21 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/dual"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/routing"
+	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 )
 
@@ -25,12 +31,13 @@ import (
 type Mode int
 
 const (
-	// ModeAuto serves the DHT once libp2p finds the node publicly reachable,
-	// and is a client until then.
+	// ModeAuto serves the WAN DHT once libp2p finds the node publicly
+	// reachable (a client until then) and always serves the LAN DHT.
 	ModeAuto Mode = iota
-	// ModeServer always serves the DHT.
+	// ModeServer always serves both DHTs.
 	ModeServer
-	// ModeClient never serves the DHT.
+	// ModeClient serves neither: for one-shot commands, which should not
+	// enter other peers' routing tables.
 	ModeClient
 )
 
@@ -42,6 +49,16 @@ const ProtocolPrefix = "/cell"
 type Config struct {
 	// Mode is the DHT mode; the zero value is ModeAuto.
 	Mode Mode
+	// Flat runs one kad-dht that takes every peer into its routing table
+	// whatever its addresses, instead of the WAN DHT (peers with public
+	// addresses) beside the LAN DHT (peers reached over private or
+	// loopback addresses). For networks whose addresses mean nothing, such
+	// as mocknet's in the simulator and in tests.
+	Flat bool
+	// DialTimeout bounds the dial of one peer during a lookup or a request
+	// of the instances protocol, so that a peer that is gone costs a short
+	// wait; 0 means 2 s.
+	DialTimeout time.Duration
 	// BootstrapPeers are handed to kad-dht, which dials them whenever its
 	// routing table runs low. Nil means none.
 	BootstrapPeers []peer.AddrInfo
@@ -65,17 +82,26 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DHT is a node's view of the cell namespace: a kad-dht instance with the
-// cell validator, the local set-valued store (served when the node is a DHT
-// server) and the instances protocol. It is safe for concurrent use.
+// DHT is a node's view of the cell namespace: two kad-dht instances with
+// the cell validator, as kubo runs them (kad-dht's dual package), the local
+// set-valued store (served when the node is a DHT server) and the
+// instances protocol. The WAN DHT (protocol /cell/kad/1.0.0) holds peers
+// with public addresses and serves once AutoNAT finds the node publicly
+// reachable; the LAN DHT (/cell/lan/kad/1.0.0) holds peers reached over
+// private or loopback addresses, and every node but a client serves it,
+// so that on a LAN, a private data-centre network or one machine every
+// node stores and answers and none is special. Publish and find work on
+// both, in parallel, wherever a table holds peers. It is safe for
+// concurrent use.
 type DHT struct {
-	cfg     Config
-	host    host.Host
-	kad     *kaddht.IpfsDHT
-	store   *Store
-	closest closestCache // closest peers of recent finds
-	log     *slog.Logger
-	count   Counters
+	cfg    Config
+	host   host.Host
+	kad    *kaddht.IpfsDHT // the WAN DHT (the only one when Flat)
+	dual   *dual.DHT       // nil when Flat
+	spaces []*space        // the WAN DHT, then the LAN DHT
+	store  *Store
+	log    *slog.Logger
+	count  Counters
 
 	limMu    sync.Mutex
 	limiters map[peer.ID]*rate.Limiter // per remote peer, for the instances protocol
@@ -97,6 +123,9 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
 	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
 	if cfg.PeerRate <= 0 {
 		cfg.PeerRate = 20
 	}
@@ -107,13 +136,27 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kad, err := kaddht.New(h, kadOptions(cfg)...)
-	if err != nil {
-		return nil, fmt.Errorf("dht: start kad-dht: %w", err)
-	}
 	d := &DHT{
-		cfg: cfg, host: h, kad: kad, store: NewStore(cfg.Store), log: log,
+		cfg: cfg, host: h, store: NewStore(cfg.Store), log: log,
 		count: newCounters(), done: make(chan struct{}), limiters: map[peer.ID]*rate.Limiter{},
+	}
+	if cfg.Flat {
+		kad, err := kaddht.New(h, kadOptions(cfg)...)
+		if err != nil {
+			return nil, fmt.Errorf("dht: start kad-dht: %w", err)
+		}
+		d.kad = kad
+		d.spaces = []*space{{name: "wan", proto: ProtocolPrefix + "/kad/1.0.0", kad: kad}}
+	} else {
+		dd, err := dual.New(h, dualOptions(cfg)...)
+		if err != nil {
+			return nil, fmt.Errorf("dht: start kad-dht: %w", err)
+		}
+		d.dual, d.kad = dd, dd.WAN
+		d.spaces = []*space{
+			{name: "wan", proto: ProtocolPrefix + "/kad/1.0.0", kad: dd.WAN},
+			{name: "lan", proto: ProtocolPrefix + dual.LanExtension + "/kad/1.0.0", kad: dd.LAN},
+		}
 	}
 	h.SetStreamHandler(ProtocolID, d.handle)
 	d.wg.Add(1)
@@ -141,6 +184,116 @@ func kadOptions(cfg Config) []kaddht.Option {
 		opts = append(opts, kaddht.DisableAutoRefresh())
 	}
 	return opts
+}
+
+// dualOptions are kadOptions for the WAN and LAN DHTs of kad-dht's dual
+// package, with two changes to its LAN defaults: the LAN DHT serves unless
+// the node is a client (dual leaves it in auto mode, where a node on a LAN
+// never serves), and it keeps every address its lookups learn, loopback
+// included, so that nodes on one machine find each other (dual drops
+// loopback addresses; one learnt of a peer on another machine only costs
+// a dial that fails at once, beside the dials of its other addresses).
+func dualOptions(cfg Config) []dual.Option {
+	lanMode := kaddht.ModeServer
+	if cfg.Mode == ModeClient {
+		lanMode = kaddht.ModeClient
+	}
+	return []dual.Option{
+		dual.DHTOption(kadOptions(cfg)...),
+		dual.LanDHTOption(
+			// Again: ProtocolPrefix (in kadOptions, applied after dual's
+			// own options) replaced the extension dual had added.
+			kaddht.ProtocolExtension(dual.LanExtension),
+			kaddht.Mode(lanMode),
+			kaddht.AddressFilter(func(addrs []ma.Multiaddr) []ma.Multiaddr { return addrs }),
+		),
+	}
+}
+
+// space is one of a node's kad-dht instances, with the closest peers of
+// its recent finds.
+type space struct {
+	name    string      // "wan" or "lan"
+	proto   protocol.ID // its kad protocol, which the host serves while the DHT does
+	kad     *kaddht.IpfsDHT
+	closest closestCache
+}
+
+// serving reports whether the node currently serves sp: kad-dht's Mode
+// returns the mode it was configured with (auto, say), so ask the host
+// whether the DHT's protocol handler is set.
+func (d *DHT) serving(sp *space) bool {
+	return slices.Contains(d.host.Mux().Protocols(), sp.proto)
+}
+
+// active returns the spaces whose routing tables hold a peer: the ones a
+// publish or a find can use.
+func (d *DHT) active() []*space {
+	var out []*space
+	for _, sp := range d.spaces {
+		if sp.kad.RoutingTable().Size() > 0 {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// Peers returns the peers of every routing table, each once.
+func (d *DHT) Peers() []peer.ID {
+	var out []peer.ID
+	seen := map[peer.ID]bool{}
+	for _, sp := range d.spaces {
+		for _, p := range sp.kad.RoutingTable().ListPeers() {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// TableSizes returns the size of each routing table by space ("wan",
+// "lan"; only "wan" when Flat).
+func (d *DHT) TableSizes() map[string]int {
+	out := map[string]int{}
+	for _, sp := range d.spaces {
+		out[sp.name] = sp.kad.RoutingTable().Size()
+	}
+	return out
+}
+
+// Refresh refreshes every routing table that holds a peer and waits until
+// the refreshes end or ctx does. It returns the first refresh's error.
+func (d *DHT) Refresh(ctx context.Context) error {
+	var errs []error
+	for _, sp := range d.active() {
+		select {
+		case err := <-sp.kad.RefreshRoutingTable():
+			errs = append(errs, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Router returns the content and peer routing of the node's DHTs, for
+// provider records of manifests: kad-dht's dual router (provides go to the
+// WAN DHT once it holds peers, else to the LAN DHT; finds ask both), or
+// the one kad-dht when Flat.
+func (d *DHT) Router() routing.Routing {
+	if d.dual != nil {
+		return d.dual
+	}
+	return d.kad
+}
+
+// dialBudget bounds the dial of each peer contacted under ctx (lookups and
+// requests), so that a peer that has gone costs DialTimeout, not the
+// transport's own timeout (5 s for a dead QUIC address).
+func (d *DHT) dialBudget(ctx context.Context) context.Context {
+	return network.WithDialPeerTimeout(ctx, d.cfg.DialTimeout)
 }
 
 func (d *DHT) gcLoop() {
@@ -176,8 +329,16 @@ func (d *DHT) allow(p peer.ID) bool {
 	return l.Allow()
 }
 
-// Kad returns the underlying kad-dht instance.
+// Kad returns the WAN kad-dht instance (the only one when Flat).
 func (d *DHT) Kad() *kaddht.IpfsDHT { return d.kad }
+
+// LAN returns the LAN kad-dht instance, nil when Flat.
+func (d *DHT) LAN() *kaddht.IpfsDHT {
+	if d.dual == nil {
+		return nil
+	}
+	return d.dual.LAN
+}
 
 // Store returns the local record store.
 func (d *DHT) Store() *Store { return d.store }
@@ -192,8 +353,27 @@ func (d *DHT) Counters() map[string]uint64 {
 	return out
 }
 
-// Server reports whether the node currently serves the DHT.
-func (d *DHT) Server() bool { return d.kad.Mode() == kaddht.ModeServer }
+// Server reports whether the node currently serves one of its DHTs.
+func (d *DHT) Server() bool {
+	for _, sp := range d.spaces {
+		if d.serving(sp) {
+			return true
+		}
+	}
+	return false
+}
+
+// Modes returns each DHT's mode by space: "server" or "client".
+func (d *DHT) Modes() map[string]string {
+	out := map[string]string{}
+	for _, sp := range d.spaces {
+		out[sp.name] = "client"
+		if d.serving(sp) {
+			out[sp.name] = "server"
+		}
+	}
+	return out
+}
 
 // Close stops the DHT and removes the protocol handler. It is safe to call
 // more than once.
@@ -202,7 +382,11 @@ func (d *DHT) Close() error {
 	d.closeOnce.Do(func() {
 		d.host.RemoveStreamHandler(ProtocolID)
 		close(d.done)
-		err = d.kad.Close()
+		if d.dual != nil {
+			err = d.dual.Close()
+		} else {
+			err = d.kad.Close()
+		}
 		d.wg.Wait()
 	})
 	return err
@@ -212,9 +396,14 @@ func (d *DHT) Close() error {
 type PublishStats struct {
 	Closest int  // peers the lookups returned
 	Sent    int  // peers sent the record: the closest, and likely storers met on the way
-	Stored  int  // peers that accepted the record
+	Stored  int  // remote peers that accepted the record
 	Local   bool // stored in this node's own store (it is a DHT server)
 }
+
+// ErrNotStored is returned (wrapped) by Publish when no remote peer took
+// the record. The node's own store may still hold it (PublishStats.Local),
+// but only finders that ask this very node can see it.
+var ErrNotStored = errors.New("dht: no remote peer stored the record")
 
 // PublisherKey returns the DHT key of the set of one publisher's records
 // for the cell name: "/cell/<org>/<name>/@<hex publisher key>".
@@ -234,9 +423,10 @@ func setKey(name string, publisher ed25519.PublicKey) string {
 // Publish stores the signed record r at the peers closest to its cell
 // name's key and, when r is delegated, also at the peers closest to its
 // publisher's key for the name (so finders that trust that publisher can
-// skip everything else stored under the name). It stores r in the local
-// store too when this node is a DHT server. It fails only if nobody took
-// the record; the first refusal is returned then.
+// skip everything else stored under the name), in every DHT whose table
+// holds peers (WAN and LAN, in parallel). It stores r in the local store
+// too when this node is a DHT server. It fails, wrapping ErrNotStored and
+// the first refusal, when no remote peer took the record.
 func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 	var st PublishStats
 	if r.raw == nil {
@@ -256,39 +446,40 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 			}
 		}
 	}
+	ctx = d.dialBudget(ctx)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, pub := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			closest, sent, stored, err := d.publishAt(ctx, r, pub)
-			mu.Lock()
-			defer mu.Unlock()
-			st.Closest += closest
-			st.Sent += sent
-			st.Stored += stored
-			if first == nil {
-				first = err
-			}
-		}()
+	for _, sp := range d.active() {
+		for _, pub := range targets {
+			wg.Go(func() {
+				closest, sent, stored, err := d.publishAt(ctx, sp, r, pub)
+				mu.Lock()
+				defer mu.Unlock()
+				st.Closest += closest
+				st.Sent += sent
+				st.Stored += stored
+				if first == nil {
+					first = err
+				}
+			})
+		}
 	}
 	wg.Wait()
-	if st.Stored == 0 && !st.Local {
+	if st.Stored == 0 {
 		if first == nil {
-			first = errNoStore
+			first = errors.New("no DHT server known")
 		}
-		return st, fmt.Errorf("dht: publish %s: no peer stored it: %w", r.Name, first)
+		return st, fmt.Errorf("dht: publish %s: %w: %w", r.Name, ErrNotStored, first)
 	}
 	return st, nil
 }
 
-// publishAt stores r at the peers closest to the key of the name's set
-// (pub nil) or of the publisher's set. Likely storers are sent the record
-// as the lookup hears of them, so that it can be found before the lookup
-// ends; the lookup's closest peers are sent it at the end. It returns the
-// first error seen.
-func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
+// publishAt stores r at the peers of space sp closest to the key of the
+// name's set (pub nil) or of the publisher's set. Likely storers are sent
+// the record as the lookup hears of them, so that it can be found before
+// the lookup ends; the lookup's closest peers are sent it at the end. It
+// returns the first error seen.
+func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
 	key := setKey(r.Name, pub)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -314,8 +505,8 @@ func (d *DHT) publishAt(ctx context.Context, r *Record, pub ed25519.PublicKey) (
 			}
 		}()
 	}
-	rank := newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix())
-	peers, err, _ := d.lookup(ctx, key, func(p peer.ID) {
+	rank := newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix(sp))
+	peers, err, _ := d.lookup(ctx, sp, key, func(p peer.ID) {
 		if i, ok := rank.add(p); ok && i < askRank {
 			store(p)
 		}
@@ -424,39 +615,43 @@ func (d *DHT) Collect(ctx context.Context, name string, publishers []ed25519.Pub
 			raws = append(raws, r.raw)
 		}
 	}
+	ctx = d.dialBudget(ctx)
 	var wg sync.WaitGroup
-	for _, pub := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got, gs := d.gather(ctx, name, pub, now)
-			mu.Lock()
-			defer mu.Unlock()
-			raws = append(raws, got...)
-			st.Closest += gs.closest
-			st.Asked += gs.asked
-			st.Responded += gs.answered
-			st.Lookup = max(st.Lookup, gs.lookup)
-			if gs.first > 0 && (st.First == 0 || gs.first < st.First) {
-				st.First = gs.first
-			}
-			st.Early = st.Early || gs.early
-			st.Cached = st.Cached || gs.cached
-			if gs.lookupErr != nil && lookupErr == nil {
-				lookupErr = gs.lookupErr
-			}
-			for k, v := range gs.rejected {
-				st.Rejected[k] += v
-			}
-		}()
+	for _, sp := range d.active() {
+		for _, pub := range targets {
+			wg.Go(func() {
+				got, gs := d.gather(ctx, sp, name, pub, now)
+				mu.Lock()
+				defer mu.Unlock()
+				raws = append(raws, got...)
+				st.Closest += gs.closest
+				st.Asked += gs.asked
+				st.Responded += gs.answered
+				st.Lookup = max(st.Lookup, gs.lookup)
+				if gs.first > 0 && (st.First == 0 || gs.first < st.First) {
+					st.First = gs.first
+				}
+				st.Early = st.Early || gs.early
+				st.Cached = st.Cached || gs.cached
+				if gs.lookupErr != nil && lookupErr == nil {
+					lookupErr = gs.lookupErr
+				}
+				for k, v := range gs.rejected {
+					st.Rejected[k] += v
+				}
+			})
+		}
 	}
 	wg.Wait()
 	st.Received = len(raws)
 	for reason, n := range st.Rejected {
 		d.count.add("find_rejected_"+reason, uint64(n))
 	}
-	if st.Responded == 0 && lookupErr != nil {
-		return raws, st, fmt.Errorf("%w: %v", ErrNoPeers, lookupErr)
+	if st.Responded == 0 && (lookupErr != nil || len(d.active()) == 0) {
+		if lookupErr == nil {
+			lookupErr = errors.New("every routing table is empty")
+		}
+		return raws, st, fmt.Errorf("%w: %w", ErrNoPeers, lookupErr)
 	}
 	return raws, st, nil
 }

@@ -50,7 +50,7 @@ func testNetwork(t *testing.T, n int, clk *clock) []*testNode {
 			t.Fatal(err)
 		}
 		raw, _ := sk.Raw()
-		d, err := New(h, Config{Mode: ModeServer, BucketSize: 4, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
+		d, err := New(h, Config{Mode: ModeServer, Flat: true, BucketSize: 4, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,7 +253,7 @@ func TestFindNoPeers(t *testing.T) {
 	mn := mocknet.New()
 	defer mn.Close()
 	h, _ := mn.GenPeer()
-	d, err := New(h, Config{Mode: ModeClient})
+	d, err := New(h, Config{Mode: ModeClient, Flat: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +358,7 @@ func TestRepeatFindAsksRememberedStorers(t *testing.T) {
 	}
 	// Past the cache's life the find looks up again.
 	clk.Add(time.Second)
-	finder.closest.put(Key("acme/exchange"), nil, time.Now().Add(-2*cacheTTL))
+	finder.spaces[0].closest.put(Key("acme/exchange"), nil, time.Now().Add(-2*cacheTTL))
 	_, st3, err := finder.Find(ctx, "acme/exchange", clk.Now)
 	if err != nil || st3.Cached {
 		t.Fatalf("find after the cache expired: %v, %+v", err, st3)
@@ -372,18 +372,18 @@ func TestNetworkSizeFromTable(t *testing.T) {
 	nodes := testNetwork(t, n, &clock{t: time.Now()})
 	var est []int
 	for _, nd := range nodes {
-		est = append(est, nd.dht.networkSizeFromTable())
+		est = append(est, nd.dht.networkSizeFromTable(nd.dht.spaces[0]))
 	}
 	slices.Sort(est)
 	t.Logf("estimates for %d nodes: %v", n, est)
 	if med := est[len(est)/2]; med < n/3 || med > 3*n {
 		t.Fatalf("median estimate %d for %d nodes (all: %v)", med, n, est)
 	}
-	if p := nodes[0].dht.nearPrefix(); p < 0 {
+	if p := nodes[0].dht.nearPrefix(nodes[0].dht.spaces[0]); p < 0 {
 		t.Fatalf("no near prefix with a full table: %d", p)
 	}
 	lone := testNetwork(t, 1, &clock{t: time.Now()})[0].dht
-	if got := lone.networkSizeFromTable(); got != 0 {
+	if got := lone.networkSizeFromTable(lone.spaces[0]); got != 0 {
 		t.Fatalf("estimate %d from an empty table", got)
 	}
 }

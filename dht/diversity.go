@@ -20,9 +20,10 @@ import (
 // kad-dht's routing-table diversity filter groups them), closest first, so
 // one network's Sybils hold at most perGroup of the places and honest
 // peers near the key hold the rest. Three storers agreeing end a find early
-// only if no two of them share a group. Peers with only loopback, private
-// or otherwise unroutable addresses (a LAN, a test) are each a group of
-// their own: nothing changes for them.
+// only if no two of them share a group. On a private network (the LAN DHT)
+// a group is one machine: an IPv4 address, an IPv6 /64. Peers with only
+// loopback or otherwise unroutable addresses (one machine, a test) are
+// each a group of their own.
 const perGroup = 2
 
 // ipGroups returns the IP groups of p: those of the addresses of its open
@@ -46,17 +47,26 @@ func ipGroups(h host.Host, p peer.ID) []string {
 	return out
 }
 
-// ipGroup returns the group of a public IP address, "" for any other.
+// ipGroup returns the group of an IP address: its /16 (IPv6 /32) when it
+// is public, the address itself (IPv6 its /64) when it is private, and ""
+// (no group) for loopback and unroutable addresses.
 func ipGroup(a ma.Multiaddr) string {
-	if !manet.IsPublicAddr(a) {
+	ip, err := manet.ToIP(a)
+	if err != nil || ip.IsLoopback() {
 		return ""
 	}
-	ip, err := manet.ToIP(a)
-	if err != nil {
+	public := manet.IsPublicAddr(a)
+	if !public && !manet.IsPrivateAddr(a) {
 		return ""
 	}
 	if v4 := ip.To4(); v4 != nil {
+		if !public {
+			return v4.String() + "/32"
+		}
 		return v4.Mask(net.CIDRMask(16, 32)).String() + "/16"
+	}
+	if !public {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 	}
 	return ip.Mask(net.CIDRMask(32, 128)).String() + "/32"
 }

@@ -35,6 +35,17 @@ const (
 	// heard of, a peer must rank to be asked before the lookup ends. Most
 	// peers that close are storers; a wider rank only adds messages.
 	askRank = 2*agreeQuorum + 2
+	// stragglerFactor: once some GETs have answered, a find waits for the
+	// rest at most this many times the slowest answer so far (from its
+	// ask), and at least stragglerFloor. A storer that slow is most likely
+	// gone (a dead QUIC connection answers nothing until the request
+	// times out), and the set is replicated at the others.
+	stragglerFactor = 3
+	stragglerFloor  = 20 * time.Millisecond
+	// silentWait is how long a find waits when none of the GETs it sent
+	// has answered yet, before it goes on without them (to the lookup,
+	// when they were remembered storers).
+	silentWait = time.Second
 )
 
 // closestCache remembers the closest peers of recently looked-up keys.
@@ -81,11 +92,12 @@ type gatherer struct {
 	d    *DHT
 	req  request
 	key  kb.ID
-	ctx  context.Context // cancelled when the gather ends
+	ctx  context.Context // the GETs': the caller's, so that a GET cut off as a straggler still ends (and a dead storer is forgotten, see call) after the gather returns
 	t0   time.Time
 	now  func() time.Time
 	near int           // common prefix length with the key from which an answer counts towards agreement; -1: none does
 	done chan struct{} // closed once the answers agree
+	news chan struct{} // signalled (without blocking) on every answer or failure
 
 	rank *ranker
 
@@ -99,6 +111,8 @@ type gatherer struct {
 	answers  []answer           // near peers' answers with valid records
 	agreers  []peer.ID          // near peers whose answers agree (see tally)
 	answered int
+	lastAsk  time.Time     // when the last GET was sent
+	slowest  time.Duration // the slowest answer so far, from its ask
 	first    time.Duration
 	closed   bool
 	rejected map[string]int // invalid records received, by Reason
@@ -114,10 +128,13 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		return
 	}
 	g.asked[p] = true
+	sent := time.Now()
+	g.lastAsk = sent
 	g.wg.Add(1)
 	g.mu.Unlock()
 	go func() {
 		defer g.wg.Done()
+		defer g.signal()
 		g.d.count.add("get_sent", 1)
 		resp, err := g.d.call(g.ctx, p, g.req)
 		if err != nil {
@@ -131,6 +148,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.answered++
+		g.slowest = max(g.slowest, time.Since(sent))
 		knows := map[peer.ID]bool{} // the instances this answer holds a valid record of
 		for i, r := range resp.Records {
 			if i >= MaxPerNameDefault { // one peer cannot flood a find
@@ -356,10 +374,10 @@ type gatherStats struct {
 // (from its recent lookups) or, on a fresh node that has not done enough
 // lookups for one, networkSizeFromTable's. It is -1 (no peer is near
 // enough to stop a find early) while there is neither.
-func (d *DHT) nearPrefix() int {
-	n, err := d.kad.NetworkSize()
+func (d *DHT) nearPrefix(sp *space) int {
+	n, err := sp.kad.NetworkSize()
 	if err != nil || n <= 0 {
-		n = int32(min(d.networkSizeFromTable(), math.MaxInt32))
+		n = int32(min(d.networkSizeFromTable(sp), math.MaxInt32))
 	}
 	if n <= 0 {
 		return -1
@@ -376,9 +394,9 @@ const minSizeSamples = 4
 // distances gives N (the estimator kad-dht applies to its lookups' results,
 // here on the table a bootstrap's self-lookup filled). It returns 0 with
 // fewer than minSizeSamples peers.
-func (d *DHT) networkSizeFromTable() int {
+func (d *DHT) networkSizeFromTable(sp *space) int {
 	self := kb.ConvertPeerID(d.host.ID())
-	peers := d.kad.RoutingTable().NearestPeers(self, d.cfg.BucketSize)
+	peers := sp.kad.RoutingTable().NearestPeers(self, d.cfg.BucketSize)
 	if len(peers) < minSizeSamples {
 		return 0
 	}
@@ -397,16 +415,16 @@ func (d *DHT) networkSizeFromTable() int {
 }
 
 // gather collects the valid records of the set of name (pub nil) or of the
-// publisher pub for name. A repeated gather within cacheTTL first asks the
+// publisher pub for name from the peers of space sp. A repeated gather within cacheTTL first asks the
 // remembered closest peers and skips the lookup when they agree. Answers
 // count towards agreement only if they hold valid records and come from a
 // peer near the key, so far or lying peers cannot end a find early.
-func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, now func() time.Time) ([][]byte, gatherStats) {
+func (d *DHT) gather(ctx context.Context, sp *space, name string, pub ed25519.PublicKey, now func() time.Time) ([][]byte, gatherStats) {
 	key := setKey(name, pub)
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
-		ctx: gctx, t0: time.Now(), now: now, near: d.nearPrefix(), done: make(chan struct{}),
+		ctx: ctx, t0: time.Now(), now: now, near: d.nearPrefix(sp), done: make(chan struct{}), news: make(chan struct{}, 1),
 		asked: map[peer.ID]bool{}, seen: map[string]*Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
 	g.rank = newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
@@ -419,7 +437,7 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 		return append([][]byte(nil), g.raws...), st
 	}
 
-	if cached := d.closest.get(key, time.Now()); len(cached) > 0 {
+	if cached := sp.closest.get(key, time.Now()); len(cached) > 0 {
 		for _, p := range cached[:min(cachedAsk, len(cached))] {
 			g.ask(p, true)
 		}
@@ -431,11 +449,11 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 
 	// The lookup, with likely storers asked as they turn up.
 	start := time.Now()
-	peers, err, stopped := d.lookup(gctx, key, g.consider, g.done)
+	peers, err, stopped := d.lookup(gctx, sp, key, g.consider, g.done)
 	if stopped {
 		st.early = true
 		st.lookup = time.Since(start)
-		d.closest.put(key, g.remember(nil), time.Now())
+		sp.closest.put(key, g.remember(nil), time.Now())
 		return finish()
 	}
 	st.lookup = time.Since(start)
@@ -447,31 +465,64 @@ func (d *DHT) gather(ctx context.Context, name string, pub ed25519.PublicKey, no
 	}
 	g.wait(gctx)
 	if err == nil && len(peers) > 0 {
-		d.closest.put(key, g.remember(peers), time.Now())
+		sp.closest.put(key, g.remember(peers), time.Now())
 	}
 	return finish()
 }
 
+// signal tells a waiting wait that an answer or a failure came in.
+func (g *gatherer) signal() {
+	select {
+	case g.news <- struct{}{}:
+	default:
+	}
+}
+
 // wait blocks until the answers agree (true), or every GET sent so far has
-// answered or failed, or ctx ends (false).
+// answered or failed, or the rest are stragglers, or ctx ends (false). The
+// GETs still out go on: a late answer can still make the answers agree.
+// Stragglers are the GETs unanswered stragglerFactor times the slowest
+// answer so far after the last GET was sent, or silentWait after it when
+// nothing has answered; so a dead storer costs a few round trips, not a
+// request timeout.
 func (g *gatherer) wait(ctx context.Context) bool {
 	all := make(chan struct{})
 	go func() {
 		g.wg.Wait()
 		close(all)
 	}()
-	select {
-	case <-g.done:
-		return true
-	case <-all:
+	timer := time.NewTimer(silentWait)
+	defer timer.Stop()
+	for {
+		g.mu.Lock()
+		wait := silentWait
+		if g.answered > 0 {
+			wait = max(stragglerFloor, stragglerFactor*g.slowest)
+		}
+		wait -= time.Since(g.lastAsk)
+		g.mu.Unlock()
+		timer.Reset(max(wait, 0))
 		select {
 		case <-g.done:
 			return true
-		default:
+		case <-all:
+			select {
+			case <-g.done:
+				return true
+			default:
+				return false
+			}
+		case <-g.news:
+		case <-timer.C:
+			select {
+			case <-g.done:
+				return true
+			default:
+				return false
+			}
+		case <-ctx.Done():
 			return false
 		}
-	case <-ctx.Done():
-		return false
 	}
 }
 
@@ -480,10 +531,10 @@ func (g *gatherer) wait(ctx context.Context) bool {
 // own routing table, then each lookup responder and the closer peers it
 // names. It returns the lookup's closest peers, or stopped once stop is
 // closed (the lookup is then cancelled).
-func (d *DHT) lookup(ctx context.Context, key string, heard func(peer.ID), stop <-chan struct{}) (peers []peer.ID, err error, stopped bool) {
+func (d *DHT) lookup(ctx context.Context, sp *space, key string, heard func(peer.ID), stop <-chan struct{}) (peers []peer.ID, err error, stopped bool) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for _, p := range d.kad.RoutingTable().NearestPeers(kb.ConvertKey(key), askRank) {
+	for _, p := range sp.kad.RoutingTable().NearestPeers(kb.ConvertKey(key), askRank) {
 		heard(p)
 	}
 	evctx, events := routing.RegisterForQueryEvents(lctx)
@@ -493,7 +544,7 @@ func (d *DHT) lookup(ctx context.Context, key string, heard func(peer.ID), stop 
 	}
 	done := make(chan result, 1)
 	go func() {
-		p, err := d.kad.GetClosestPeers(evctx, key)
+		p, err := sp.kad.GetClosestPeers(evctx, key)
 		done <- result{p, err}
 	}()
 	defer func() {

@@ -106,9 +106,9 @@ func (d *DHT) handle(s network.Stream) {
 }
 
 // source names who sent a PUT, for the store's per-source quotas: the IP
-// group (/16, IPv6 /32) of the connection's remote address, so that one
-// network's peers share a quota, or the peer itself when the address is
-// not public (loopback, a LAN).
+// group of the connection's remote address (see ipGroup: a public /16, a
+// private machine), so that one network's peers share a quota, or the peer
+// itself when the address has no group (loopback).
 func source(c network.Conn) string {
 	if g := ipGroup(c.RemoteMultiaddr()); g != "" {
 		return g
@@ -117,9 +117,34 @@ func source(c network.Conn) string {
 }
 
 // call sends one request to p and returns its response.
-func (d *DHT) call(ctx context.Context, p peer.ID, req request) (*response, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+// A peer that cannot be dialled, or does not answer within RequestTimeout
+// while the caller still waits, is dropped from the routing tables and its
+// connections are closed (a dead QUIC connection otherwise takes every
+// request until it idles out), so the next lookup does not wait on it.
+func (d *DHT) call(parent context.Context, p peer.ID, req request) (*response, error) {
+	ctx, cancel := context.WithTimeout(parent, d.cfg.RequestTimeout)
 	defer cancel()
+	resp, err := d.exchange(ctx, p, req)
+	var remote *RemoteError
+	if err != nil && parent.Err() == nil && !errors.As(err, &remote) && !errors.Is(err, errMalformedResponse) {
+		d.forget(p)
+	}
+	return resp, err
+}
+
+// forget drops p from every routing table and closes its connections.
+func (d *DHT) forget(p peer.ID) {
+	for _, sp := range d.spaces {
+		sp.kad.RoutingTable().RemovePeer(p)
+	}
+	_ = d.host.Network().ClosePeer(p)
+	d.count.add("peers_forgotten", 1)
+}
+
+var errMalformedResponse = errors.New("malformed response")
+
+// exchange sends req to p on a new stream and reads the response.
+func (d *DHT) exchange(ctx context.Context, p peer.ID, req request) (*response, error) {
 	s, err := d.host.NewStream(ctx, p, ProtocolID)
 	if err != nil {
 		return nil, err
@@ -144,7 +169,7 @@ func (d *DHT) call(ctx context.Context, p peer.ID, req request) (*response, erro
 	d.count.add("bytes_received", uint64(len(b)))
 	var resp response
 	if err := msgDec.Unmarshal(b, &resp); err != nil {
-		return nil, fmt.Errorf("malformed response: %w", err)
+		return nil, fmt.Errorf("%w: %w", errMalformedResponse, err)
 	}
 	if resp.Error != "" {
 		return &resp, &RemoteError{Peer: p, Msg: resp.Error}
@@ -170,8 +195,9 @@ func checkPublisher(p []byte) error {
 }
 
 // among reports whether this node is plausibly among the n peers closest
-// to the key of the set (name, publisher): closer to it than the n-th
-// nearest peer in its own routing table, or in a table too small to tell.
+// to the key of the set (name, publisher) in one of its DHTs: closer to it
+// than the n-th nearest peer of that routing table, or in a table too
+// small to tell (among the tables that hold a peer; with none, true).
 // A storer takes a set only within 2×Replication (so that a planted record
 // does not reach peers a finder asks on its way to the key), and says it
 // is a core storer within Replication.
@@ -179,9 +205,15 @@ func (d *DHT) among(name string, publisher []byte, n int) bool {
 	key := setKey(name, publisher)
 	want := n
 	target := kb.ConvertKey(key)
-	nearest := d.kad.RoutingTable().NearestPeers(target, want)
-	if len(nearest) < want {
+	spaces := d.active()
+	if len(spaces) == 0 {
 		return true
 	}
-	return closer(target, kb.ConvertPeerID(d.host.ID()), kb.ConvertPeerID(nearest[len(nearest)-1]))
+	for _, sp := range spaces {
+		nearest := sp.kad.RoutingTable().NearestPeers(target, want)
+		if len(nearest) < want || closer(target, kb.ConvertPeerID(d.host.ID()), kb.ConvertPeerID(nearest[len(nearest)-1])) {
+			return true
+		}
+	}
+	return false
 }

@@ -34,7 +34,7 @@ type Status struct {
 // Status returns the node's status.
 func (n *Node) Status() Status {
 	s := Status{Peer: n.ID().String(), Addrs: n.Addrs(), Server: n.dht.Server(),
-		Peers: n.dht.Kad().RoutingTable().Size(), Counters: n.dht.Counters(), Cells: []AnnouncerStatus{}}
+		Peers: len(n.dht.Peers()), Counters: n.dht.Counters(), Cells: []AnnouncerStatus{}}
 	n.mu.Lock()
 	for a := range n.announcers {
 		s.Cells = append(s.Cells, a.Status())

@@ -58,7 +58,7 @@ func FuzzAPIRequest(f *testing.F) {
 	mn := mocknet.New()
 	f.Cleanup(func() { mn.Close() })
 	n, err := New(Config{Home: f.TempDir(), Host: fuzzHost(f, mn), API: true, NoRuntimeDir: true,
-		DHT: dht.Config{Mode: dht.ModeServer, DisableAutoRefresh: true}})
+		DHT: dht.Config{Mode: dht.ModeServer, Flat: true, DisableAutoRefresh: true}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func FuzzInstancesRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	srv, err := New(Config{Host: srvHost, NoRuntimeDir: true,
-		DHT: dht.Config{Mode: dht.ModeServer, DisableAutoRefresh: true, PeerRate: 1e9}})
+		DHT: dht.Config{Mode: dht.ModeServer, Flat: true, DisableAutoRefresh: true, PeerRate: 1e9}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -165,14 +165,14 @@ func FuzzInstancesResponse(f *testing.F) {
 	if err := mn.LinkAll(); err != nil {
 		f.Fatal(err)
 	}
-	finder, err := New(Config{Host: fh, NoRuntimeDir: true, DHT: dht.Config{Mode: dht.ModeServer, DisableAutoRefresh: true}})
+	finder, err := New(Config{Host: fh, NoRuntimeDir: true, DHT: dht.Config{Mode: dht.ModeServer, Flat: true, DisableAutoRefresh: true}})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { finder.Close() })
 	// The liar runs a real node, so that the finder's routing table takes
 	// it and its lookups return it; only its instances handler lies.
-	ln, err := New(Config{Host: liar, NoRuntimeDir: true, DHT: dht.Config{Mode: dht.ModeServer, DisableAutoRefresh: true}})
+	ln, err := New(Config{Host: liar, NoRuntimeDir: true, DHT: dht.Config{Mode: dht.ModeServer, Flat: true, DisableAutoRefresh: true}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func (n *Node) ServeManifest(dir string, c cid.Cid) error {
 				case <-ctx.Done():
 				}
 			}()
-			err := n.dht.Kad().Provide(ctx, c, true)
+			err := n.dht.Router().Provide(ctx, c, true)
 			cancel()
 			wait := reprovideInterval
 			if err != nil {

@@ -176,7 +176,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if !inMemory {
 		cacheDir = filepath.Join(cfg.Home, ObjectCache)
 	}
-	if n.fetcher, err = manifest.NewFetcher(n.host, n.dht.Kad(), cacheDir, log); err != nil {
+	if n.fetcher, err = manifest.NewFetcher(n.host, n.dht.Router(), cacheDir, log); err != nil {
 		return nil, err
 	}
 	if cfg.API {
@@ -214,10 +214,16 @@ func (n *Node) Addrs() []string {
 // no peer seen before could be reached.
 var ErrOffline = errors.New("node: offline: no bootstrap peer or known peer reachable")
 
-// Bootstrap connects to the configured bootstrap peers, falling back to the
-// peers seen before, and waits until the DHT routing table holds a peer.
-// With no bootstrap peers configured and none seen before it returns
-// ErrOffline at once. On success it remembers the connected peers.
+// ErrClosed is returned by calls on a Node that Close has begun to stop.
+var ErrClosed = errors.New("node: closed")
+
+// Bootstrap connects to the configured bootstrap peers and the peers seen
+// before, all at once, and returns as soon as a DHT routing table holds a
+// peer: a lookup can start from one server, and the routing-table refresh
+// that fills the table goes on in the background (the peers are saved when
+// it ends, so that a node that crashes soon after can rejoin without the
+// bootstrap peers). With no bootstrap peers configured and none seen
+// before it returns ErrOffline at once.
 func (n *Node) Bootstrap(ctx context.Context) error {
 	var known []peer.AddrInfo
 	if n.peers != nil {
@@ -234,24 +240,36 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrOffline, err)
 	}
 	n.log.Info("bootstrapped", "peers", len(connected))
-	// Identify runs after the connection is up; the routing table takes a
+	// Identify runs after the connection is up; a routing table takes a
 	// peer once identify shows it speaks the DHT protocol.
-	t := time.NewTicker(10 * time.Millisecond)
+	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for n.dht.Kad().RoutingTable().Size() == 0 {
+	for len(n.dht.Peers()) == 0 {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: connected to %d peers but none serves the cell DHT", ErrOffline, len(connected))
+		case <-n.done:
+			return ErrClosed
 		case <-t.C:
 		}
 	}
-	// Fill the routing table beyond the bootstrap peers before saving it,
-	// so that a node that crashes soon after can rejoin without them.
-	select {
-	case <-n.dht.Kad().RefreshRoutingTable():
-	case <-ctx.Done():
-	}
-	n.rememberPeers()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		go func() {
+			select {
+			case <-n.done:
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
+		if err := n.dht.Refresh(rctx); err != nil && rctx.Err() == nil {
+			n.log.Debug("routing-table refresh", "err", err)
+		}
+		n.rememberPeers()
+	}()
 	return nil
 }
 
@@ -277,7 +295,7 @@ func (n *Node) rememberPeers() {
 		return
 	}
 	var infos []peer.AddrInfo
-	for _, p := range n.dht.Kad().RoutingTable().ListPeers() {
+	for _, p := range n.dht.Peers() {
 		if addrs := n.host.Peerstore().Addrs(p); len(addrs) > 0 {
 			infos = append(infos, peer.AddrInfo{ID: p, Addrs: addrs})
 		}

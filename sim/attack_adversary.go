@@ -171,7 +171,7 @@ func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []pee
 		Host:         h,
 		NoRuntimeDir: true,
 		Now:          e.clock.Now,
-		DHT:          dht.Config{Mode: mode, BucketSize: a.as.Network.BucketSize, DisableAutoRefresh: true},
+		DHT:          dht.Config{Mode: mode, Flat: true, BucketSize: a.as.Network.BucketSize, DisableAutoRefresh: true},
 	})
 	if err != nil {
 		h.Close()

@@ -182,6 +182,7 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 		Now:          func() time.Time { return nw.clock.Now().Add(time.Duration(m.skew.Load())) },
 		DHT: dht.Config{
 			Mode:               dht.ModeServer,
+			Flat:               true, // mocknet's addresses are made up
 			BucketSize:         nw.sc.BucketSize,
 			DisableAutoRefresh: true,
 		},
