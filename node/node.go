@@ -265,6 +265,7 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 			case <-rctx.Done():
 			}
 		}()
+		n.rememberPeers()
 		if err := n.dht.Refresh(rctx); err != nil && rctx.Err() == nil {
 			n.log.Debug("routing-table refresh", "err", err)
 		}
