@@ -146,7 +146,7 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 			return nil, fmt.Errorf("dht: start kad-dht: %w", err)
 		}
 		d.kad = kad
-		d.spaces = []*space{{name: "wan", proto: ProtocolPrefix + "/kad/1.0.0", kad: kad}}
+		d.spaces = []*space{newSpace("wan", ProtocolPrefix+"/kad/1.0.0", kad)}
 	} else {
 		dd, err := dual.New(h, dualOptions(cfg)...)
 		if err != nil {
@@ -154,8 +154,8 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 		}
 		d.dual, d.kad = dd, dd.WAN
 		d.spaces = []*space{
-			{name: "wan", proto: ProtocolPrefix + "/kad/1.0.0", kad: dd.WAN},
-			{name: "lan", proto: ProtocolPrefix + dual.LanExtension + "/kad/1.0.0", kad: dd.LAN},
+			newSpace("wan", ProtocolPrefix+"/kad/1.0.0", dd.WAN),
+			newSpace("lan", ProtocolPrefix+dual.LanExtension+"/kad/1.0.0", dd.LAN),
 		}
 	}
 	h.SetStreamHandler(ProtocolID, d.handle)
@@ -216,7 +216,23 @@ type space struct {
 	name    string      // "wan" or "lan"
 	proto   protocol.ID // its kad protocol, which the host serves while the DHT does
 	kad     *kaddht.IpfsDHT
-	closest closestCache
+	closest closestCache // the closest peers of recent finds, by key
+	storers closestCache // the peers that took this node's last publish, by key (ttl storersTTL)
+}
+
+// storersTTL is how long a publish reuses the storers that took the
+// previous one, without a lookup: a republish (every 20 s) then costs one
+// PUT per storer instead of a lookup and the PUTs. A fresh lookup runs at
+// least this often, so that peers that joined closer to the key get the
+// record, and whenever a remembered storer refuses or fails.
+const storersTTL = 2 * time.Minute
+
+// minReuse is how many remembered storers a publish needs to skip the
+// lookup; with fewer (a small or new network) it looks up every time.
+const minReuse = 3
+
+func newSpace(name string, proto protocol.ID, kad *kaddht.IpfsDHT) *space {
+	return &space{name: name, proto: proto, kad: kad, storers: closestCache{ttl: storersTTL}}
 }
 
 // serving reports whether the node currently serves sp: kad-dht's Mode
@@ -475,15 +491,19 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 }
 
 // publishAt stores r at the peers of space sp closest to the key of the
-// name's set (pub nil) or of the publisher's set. Likely storers are sent
-// the record as the lookup hears of them, so that it can be found before
-// the lookup ends; the lookup's closest peers are sent it at the end. It
-// returns the first error seen.
+// name's set (pub nil) or of the publisher's set. When the storers that
+// took the previous publish of this key are remembered (storersTTL), it
+// sends r to them alone and is done if every one takes it. Otherwise it
+// looks up the closest peers: likely storers are sent the record as the
+// lookup hears of them, so that it can be found before the lookup ends;
+// the lookup's closest peers are sent it at the end. It returns the first
+// error seen.
 func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
 	key := setKey(r.Name, pub)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sentTo := map[peer.ID]bool{}
+	var took []peer.ID
 	store := func(p peer.ID) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -500,10 +520,24 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 			defer mu.Unlock()
 			if err == nil {
 				stored++
+				took = append(took, p)
 			} else if first == nil {
 				first = err
 			}
 		}()
+	}
+	if prev := sp.storers.get(key, time.Now()); len(prev) >= minReuse {
+		for _, p := range prev {
+			store(p)
+		}
+		wg.Wait()
+		if stored == len(prev) {
+			d.count.add("publish_reused", 1)
+			return len(prev), len(sentTo), stored, nil
+		}
+		// A storer refused or is gone: look up afresh (the peers that
+		// took r already are not sent it again).
+		first = nil
 	}
 	rank := newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix(sp))
 	peers, err, _ := d.lookup(ctx, sp, key, func(p peer.ID) {
@@ -517,6 +551,15 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 	}
 	wg.Wait()
 	if stored > 0 {
+		if err == nil { // remember the closest that took r
+			var reuse []peer.ID
+			for _, p := range peers {
+				if slices.Contains(took, p) {
+					reuse = append(reuse, p)
+				}
+			}
+			sp.storers.put(key, reuse, time.Now())
+		}
 		return len(peers), len(sentTo), stored, nil
 	}
 	if err != nil {

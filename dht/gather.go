@@ -50,8 +50,16 @@ const (
 
 // closestCache remembers the closest peers of recently looked-up keys.
 type closestCache struct {
-	mu sync.Mutex
-	m  map[string]cachedPeers
+	ttl time.Duration // how long an entry lives; 0 means cacheTTL
+	mu  sync.Mutex
+	m   map[string]cachedPeers
+}
+
+func (c *closestCache) life() time.Duration {
+	if c.ttl > 0 {
+		return c.ttl
+	}
+	return cacheTTL
 }
 
 type cachedPeers struct {
@@ -63,7 +71,7 @@ func (c *closestCache) get(key string, now time.Time) []peer.ID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[key]
-	if !ok || now.Sub(e.at) > cacheTTL {
+	if !ok || now.Sub(e.at) > c.life() {
 		delete(c.m, key)
 		return nil
 	}
@@ -77,7 +85,7 @@ func (c *closestCache) put(key string, peers []peer.ID, now time.Time) {
 		c.m = map[string]cachedPeers{}
 	}
 	for k, e := range c.m { // keep it small: drop stale entries as we go
-		if now.Sub(e.at) > cacheTTL {
+		if now.Sub(e.at) > c.life() {
 			delete(c.m, k)
 		}
 	}
@@ -415,8 +423,8 @@ func (d *DHT) networkSizeFromTable(sp *space) int {
 }
 
 // gather collects the valid records of the set of name (pub nil) or of the
-// publisher pub for name from the peers of space sp. A repeated gather within cacheTTL first asks the
-// remembered closest peers and skips the lookup when they agree. Answers
+// publisher pub for name from the peers of space sp. A repeated gather
+// within cacheTTL first asks the remembered closest peers and skips the lookup when they agree. Answers
 // count towards agreement only if they hold valid records and come from a
 // peer near the key, so far or lying peers cannot end a find early.
 func (d *DHT) gather(ctx context.Context, sp *space, name string, pub ed25519.PublicKey, now func() time.Time) ([][]byte, gatherStats) {

@@ -1,0 +1,62 @@
+package dht
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A republish sends the record to the storers that took the previous one,
+// without a lookup; when one of them is gone it looks up afresh.
+func TestRepublishReusesStorers(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 12, clk)
+	pub, finder := nodes[1], nodes[7]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := pub.dht.Publish(ctx, pub.record(t, "acme/re", 1, clk.Now(), "10.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := pub.dht.Counters()["publish_reused"]
+	clk.Add(time.Second)
+	again, err := pub.dht.Publish(ctx, pub.record(t, "acme/re", 2, clk.Now(), "10.0.0.1:2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub.dht.Counters()["publish_reused"] != before+1 {
+		t.Fatalf("republish did a lookup: first %+v, again %+v", first, again)
+	}
+	if again.Sent > first.Closest || again.Stored != again.Sent {
+		t.Fatalf("republish sent to %d peers (first publish: %d closest): %+v", again.Sent, first.Closest, again)
+	}
+	recs, _, err := finder.dht.Find(ctx, "acme/re", clk.Now)
+	if err != nil || len(recs) != 1 || recs[0].Seq != 2 {
+		t.Fatalf("find after the republish: %v, %v", err, recs)
+	}
+
+	// One remembered storer leaves: the next publish looks up again.
+	var gone *testNode
+	for _, n := range nodes {
+		if n != pub && n != finder && len(n.dht.Store().GetFor("acme/re", nil)) > 0 {
+			gone = n
+			break
+		}
+	}
+	if gone == nil {
+		t.Fatal("no storer holds the record")
+	}
+	gone.dht.Close()
+	gone.host.Close()
+	clk.Add(time.Second)
+	if _, err := pub.dht.Publish(ctx, pub.record(t, "acme/re", 3, clk.Now(), "10.0.0.1:3")); err != nil {
+		t.Fatal(err)
+	}
+	if pub.dht.Counters()["publish_reused"] != before+1 {
+		t.Fatal("publish reused a storer set with a storer gone")
+	}
+	recs, _, err = finder.dht.Find(ctx, "acme/re", clk.Now)
+	if err != nil || len(recs) != 1 || recs[0].Seq != 3 {
+		t.Fatalf("find after a storer left: %v, %v", err, recs)
+	}
+}
