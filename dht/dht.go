@@ -490,10 +490,30 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 	return st, nil
 }
 
+// closerKnown reports whether sp's routing table holds a peer closer to
+// key than the farthest of storers that is not one of them: one that joined,
+// or that a healed partition brought back, and should hold the set.
+func (d *DHT) closerKnown(sp *space, key string, storers []peer.ID) bool {
+	k := kb.ConvertKey(key)
+	far := kb.ConvertPeerID(storers[0])
+	for _, p := range storers[1:] {
+		if id := kb.ConvertPeerID(p); closer(k, far, id) {
+			far = id
+		}
+	}
+	for _, p := range sp.kad.RoutingTable().NearestPeers(k, d.cfg.Replication) {
+		if !slices.Contains(storers, p) && closer(k, kb.ConvertPeerID(p), far) {
+			return true
+		}
+	}
+	return false
+}
+
 // publishAt stores r at the peers of space sp closest to the key of the
 // name's set (pub nil) or of the publisher's set. When the storers that
 // took the previous publish of this key are remembered (storersTTL), it
-// sends r to them alone and is done if every one takes it. Otherwise it
+// sends r to them alone and is done if every one takes it, unless the
+// routing table knows a closer peer than one of them. Otherwise it
 // looks up the closest peers: likely storers are sent the record as the
 // lookup hears of them, so that it can be found before the lookup ends;
 // the lookup's closest peers are sent it at the end. It returns the first
@@ -526,7 +546,7 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 			}
 		}()
 	}
-	if prev := sp.storers.get(key, time.Now()); len(prev) >= minReuse {
+	if prev := sp.storers.get(key, time.Now()); len(prev) >= minReuse && !d.closerKnown(sp, key, prev) {
 		for _, p := range prev {
 			store(p)
 		}
