@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -19,6 +20,10 @@ const DefaultMaxPeers = 64
 // maxAddrsPerPeer bounds the addresses kept for one stored peer; the most
 // recently seen ones win.
 const maxAddrsPerPeer = 16
+
+// maxStoreFile bounds what Load reads: 64 peers with 16 addresses each
+// take about 100 KiB.
+const maxStoreFile = 1 << 20
 
 // storeVersion is the version of the file format written by Save.
 const storeVersion = 1
@@ -60,7 +65,8 @@ type storedPeer struct {
 // Load returns the stored peers, most recently seen first. A missing file
 // gives nil, nil. A file that is not valid JSON of the expected shape gives an
 // error wrapping ErrCorruptStore that names the file; an unknown version is an
-// error too. Entries with an unparseable peer ID or address (say, from a newer
+// error too, and so is a path that is not a regular file or holds more than
+// 1 MiB. Entries with an unparseable peer ID or address (say, from a newer
 // release) are skipped, as are peers left with no address.
 func (s *Store) Load() ([]peer.AddrInfo, error) {
 	s.mu.Lock()
@@ -69,7 +75,7 @@ func (s *Store) Load() ([]peer.AddrInfo, error) {
 }
 
 func (s *Store) load() ([]peer.AddrInfo, error) {
-	data, err := os.ReadFile(s.path)
+	data, err := safefile.ReadFile(s.path, maxStoreFile) // a regular file only: never a FIFO or a device
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

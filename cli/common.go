@@ -2,9 +2,12 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/cellnode/cellnode/bootstrap"
@@ -70,4 +73,36 @@ func fmtAge(d time.Duration) string {
 		return "expired"
 	}
 	return fmt.Sprintf("%ds", int(d.Round(time.Second).Seconds()))
+}
+
+// lockFile takes an exclusive lock (flock) on path, created with mode 0600
+// if missing, waiting until ctx ends; it tells w once that it waits, naming
+// what holds it. The lock goes when the returned function is called or the
+// process ends; children started meanwhile do not inherit it.
+func lockFile(ctx context.Context, path, what string, w io.Writer) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	told := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !told {
+			fmt.Fprintf(w, "cellnode: waiting for %s to finish (%s is locked)\n", what, path)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for %s (%s): %w", what, path, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

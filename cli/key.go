@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -88,9 +89,13 @@ func writePublisherKey(path string, priv ed25519.PrivateKey) error {
 	return f.Close()
 }
 
+// maxKeyFile bounds what is read of a publisher key or delegation file
+// (a few hundred bytes of PEM when written by this command).
+const maxKeyFile = 16 << 10
+
 // readPublisherKey reads a key written by writePublisherKey.
 func readPublisherKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -207,9 +212,10 @@ func peerOf(k ed25519.PublicKey) string {
 	return id.String()
 }
 
-// readDelegation reads a delegation file written by key delegate.
+// readDelegation reads a delegation file written by key delegate: a regular
+// file of at most 16 KiB (never /dev/zero or a FIFO).
 func readDelegation(path string) (*dht.Delegation, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}

@@ -2,18 +2,21 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func manifestCmd(e *env) *cobra.Command {
@@ -52,18 +55,56 @@ func manifestCIDCmd(e *env) *cobra.Command {
 	return c
 }
 
+// trustFlags say whom a command that picks a commit by cell name trusts.
+type trustFlags struct {
+	publishers []string
+	lockFile   string
+	untrusted  bool
+}
+
+func (f *trustFlags) add(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&f.publishers, "publisher", nil, "by name, trust only instances this publisher key (hex or base64) delegated; repeatable")
+	fs.StringVar(&f.lockFile, "lock", manifest.LockFile, "by name, trust the publishers this Cell.lock pins for the cell (when --publisher is not given)")
+	fs.BoolVar(&f.untrusted, "untrusted", false, "by name with nothing pinned, choose among every live instance: anyone can announce any name, so the commit may be an impostor's")
+}
+
+// pins returns the publisher keys trusted for name: --publisher, else what
+// the lock file pins.
+func (f *trustFlags) pins(name string) ([]ed25519.PublicKey, error) {
+	var out []ed25519.PublicKey
+	for _, k := range f.publishers {
+		pub, err := dht.ParsePublicKey(k)
+		if err != nil {
+			return nil, usageErr("--publisher: %v", err)
+		}
+		out = append(out, pub)
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	pins, err := lockPins(f.lockFile, name)
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	return pins, nil
+}
+
 func manifestShowCmd(e *env) *cobra.Command {
 	var nf netFlags
+	var tf trustFlags
 	var asJSON bool
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "show CID|ORG/NAME",
-		Short: "Fetch and print a manifest by commit CID, or those of a cell's live instances",
+		Short: "Fetch and print a manifest by commit CID, or those of a cell's trusted live instances",
 		Long: `Show fetches a Cell.json from the network (or the local object cache) and
-checks every object's hash. With a cell name it finds the live instances and
-shows the manifest of each distinct commit they announce, one per commit.`,
+checks every object's hash. With a cell name it finds the live instances
+that the pinned publishers delegated (--publisher, or ./Cell.lock) and shows
+the manifest of each distinct commit they announce, one per commit. Anyone
+can announce any name: with nothing pinned, show by name refuses and lists
+the commits announced (give --publisher, a commit CID, or --untrusted).`,
 		Example: `  cellnode manifest show baf4bcfgqidw7b5cuprjlo5xgvnvveumwpttkc3i
-  cellnode manifest show acme/exchange --json`,
+  cellnode manifest show acme/exchange --publisher 7ZQ3p9b7M0h6Jx0t1Zp1cV7pWm4W5lWmN0bcq1kQK6A= --json`,
 		Args: exactArgs(1, "a commit CID or a cell name"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(c.Context(), timeout)
@@ -71,6 +112,12 @@ shows the manifest of each distinct commit they announce, one per commit.`,
 			targets, err := parseTarget(args[0])
 			if err != nil {
 				return err
+			}
+			var pins []ed25519.PublicKey
+			if targets.name != "" {
+				if pins, err = tf.pins(targets.name); err != nil {
+					return err
+				}
 			}
 			s, err := openSession(ctx, e, &nf, true)
 			if err != nil {
@@ -85,14 +132,17 @@ shows the manifest of each distinct commit they announce, one per commit.`,
 				}
 				infos = append(infos, info)
 			} else {
-				commits, res, err := cellCommits(ctx, s, targets.name)
+				commits, res, err := cellCommits(ctx, e, s, targets.name, pins, tf.untrusted, "manifest show")
 				if err != nil {
 					return err
 				}
 				for _, cc := range commits {
-					info, err := s.manifest(ctx, cc.cid, node.HintsFor(res, cc.cid))
+					info, err := s.manifest(ctx, cc.CID, node.HintsFor(res, cc.CID))
+					if err == nil {
+						err = checkChosen(info, targets.name, pins)
+					}
 					if err != nil {
-						fmt.Fprintf(e.stderr, "cellnode: manifest %s: %v\n", cc.cid, err)
+						fmt.Fprintf(e.stderr, "cellnode: manifest %s: %v\n", cc.CID, err)
 						continue
 					}
 					infos = append(infos, info)
@@ -116,6 +166,7 @@ shows the manifest of each distinct commit they announce, one per commit.`,
 		},
 	}
 	nf.add(c.Flags(), false)
+	tf.add(c.Flags())
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	return c
@@ -123,6 +174,7 @@ shows the manifest of each distinct commit they announce, one per commit.`,
 
 func cloneCmd(e *env) *cobra.Command {
 	var nf netFlags
+	var tf trustFlags
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "clone CID|ORG/NAME DIR",
@@ -130,10 +182,14 @@ func cloneCmd(e *env) *cobra.Command {
 		Long: `Clone fetches every object reachable from a commit from the nodes that serve
 it, checks each object's hash, and writes a normal git repository at DIR with
 the commit checked out on branch main. With a cell name it clones the commit
-that most live instances announce. DIR must not exist or be empty; a failed
-clone leaves nothing behind.`,
+that most live instances delegated by the pinned publishers announce
+(--publisher, or ./Cell.lock), after checking that its Cell.json names the
+cell and lists one of them. Anyone can announce any name: with nothing
+pinned, clone by name refuses and lists the commits announced (give
+--publisher, a commit CID, or --untrusted). DIR must not exist or be empty;
+a failed clone leaves nothing behind.`,
 		Example: `  cellnode clone baf4bcfgqidw7b5cuprjlo5xgvnvveumwpttkc3i ./exchange
-  cellnode clone acme/exchange ./exchange`,
+  cellnode clone acme/exchange ./exchange --publisher 7ZQ3p9b7M0h6Jx0t1Zp1cV7pWm4W5lWmN0bcq1kQK6A=`,
 		Args: exactArgs(2, "a commit CID or a cell name, and a directory"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(c.Context(), timeout)
@@ -142,6 +198,12 @@ clone leaves nothing behind.`,
 			if err != nil {
 				return err
 			}
+			var pins []ed25519.PublicKey
+			if t.name != "" {
+				if pins, err = tf.pins(t.name); err != nil {
+					return err
+				}
+			}
 			s, err := openSession(ctx, e, &nf, false)
 			if err != nil {
 				return failErr(err)
@@ -149,11 +211,24 @@ clone leaves nothing behind.`,
 			defer s.close()
 			var hints []peer.ID
 			if t.name != "" {
-				commits, res, err := cellCommits(ctx, s, t.name)
+				commits, res, err := cellCommits(ctx, e, s, t.name, pins, tf.untrusted, "clone")
 				if err != nil {
 					return err
 				}
-				t.cid, hints = commits[0].cid, node.HintsFor(res, commits[0].cid)
+				cc := commits[0]
+				t.cid, hints = cc.CID, node.HintsFor(res, cc.CID)
+				info, err := s.manifest(ctx, t.cid, hints)
+				if err == nil {
+					err = checkChosen(info, t.name, pins)
+				}
+				if err != nil {
+					return failErr(fmt.Errorf("commit %s: %w", t.cid, err))
+				}
+				who := "delegated by a pinned publisher"
+				if len(pins) == 0 {
+					who = "UNTRUSTED: nothing pinned (--untrusted)"
+				}
+				fmt.Fprintf(e.stderr, "cellnode: %s: commit %s, announced by %d live instance(s) %s\n", t.name, t.cid, cc.Instances, who)
 			}
 			if err := s.n.Clone(ctx, t.cid, hints, args[1]); err != nil {
 				return failErr(err)
@@ -163,8 +238,26 @@ clone leaves nothing behind.`,
 		},
 	}
 	nf.add(c.Flags(), false)
+	tf.add(c.Flags())
 	c.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
 	return c
+}
+
+// checkChosen checks the manifest of a commit chosen by cell name: it must
+// name the cell and, when publishers are pinned, list one of them.
+func checkChosen(info *node.ManifestInfo, name string, pins []ed25519.PublicKey) error {
+	if info.Manifest.Name != name {
+		return fmt.Errorf("its Cell.json names %s, not %s", info.Manifest.Name, name)
+	}
+	if len(pins) == 0 {
+		return nil
+	}
+	for _, p := range info.Manifest.Publishers {
+		if k, err := dht.ParsePublicKey(p); err == nil && slices.ContainsFunc(pins, func(q ed25519.PublicKey) bool { return q.Equal(k) }) {
+			return nil
+		}
+	}
+	return fmt.Errorf("its Cell.json lists none of the pinned publishers")
 }
 
 // target is a commit CID or a cell name.
@@ -187,43 +280,52 @@ func parseTarget(s string) (target, error) {
 	return target{cid: c}, nil
 }
 
-type commitCount struct {
-	cid       cid.Cid
-	instances int
-}
-
 // cellCommits finds the live instances of name and returns the distinct
-// commits they announce, most announced first.
-func cellCommits(ctx context.Context, s *session, name string) ([]commitCount, *node.FindResult, error) {
-	res, err := s.find(ctx, name, node.FindOptions{})
+// commits they announce, most announced first. With pins it counts only the
+// instances those publishers delegated; with none it refuses unless
+// untrusted is set, listing what is announced so the user can choose a
+// commit knowingly.
+func cellCommits(ctx context.Context, e *env, s *session, name string, pins []ed25519.PublicKey, untrusted bool, cmd string) ([]node.CommitCount, *node.FindResult, error) {
+	res, err := s.find(ctx, name, node.FindOptions{Publishers: pins})
 	if err != nil {
 		return nil, nil, failErr(err)
 	}
-	counts := map[string]int{}
-	for _, in := range res.Instances {
-		if in.Manifest != "" {
-			counts[in.Manifest]++
+	commits := node.Commits(res)
+	if len(pins) == 0 && !untrusted {
+		var b strings.Builder
+		fmt.Fprintf(&b, "nothing pins the publishers of %s, and anyone can announce any name: give --publisher KEY, run where a Cell.lock pins %s, name a commit CID, or pass --untrusted", name, name)
+		if len(commits) > 0 {
+			b.WriteString("\ncommits announced now (unverified):")
+			for _, cc := range commits {
+				fmt.Fprintf(&b, "\n  %s  %d instance(s), publishers %s", cc.CID, cc.Instances, describePublishers(cc.Publishers))
+			}
 		}
+		return nil, nil, usageErr("%s %s: %s", cmd, name, b.String())
 	}
-	var out []commitCount
-	for k, n := range counts {
-		if c, err := cid.Decode(k); err == nil {
-			out = append(out, commitCount{c, n})
-		}
+	if len(pins) == 0 {
+		fmt.Fprintf(e.stderr, "cellnode: %s: nothing pinned; choosing among every live instance (--untrusted), which anyone can announce\n", name)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].instances != out[j].instances {
-			return out[i].instances > out[j].instances
-		}
-		return out[i].cid.String() < out[j].cid.String()
-	})
-	if len(out) == 0 {
-		if len(res.Instances) == 0 {
+	if len(commits) == 0 {
+		switch {
+		case len(res.Instances) == 0 && res.Untrusted > 0:
+			return nil, nil, &exitError{code: ExitFailure, err: fmt.Errorf("no live instance of %s delegated by the pinned publishers (%d untrusted instance(s) ignored)", name, res.Untrusted)}
+		case len(res.Instances) == 0:
 			return nil, nil, &exitError{code: ExitFailure, err: fmt.Errorf("no live instance of %s", name)}
 		}
 		return nil, nil, failErr(fmt.Errorf("%d live instances of %s announce no manifest commit", len(res.Instances), name))
 	}
-	return out, res, nil
+	return commits, res, nil
+}
+
+func describePublishers(pubs []string) string {
+	out := make([]string, len(pubs))
+	for i, p := range pubs {
+		if p == "" {
+			p = "open"
+		}
+		out[i] = p
+	}
+	return strings.Join(out, ", ")
 }
 
 func printManifest(w io.Writer, info *node.ManifestInfo) {

@@ -69,7 +69,14 @@ func TestManifestEndToEnd(t *testing.T) {
 	if res.Instances[0].Manifest != commit {
 		t.Fatalf("record carries manifest %q, want %q", res.Instances[0].Manifest, commit)
 	}
-	for _, args := range [][]string{{"manifest", "show", "acme/hello"}, {"manifest", "show", commit}} {
+	// By name with nothing pinned: refused, with the commit listed.
+	for _, args := range [][]string{{"manifest", "show", "acme/hello"}, {"clone", "acme/hello", filepath.Join(t.TempDir(), "x")}} {
+		code, _, stderr := fresh(args...)
+		if code != ExitUsage || !strings.Contains(stderr, "--publisher") || !strings.Contains(stderr, commit) {
+			t.Fatalf("%v with nothing pinned: exit %d\n%s", args, code, stderr)
+		}
+	}
+	for _, args := range [][]string{{"manifest", "show", "acme/hello", "--untrusted"}, {"manifest", "show", commit}} {
 		code, out, stderr := fresh(args...)
 		if code != 0 || !strings.Contains(out, "acme/hello 0.2.0") || !strings.Contains(out, commit) {
 			t.Fatalf("%v: exit %d\n%s\n%s", args, code, out, stderr)
@@ -89,7 +96,7 @@ func TestManifestEndToEnd(t *testing.T) {
 		}
 	}
 	target := filepath.Join(t.TempDir(), "hello")
-	if code, out, stderr := fresh("clone", "acme/hello", target); code != 0 {
+	if code, out, stderr := fresh("clone", "acme/hello", target, "--untrusted"); code != 0 || !strings.Contains(stderr, "UNTRUSTED") {
 		t.Fatalf("clone: exit %d\n%s%s", code, out, stderr)
 	}
 	if b, err := os.ReadFile(filepath.Join(target, "Cell.json")); err != nil || !strings.Contains(string(b), "acme/hello") {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -123,7 +124,23 @@ type outcome struct {
 	how    string
 }
 
+// resolveLock is the file in the home that serialises resolves sharing it
+// (their builds, git caches and spawned cells); spawnLock, in the cell
+// socket directory, serialises the spawning of cells there.
+const (
+	resolveLock = "resolve.lock"
+	spawnLock   = ".cellnode-spawn.lock"
+)
+
 func (r *resolver) run(ctx context.Context) error {
+	if err := safefile.EnsureDir("home", r.home); err != nil {
+		return failErr(err)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(r.home, resolveLock), "another resolve with this home", r.e.stderr)
+	if err != nil {
+		return failErr(err)
+	}
+	defer unlock()
 	deps, err := manifest.LoadDeps(r.dir)
 	if err != nil {
 		return usageErr("%v", err)
@@ -180,10 +197,14 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	if old != nil && old.Git == d.Git && old.Tag == d.Tag {
 		locked.Cell, locked.Commit, locked.Fingerprint, locked.Publishers = firstNonEmpty(d.Cell, old.Cell), old.Commit, old.Fingerprint, old.Publishers
 	}
-	// 1. Localhost first: a socket in the cell socket directory.
-	if ep, lat, ok := probeSocket(ctx, k+".sock"); ok {
+	// 1. Localhost first: a socket in the cell socket directory, if that
+	// directory and the socket are this user's.
+	switch ep, lat, ok, err := probeSocket(ctx, k+".sock"); {
+	case err != nil:
+		fmt.Fprintf(r.e.stderr, "cellnode: %s: not using the socket on this machine: %v\n", k, err)
+	case ok:
 		locked.Endpoints = []manifest.LockedEndpoint{{Endpoint: ep, LatencyMS: lat}}
-		return outcome{locked, "running on this machine"}, nil
+		return outcome{locked, r.localTrust(k, d, old, filepath.Join(socketDir(), k+".sock"))}, nil
 	}
 
 	// 2. The manifest at the tag.
@@ -372,8 +393,21 @@ func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit c
 	}
 	work := filepath.Join(src, m.Build.Dir)
 	sockDir := socketDir()
-	if err := os.MkdirAll(sockDir, 0o700); err != nil {
+	if err := safefile.EnsureDir("cell socket directory", sockDir); err != nil {
+		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: %w (or set %s to a directory of your own)", err, SocketDirEnv)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(sockDir, spawnLock), "another resolve spawning a cell in "+sockDir, r.e.stderr)
+	if err != nil {
 		return manifest.LockedEndpoint{}, err
+	}
+	defer unlock()
+	sock := m.Build.Socket
+	if sock == "" {
+		sock = k + ".sock"
+	}
+	// Another resolve (with another home) may have started it meanwhile.
+	if ep, lat, ok, _ := probeSocket(ctx, sock); ok {
+		return manifest.LockedEndpoint{Endpoint: ep, LatencyMS: lat}, nil
 	}
 	env := append(os.Environ(), SocketDirEnv+"="+sockDir)
 	build := exec.CommandContext(ctx, m.Build.Command[0], m.Build.Command[1:]...)
@@ -383,10 +417,6 @@ func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit c
 	}
 	if m.Build.Binary == "" {
 		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: the manifest of %s names no binary to start", m.Name)
-	}
-	sock := m.Build.Socket
-	if sock == "" {
-		sock = k + ".sock"
 	}
 	logPath := filepath.Join(r.home, "logs", k+".log")
 	os.MkdirAll(filepath.Dir(logPath), 0o700)
@@ -406,7 +436,7 @@ func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit c
 	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(spawnTimeout)
 	for {
-		if ep, lat, ok := probeSocket(ctx, sock); ok {
+		if ep, lat, ok, _ := probeSocket(ctx, sock); ok {
 			writeSpawned(r.home, spawnedCell{Name: k, Cell: m.Name, PID: cmd.Process.Pid, Socket: filepath.Join(sockDir, sock),
 				Commit: commit.String(), Version: m.Version, Started: time.Now().UTC(), Log: logPath})
 			return manifest.LockedEndpoint{Endpoint: ep, LatencyMS: lat}, nil
@@ -435,13 +465,58 @@ func (r *resolver) cloneFromPeers(ctx context.Context, commit cid.Cid, res *node
 	return r.cloneSession.n.Clone(ctx, commit, node.HintsFor(res, commit), dir)
 }
 
-// probeSocket dials name in the cell socket directory.
-func probeSocket(ctx context.Context, name string) (endpoint string, latencyMS float64, ok bool) {
-	rtt, err := node.Probe(ctx, "unix:"+filepath.Join(socketDir(), name), node.ProbeTimeout)
-	if err != nil {
-		return "", 0, false
+// probeSocket dials name in the cell socket directory. Nothing there is
+// not an error; a socket that another user owns, or a directory that is not
+// this user's alone, is (another user could serve anything there).
+func probeSocket(ctx context.Context, name string) (endpoint string, latencyMS float64, ok bool, err error) {
+	path := filepath.Join(socketDir(), name)
+	if _, err := os.Lstat(path); err != nil {
+		return "", 0, false, nil
 	}
-	return "unix://" + name, float64(rtt.Microseconds()) / 1000, true
+	if err := safefile.CheckSocket("cell socket", path); err != nil {
+		return "", 0, false, fmt.Errorf("%w (set %s to a directory of your own)", err, SocketDirEnv)
+	}
+	rtt, err := node.Probe(ctx, "unix:"+path, node.ProbeTimeout)
+	if err != nil {
+		return "", 0, false, nil
+	}
+	return "unix://" + name, float64(rtt.Microseconds()) / 1000, true, nil
+}
+
+// localTrust says whether the cell answering on the local socket path is
+// tied to what Cell.lock pins for dependency k, as a remote instance must
+// be: resolve built and started it from the pinned commit, or a node on
+// this machine announces it under a delegation from a pinned publisher.
+// Otherwise it says plainly that the socket was not verified.
+func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell, path string) string {
+	if old == nil || (old.Commit == "" && len(old.Publishers) == 0) {
+		return "running on this machine; not verified: Cell.lock pins nothing for it yet"
+	}
+	for _, sc := range readSpawned(r.home) {
+		if sc.Name == k && sc.Socket == path && alive(sc.PID) && old.Commit != "" && sc.Commit == old.Commit {
+			return "running on this machine, built here from the commit Cell.lock pins"
+		}
+	}
+	var pins []ed25519.PublicKey
+	for _, p := range old.Publishers {
+		if key, err := dht.ParsePublicKey(p); err == nil {
+			pins = append(pins, key)
+		}
+	}
+	cell := firstNonEmpty(d.Cell, old.Cell)
+	for _, lc := range node.LocalCells(node.DefaultRuntimeDir()) {
+		if cell != "" && lc.Name != cell {
+			continue
+		}
+		rec, err := dht.Verify(lc.Record, lc.Name, time.Now())
+		if err != nil || rec.Withdrawn || !slices.Contains(rec.Endpoints, "unix:"+path) {
+			continue
+		}
+		if pub := rec.Publisher(); pub != nil && slices.ContainsFunc(pins, func(p ed25519.PublicKey) bool { return p.Equal(pub) }) {
+			return fmt.Sprintf("running on this machine, announced by %s under a delegation from a publisher Cell.lock pins", shortPeer(rec.Peer.String()))
+		}
+	}
+	return "running on this machine; NOT verified: nothing ties this socket to the publishers or the commit Cell.lock pins (it is yours, in your socket directory)"
 }
 
 // render returns the endpoint file of one dependency in the chosen format.

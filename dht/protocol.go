@@ -57,26 +57,35 @@ var msgDec, _ = cbor.DecOptions{
 	MaxNestedLevels:  4,
 }.DecMode()
 
-// handle serves one request stream.
+// handle serves one request stream. Every stream costs its peer a token of
+// the rate limiter, whatever it carries: a request that cannot be read or
+// decoded is counted ("request_malformed") and limited like any other.
 func (d *DHT) handle(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(d.cfg.RequestTimeout))
+	allowed := d.allow(s.Conn().RemotePeer())
+	if !allowed {
+		d.count.add("rate_limited", 1)
+	}
 	r := msgio.NewVarintReaderSize(s, maxRequestSize)
 	msg, err := r.ReadMsg()
 	if err != nil {
+		d.count.add("request_malformed", 1)
 		_ = s.Reset()
 		return
 	}
 	var req request
 	err = msgDec.Unmarshal(msg, &req)
 	r.ReleaseMsg(msg)
+	if err != nil || (req.Op != opPut && req.Op != opGet) {
+		d.count.add("request_malformed", 1)
+	}
 	var resp response
 	switch {
+	case !allowed:
+		resp.Error = "rate limited"
 	case err != nil:
 		resp.Error = "malformed request"
-	case !d.allow(s.Conn().RemotePeer()):
-		d.count.add("rate_limited", 1)
-		resp.Error = "rate limited"
 	case req.Op == opPut:
 		d.count.add("put_received", 1)
 		if _, err := ParseName(req.Name); err != nil {

@@ -171,6 +171,17 @@ func (f *Fetcher) fetchAll(ctx context.Context, p peer.ID, h plumbing.Hash) (int
 				return count, fmt.Errorf("%w: %s", ErrMissingObject, batch[0])
 			}
 			got, err := fetchBatch(ctx, f.host, p, batch, f.cache)
+			if errors.Is(err, ErrMissingObject) && len(got) > 0 {
+				// The provider spent its byte budget for one request (or
+				// lacks some): ask again for the rest, which stops once a
+				// request brings nothing new.
+				for _, h := range batch {
+					if got[h] == nil {
+						want = append(want, h)
+					}
+				}
+				err = nil
+			}
 			if err != nil {
 				return count, err
 			}

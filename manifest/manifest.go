@@ -28,6 +28,10 @@ const FileName = "Cell.json"
 // MaxSize is the largest manifest, in bytes, that Parse and Load accept.
 const MaxSize = 64 << 10
 
+// MaxPublishers is the most publisher keys a manifest may list: every key
+// costs each pinned find a lookup of its own.
+const MaxPublishers = 64
+
 // Errors returned by this package; match them with errors.Is.
 var (
 	// ErrNotFound means the directory has no Cell.json. Errors wrapping it
@@ -49,7 +53,7 @@ type Manifest struct {
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// Publishers are the ed25519 public keys (32 bytes each) allowed to
 	// publish the cell, each in hex (64 digits) or standard padded base64
-	// (44 characters), kept as written.
+	// (44 characters), kept as written; at most MaxPublishers.
 	Publishers []string `json:"publishers,omitempty"`
 	// Build, if set, says how to build the cell from its directory.
 	Build *Build `json:"build,omitempty"`
@@ -275,6 +279,9 @@ func (m *Manifest) validate() error {
 		if err := checkFingerprint(m.Fingerprint); err != nil {
 			return fmt.Errorf("fingerprint %q: %w (want up to 16 hex digits, optionally prefixed by 0x)", m.Fingerprint, err)
 		}
+	}
+	if len(m.Publishers) > MaxPublishers {
+		return fmt.Errorf("publishers: %d keys, at most %d", len(m.Publishers), MaxPublishers)
 	}
 	for i, p := range m.Publishers {
 		if err := checkPublicKey(p); err != nil {

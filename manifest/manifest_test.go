@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -81,6 +83,8 @@ var parseTests = []struct {
 	{name: "publisher base64 url", in: `{"name":"a/b","publishers":["` + strings.ReplaceAll(b64Key, "/", "_") + `"]}`, wantErr: "neither hex nor base64"},
 	{name: "publisher base64 wrong size", in: `{"name":"a/b","publishers":["AAAA"]}`, wantErr: "publishers[0] \"AAAA\": 3 bytes"},
 	{name: "publisher second bad", in: `{"name":"a/b","publishers":["` + hexKey + `",""]}`, wantErr: "publishers[1]"},
+	{name: "1300 publishers", in: manyPublishers(1300), wantErr: "publishers: 1300 keys, at most 64"},
+	{name: "65 publishers", in: manyPublishers(65), wantErr: "publishers: 65 keys, at most 64"},
 
 	{name: "build without command", in: `{"name":"a/b","build":{"binary":"x"}}`, wantErr: "build.command: missing"},
 	{name: "build command not array", in: `{"name":"a/b","build":{"command":"make"}}`, wantErr: "build.command: got string, want array of strings"},
@@ -186,4 +190,22 @@ func TestLoad(t *testing.T) {
 			t.Fatalf("Load() error = %v, want ErrInvalid for size", err)
 		}
 	})
+}
+
+// manyPublishers is a manifest listing n distinct publisher keys in base64.
+func manyPublishers(n int) string {
+	keys := make([]string, n)
+	for i := range keys {
+		var k [32]byte
+		binary.BigEndian.PutUint32(k[:], uint32(i))
+		keys[i] = `"` + base64.StdEncoding.EncodeToString(k[:]) + `"`
+	}
+	return `{"name":"a/b","publishers":[` + strings.Join(keys, ",") + `]}`
+}
+
+func TestMaxPublishers(t *testing.T) {
+	m, err := Parse([]byte(manyPublishers(MaxPublishers)))
+	if err != nil || len(m.Publishers) != MaxPublishers {
+		t.Fatalf("%d publishers: %v", MaxPublishers, err)
+	}
 }

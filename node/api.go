@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,8 +15,10 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/net/netutil"
 )
 
 // ErrNoLocalNode is returned by Dial when no node serves the API of home.
@@ -43,10 +46,27 @@ func (n *Node) Status() Status {
 	return s
 }
 
+// Limits of the local API: connections served at once (more wait in the
+// listen queue, holding no descriptor of the node's), finds and manifest
+// fetches running at once (more wait, then get 503), publishers and hints
+// per request, how long one request may run, and how long a connection may
+// take to send its request or sit idle.
+const (
+	apiMaxConns      = 64
+	apiMaxFinds      = 8
+	apiMaxPublishers = manifest.MaxPublishers
+	apiMaxHints      = 64
+	apiMaxTimeout    = 2 * time.Minute
+	apiReadTimeout   = 10 * time.Second
+	apiIdleTimeout   = 30 * time.Second
+	apiMaxHeader     = 16 << 10
+)
+
 type apiServer struct {
-	srv  *http.Server
-	path string
-	done chan struct{}
+	srv   *http.Server
+	path  string
+	done  chan struct{}
+	finds chan struct{} // one token per running find or manifest fetch
 }
 
 // startAPI serves the local API on a unix socket at path, mode 0600. A stale
@@ -65,17 +85,22 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("node: local API: %w", err)
 	}
+	s := &apiServer{path: path, done: make(chan struct{}), finds: make(chan struct{}, apiMaxFinds)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
 	mux.HandleFunc("GET /v1/find", func(w http.ResponseWriter, r *http.Request) {
-		ctx := r.Context()
-		if d, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && d > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, d)
-			defer cancel()
+		ctx, cancel := requestContext(r)
+		defer cancel()
+		if len(r.URL.Query()["publisher"]) > apiMaxPublishers {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("%d publishers, at most %d", len(r.URL.Query()["publisher"]), apiMaxPublishers)})
+			return
 		}
+		if !s.acquire(ctx, w) {
+			return
+		}
+		defer s.release()
 		var opts FindOptions
 		for _, k := range r.URL.Query()["publisher"] {
 			pub, err := dht.ParsePublicKey(k)
@@ -99,26 +124,62 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
+		if len(r.URL.Query()["hint"]) > apiMaxHints {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("%d hints, at most %d", len(r.URL.Query()["hint"]), apiMaxHints)})
+			return
+		}
+		ctx, cancel := requestContext(r)
+		defer cancel()
+		if !s.acquire(ctx, w) {
+			return
+		}
+		defer s.release()
 		var hints []peer.ID
 		for _, h := range r.URL.Query()["hint"] {
 			if id, err := peer.Decode(h); err == nil {
 				hints = append(hints, id)
 			}
 		}
-		info, err := n.ManifestInfo(r.Context(), c, hints)
+		info, err := n.ManifestInfo(ctx, c, hints)
 		if err != nil {
 			writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, info)
 	})
-	s := &apiServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path, done: make(chan struct{})}
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: apiReadTimeout,
+		WriteTimeout: apiMaxTimeout + 10*time.Second, IdleTimeout: apiIdleTimeout, MaxHeaderBytes: apiMaxHeader}
+	limited := netutil.LimitListener(ln, apiMaxConns)
 	go func() {
 		defer close(s.done)
-		_ = s.srv.Serve(ln)
+		_ = s.srv.Serve(limited)
 	}()
 	return s, nil
 }
+
+// requestContext is the request's context, ending after its timeout
+// parameter or apiMaxTimeout, whichever is shorter.
+func requestContext(r *http.Request) (context.Context, context.CancelFunc) {
+	d := apiMaxTimeout
+	if t, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && t > 0 && t < d {
+		d = t
+	}
+	return context.WithTimeout(r.Context(), d)
+}
+
+// acquire takes a find token, waiting until ctx ends; then it answers 503
+// and returns false.
+func (s *apiServer) acquire(ctx context.Context, w http.ResponseWriter) bool {
+	select {
+	case s.finds <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": fmt.Sprintf("busy: %d finds already running", apiMaxFinds)})
+		return false
+	}
+}
+
+func (s *apiServer) release() { <-s.finds }
 
 func (s *apiServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -140,9 +201,17 @@ type Client struct {
 }
 
 // Dial connects to the node whose home is home. It returns ErrNoLocalNode
-// when none is running.
+// when none is running, and an error matching safefile.ErrUnsafe when the
+// socket or the home is not this user's alone (another user could serve
+// anything there).
 func Dial(home string) (*Client, error) {
 	path := filepath.Join(home, APISocket)
+	if err := safefile.CheckSocket("local API socket", path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w at %s", ErrNoLocalNode, path)
+		}
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s", ErrNoLocalNode, path)

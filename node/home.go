@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
@@ -41,10 +43,18 @@ func DefaultHome() string {
 	return ".cellnode"
 }
 
-// ensureHome creates dir with mode 0700 if it does not exist.
+// Size limits of the state files read from a home.
+const (
+	maxKeyFile = 4 << 10
+	maxSeqFile = 64
+)
+
+// ensureHome creates dir with mode 0700 if it does not exist, and refuses a
+// home that another user owns or that group or others can write to: such a
+// user could replace its key, its sequence file or its API socket.
 func ensureHome(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("node: create home: %w", err)
+	if err := safefile.EnsureDir("home", dir); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 	return nil
 }
@@ -57,20 +67,17 @@ func LoadIdentity(home string) (crypto.PrivKey, error) {
 		return nil, err
 	}
 	path := filepath.Join(home, KeyFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		sk, _, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
-			return nil, fmt.Errorf("node: generate key: %w", err)
+	b, err := safefile.ReadFile(path, maxKeyFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		sk, cerr := createIdentity(path)
+		if cerr == nil {
+			return sk, nil
 		}
-		b, err := crypto.MarshalPrivateKey(sk)
-		if err != nil {
-			return nil, err
+		if !errors.Is(cerr, fs.ErrExist) {
+			return nil, cerr
 		}
-		if err := writeFileAtomic(path, b, 0o600); err != nil {
-			return nil, fmt.Errorf("node: save key: %w", err)
-		}
-		return sk, nil
+		// Another first run made it meanwhile: use that one.
+		b, err = safefile.ReadFile(path, maxKeyFile)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("node: read key: %w", err)
@@ -84,6 +91,27 @@ func LoadIdentity(home string) (crypto.PrivKey, error) {
 	}
 	if sk.Type() != crypto.Ed25519 {
 		return nil, fmt.Errorf("node: key file %s holds a %v key, want ed25519", path, sk.Type())
+	}
+	return sk, nil
+}
+
+// createIdentity makes a new ed25519 key and saves it at path, whole and
+// only if path does not exist: of several first runs at once, one key wins
+// and the others get an error matching fs.ErrExist.
+func createIdentity(path string) (crypto.PrivKey, error) {
+	sk, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		return nil, fmt.Errorf("node: generate key: %w", err)
+	}
+	b, err := crypto.MarshalPrivateKey(sk)
+	if err != nil {
+		return nil, err
+	}
+	if err := safefile.WriteNew(path, b, 0o600); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("node: save key: %w", err)
 	}
 	return sk, nil
 }
@@ -124,7 +152,7 @@ func NewSequencer(path string, now func() time.Time) (*Sequencer, error) {
 	if path == "" {
 		return s, nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, maxSeqFile)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("node: read sequence: %w", err)
 	}

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/cellnode/cellnode/manifest"
@@ -70,10 +72,14 @@ func (n *Node) Clone(ctx context.Context, c cid.Cid, hints []peer.ID, dir string
 	return n.fetcher.Clone(ctx, c, hints, dir)
 }
 
-// HintsFor returns the peers of the instances in res that announced c.
+// HintsFor returns the peers of the instances in res that announced c;
+// when res is pinned, only those of trusted instances.
 func HintsFor(res *FindResult, c cid.Cid) []peer.ID {
 	var out []peer.ID
 	for _, in := range res.Instances {
+		if res.Pinned && !in.Trusted {
+			continue
+		}
 		if in.Manifest == c.String() {
 			if id, err := peer.Decode(in.Peer); err == nil {
 				out = append(out, id)
@@ -100,4 +106,47 @@ func (n *Node) ManifestInfo(ctx context.Context, c cid.Cid, hints []peer.ID) (*M
 	}
 	return &ManifestInfo{CID: c.String(), Manifest: m, Author: fmt.Sprintf("%s <%s>", commit.Author.Name, commit.Author.Email),
 		Date: commit.Author.When, Message: commit.Message}, nil
+}
+
+// CommitCount is a commit and the instances of a find that announce it.
+type CommitCount struct {
+	CID        cid.Cid
+	Instances  int
+	Publishers []string // base64 keys that delegated them, sorted; "" for open records
+}
+
+// Commits returns the distinct commits that the instances of res announce,
+// most announced first (ties by CID). When res is pinned only trusted
+// instances count, so a commit that only untrusted instances announce is
+// never among them.
+func Commits(res *FindResult) []CommitCount {
+	idx := map[string]int{}
+	var out []CommitCount
+	for _, in := range res.Instances {
+		if in.Manifest == "" || (res.Pinned && !in.Trusted) {
+			continue
+		}
+		c, err := cid.Decode(in.Manifest)
+		if err != nil {
+			continue
+		}
+		i, ok := idx[in.Manifest]
+		if !ok {
+			i = len(out)
+			idx[in.Manifest] = i
+			out = append(out, CommitCount{CID: c})
+		}
+		out[i].Instances++
+		if !slices.Contains(out[i].Publishers, in.Publisher) {
+			out[i].Publishers = append(out[i].Publishers, in.Publisher)
+			slices.Sort(out[i].Publishers)
+		}
+	}
+	slices.SortFunc(out, func(a, b CommitCount) int {
+		if a.Instances != b.Instances {
+			return b.Instances - a.Instances
+		}
+		return strings.Compare(a.CID.String(), b.CID.String())
+	})
+	return out
 }

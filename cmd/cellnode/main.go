@@ -4,14 +4,21 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/cellnode/cellnode/cli"
 	"github.com/libp2p/go-libp2p/gologshim"
 )
+
+// gracePeriod bounds the graceful stop that the first SIGINT or SIGTERM
+// starts (a run withdraws its records in it).
+const gracePeriod = 15 * time.Second
 
 func main() {
 	// libp2p's own logs go to the same place as ours, errors only: its
@@ -20,8 +27,45 @@ func main() {
 	gologshim.SetDefaultHandler(h)
 	slog.SetDefault(slog.New(h))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, cli.Run, gracePeriod))
+}
+
+// command is cli.Run's shape.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+
+// run runs cmd with a context that the first SIGINT or SIGTERM cancels, and
+// returns its exit code. If cmd has not returned grace after that signal,
+// run gives up on it and returns 1; a second signal returns at once, with
+// 128 + the signal's number, as a shell reports a process it killed.
+func run(args []string, stdout, stderr io.Writer, cmd command, grace time.Duration) int {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- cmd(ctx, args, stdout, stderr) }()
+	var sig os.Signal
+	select {
+	case code := <-done:
+		return code
+	case sig = <-sigs:
+	}
+	cancel()
+	fmt.Fprintf(stderr, "cellnode: %v: stopping (again to exit at once)\n", sig)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case code := <-done:
+		return code
+	case sig = <-sigs:
+		fmt.Fprintf(stderr, "cellnode: %v again: exiting now\n", sig)
+		if s, ok := sig.(syscall.Signal); ok {
+			return 128 + int(s)
+		}
+		return 1
+	case <-t.C:
+		fmt.Fprintf(stderr, "cellnode: did not stop within %v; exiting\n", grace)
+		return 1
+	}
 }
