@@ -60,6 +60,12 @@ type Config struct {
 	Host host.Host
 	// Logger receives the node's logs; nil means discard.
 	Logger *slog.Logger
+	// SameMachine says that every peer runs on this machine (the
+	// simulator's nodes): finds then probe loopback endpoints in any
+	// record. Off, they probe them only for peers shown to run here (see
+	// FindWith). unix: endpoints are probed only for this machine's cells
+	// either way.
+	SameMachine bool
 
 	// Now is the node's clock for signing and checking records (the
 	// simulator runs nodes on a shared, skewed or fast-forwarded clock);
@@ -87,8 +93,15 @@ type Node struct {
 	done    chan struct{}     // closed by Close
 	wg      sync.WaitGroup    // the node's own goroutines
 
+	probes prober // the endpoint probes of finds
+
+	// publishHook, when not nil, replaces the DHT's Publish for the
+	// announcers (tests: slow or failing publishes).
+	publishHook func(context.Context, *dht.Record) (dht.PublishStats, error)
+
 	mu         sync.Mutex
 	announcers map[*Announcer]struct{}
+	closed     bool // Close has begun: Announce refuses
 
 	closeOnce sync.Once
 	closeErr  error
@@ -290,24 +303,24 @@ func (n *Node) rememberPeers() {
 	}
 }
 
-// Close withdraws every announced cell (best effort, bounded to 3 s),
-// stops the API, the DHT and the host, and releases the home lock. It is
-// safe to call more than once.
+// Close withdraws every announced cell (Leave, each withdrawal with a
+// budget of its own, WithdrawTimeout, in parallel), then stops every
+// goroutine of the node, announcers included, and waits for them; then it
+// stops the API, the DHT and the host, and releases the home lock. Announce
+// returns ErrClosed from the moment Close begins. It is safe to call more
+// than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
-		as := make([]*Announcer, 0, len(n.announcers))
-		for a := range n.announcers {
-			as = append(as, a)
-		}
+		n.closed = true
 		n.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		for _, a := range as {
-			a.Stop(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), WithdrawTimeout+time.Second)
+		if err := n.Leave(ctx); err != nil {
+			n.log.Warn("leaving", "err", err)
 		}
+		cancel()
 		close(n.done)
-		n.wg.Wait()
+		n.wg.Wait() // the announcers too, however long their withdrawals' budgets run
 		if n.api != nil {
 			n.api.close()
 		}
