@@ -147,7 +147,7 @@ func TestFailedCheckCancelsSlowPublish(t *testing.T) {
 	ln.Close()
 	waitFor(t, "the withdrawal at the bootstrap node", func() bool {
 		r := remoteRecord(c.boot, "acme/slow", n.ID())
-		return r != nil && r.Withdrawn
+		return r != nil && r.Withdrawn && !a.Status().LastWithdrawal.IsZero()
 	})
 	if err := <-ended; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the stalled publish ended with %v, want it cancelled", err)
