@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/safefile"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,7 +44,7 @@ func readSpawned(home string) []spawnedCell {
 	var out []spawnedCell
 	for _, p := range paths {
 		var c spawnedCell
-		if b, err := os.ReadFile(p); err == nil && json.Unmarshal(b, &c) == nil {
+		if b, err := safefile.ReadFile(p, 64<<10); err == nil && json.Unmarshal(b, &c) == nil {
 			out = append(out, c)
 		}
 	}

@@ -3,10 +3,8 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -26,6 +24,11 @@ type Instance struct {
 	Seq       uint64    `json:"seq"`
 	Publisher string    `json:"publisher"` // base64 key that delegated the record; "" for an open record
 	Trusted   bool      `json:"trusted"`   // delegated by a publisher the finder trusts
+	// Probe says, for each endpoint that did not answer, why: the dial's
+	// error, "no answer within 500ms", or why it was not probed ("skipped:
+	// unreachable 12s ago (…)", a unix socket or loopback endpoint in a
+	// record from the network, over the probes of one find or of the node).
+	Probe map[string]string `json:"probe,omitempty"`
 }
 
 // FindResult is the answer to a find.
@@ -56,9 +59,9 @@ func (n *Node) Find(ctx context.Context, name string) (*FindResult, error) {
 }
 
 // FindWith returns the live, verified instances of the cell name from the
-// DHT and from the cells registered on this machine, pings every endpoint
-// in parallel (ProbeTimeout each) and ranks reachable instances by measured
-// latency, then unreachable ones.
+// DHT and from the cells registered on this machine, probes their
+// endpoints in parallel (one connection each, ProbeTimeout for them all)
+// and ranks reachable instances by measured latency, then unreachable ones.
 //
 // With trusted publishers it asks for those publishers' sets (which a flood
 // under the name cannot crowd out) and, in parallel, for the name's set, to
@@ -66,6 +69,31 @@ func (n *Node) Find(ctx context.Context, name string) (*FindResult, error) {
 // Untrusted and returned, marked, only with All. When the DHT has no peer
 // to ask, the result is marked Offline and holds local cells only; that is
 // not an error.
+//
+// Endpoints come from the network, so probes follow these rules; an
+// endpoint a rule leaves out is reported in Instance.Probe, and its
+// instance is unreachable unless another endpoint answers:
+//
+//   - unix: endpoints are dialled only for a local peer: this node, or a
+//     node whose cell is registered in the runtime directory (written by
+//     this user's processes on this machine).
+//   - Loopback endpoints (127.0.0.0/8, ::1, 0.0.0.0, ::, an empty host,
+//     "localhost") are dialled only for a local peer, for a peer that this
+//     node is connected to directly over loopback (not relayed; a loopback
+//     connection cannot come from another machine, and its handshake
+//     proves the peer's key), or, when the peer is not connected, after a
+//     libp2p dial to its loopback addresses made such a connection; or for
+//     any peer with Config.SameMachine. Names are resolved at the dial,
+//     which refuses loopback addresses for records that no rule above
+//     covers.
+//   - Each endpoint is dialled once per find, however many records list
+//     it; at most MaxProbesPerFind dials per find (one endpoint of every
+//     record in turn, trusted records first), at most MaxProbesInFlight
+//     at once on the node.
+//   - An endpoint of a record that did not answer is not dialled again for
+//     UnreachableFor (30 s, by the node's clock), until the instance
+//     publishes a newer record: a crashed instance costs a probe timeout
+//     once per 30 s, not in every find.
 func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*FindResult, error) {
 	if _, err := dht.ParseName(name); err != nil {
 		return nil, err
@@ -131,7 +159,8 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		}
 		keep = append(keep, r)
 	}
-	res.Instances = Rank(ctx, keep)
+	trustedFirst(keep, opts.Publishers)
+	res.Instances = n.rank(ctx, keep)
 	for i := range res.Instances {
 		res.Instances[i].Trusted = trusted[res.Instances[i].Peer]
 	}
@@ -139,53 +168,6 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		res.Rejected = nil
 	}
 	return res, nil
-}
-
-// Rank pings every endpoint of every record in parallel and returns the
-// instances, reachable ones first by latency (ties by peer ID), then the
-// unreachable ones by peer ID.
-func Rank(ctx context.Context, recs []*dht.Record) []Instance {
-	out := make([]Instance, len(recs))
-	var wg sync.WaitGroup
-	for i, r := range recs {
-		out[i] = Instance{Peer: r.Peer.String(), Endpoints: r.Endpoints, Region: r.Region,
-			Expires: r.Expires, Seq: r.Seq}
-		if pub := r.Publisher(); pub != nil {
-			out[i].Publisher = base64.StdEncoding.EncodeToString(pub)
-		}
-		if r.Manifest.Defined() {
-			out[i].Manifest = r.Manifest.String()
-		}
-		var mu sync.Mutex
-		for _, ep := range r.Endpoints {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rtt, err := Probe(ctx, ep, ProbeTimeout)
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				ms := float64(rtt.Microseconds()) / 1000
-				if !out[i].Reachable || ms < out[i].LatencyMS {
-					out[i].Reachable, out[i].LatencyMS, out[i].Best = true, ms, ep
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Reachable != b.Reachable {
-			return a.Reachable
-		}
-		if a.Reachable && a.LatencyMS != b.LatencyMS {
-			return a.LatencyMS < b.LatencyMS
-		}
-		return a.Peer < b.Peer
-	})
-	return out
 }
 
 // recentRecords remembers, per cell name, the live records the node's last

@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/safefile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,6 +60,10 @@ func writeLocal(dir string, c LocalCell) error {
 	return writeFileAtomic(localPath(dir, c.Peer, c.Name), b, 0o600)
 }
 
+// maxLocalCellFile bounds one registered cell's file (a signed record and
+// a few fields).
+const maxLocalCellFile = 64 << 10
+
 // LocalCells reads the cells registered in dir. Unreadable entries are
 // skipped; a missing directory, or one another user owns or can write to,
 // is no cells.
@@ -69,7 +74,7 @@ func LocalCells(dir string) []LocalCell {
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 	var out []LocalCell
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		b, err := safefile.ReadFile(p, maxLocalCellFile) // never blocks on a FIFO
 		if err != nil {
 			continue
 		}

@@ -60,6 +60,12 @@ type Config struct {
 	Host host.Host
 	// Logger receives the node's logs; nil means discard.
 	Logger *slog.Logger
+	// SameMachine says that every peer runs on this machine (the
+	// simulator's nodes): finds then probe loopback endpoints in any
+	// record. Off, they probe them only for peers shown to run here (see
+	// FindWith). unix: endpoints are probed only for this machine's cells
+	// either way.
+	SameMachine bool
 
 	// Now is the node's clock for signing and checking records (the
 	// simulator runs nodes on a shared, skewed or fast-forwarded clock);
@@ -87,8 +93,15 @@ type Node struct {
 	done    chan struct{}     // closed by Close
 	wg      sync.WaitGroup    // the node's own goroutines
 
+	probes prober // the endpoint probes of finds
+
+	// publishHook, when not nil, replaces the DHT's Publish for the
+	// announcers (tests: slow or failing publishes).
+	publishHook func(context.Context, *dht.Record) (dht.PublishStats, error)
+
 	mu         sync.Mutex
 	announcers map[*Announcer]struct{}
+	closed     bool // Close has begun: Announce refuses
 
 	closeOnce sync.Once
 	closeErr  error
@@ -214,9 +227,6 @@ func (n *Node) Addrs() []string {
 // no peer seen before could be reached.
 var ErrOffline = errors.New("node: offline: no bootstrap peer or known peer reachable")
 
-// ErrClosed is returned by calls on a Node that Close has begun to stop.
-var ErrClosed = errors.New("node: closed")
-
 // Bootstrap connects to the configured bootstrap peers and the peers seen
 // before, all at once, and returns as soon as a DHT routing table holds a
 // peer: a lookup can start from one server, and the routing-table refresh
@@ -253,7 +263,13 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
 	n.wg.Add(1)
+	n.mu.Unlock()
 	go func() {
 		defer n.wg.Done()
 		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -309,24 +325,24 @@ func (n *Node) rememberPeers() {
 	}
 }
 
-// Close withdraws every announced cell (best effort, bounded to 3 s),
-// stops the API, the DHT and the host, and releases the home lock. It is
-// safe to call more than once.
+// Close withdraws every announced cell (Leave, each withdrawal with a
+// budget of its own, WithdrawTimeout, in parallel), then stops every
+// goroutine of the node, announcers included, and waits for them; then it
+// stops the API, the DHT and the host, and releases the home lock. Announce
+// returns ErrClosed from the moment Close begins. It is safe to call more
+// than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
-		as := make([]*Announcer, 0, len(n.announcers))
-		for a := range n.announcers {
-			as = append(as, a)
-		}
+		n.closed = true
 		n.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		for _, a := range as {
-			a.Stop(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), WithdrawTimeout+time.Second)
+		if err := n.Leave(ctx); err != nil {
+			n.log.Warn("leaving", "err", err)
 		}
+		cancel()
 		close(n.done)
-		n.wg.Wait()
+		n.wg.Wait() // the announcers too, however long their withdrawals' budgets run
 		if n.api != nil {
 			n.api.close()
 		}

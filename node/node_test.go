@@ -98,11 +98,7 @@ func announce(t *testing.T, n *Node, name, endpoint string) *Announcer {
 
 // freeze stops a's loop without a withdrawal, as a crash would.
 func freeze(n *Node, a *Announcer) {
-	a.once.Do(func() { close(a.stop) })
-	<-a.done
-	n.mu.Lock()
-	delete(n.announcers, a)
-	n.mu.Unlock()
+	a.halt()
 }
 
 // waitFor polls cond until it holds or 30 s pass.

@@ -179,6 +179,7 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 	m.node, err = node.New(node.Config{
 		Host:         &meteredHost{Host: h, m: m.meter, nw: nw, self: m},
 		NoRuntimeDir: true,
+		SameMachine:  true, // every service listens on this machine's loopback
 		Now:          func() time.Time { return nw.clock.Now().Add(time.Duration(m.skew.Load())) },
 		DHT: dht.Config{
 			Mode:               dht.ModeServer,

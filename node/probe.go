@@ -1,0 +1,452 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cellnode/cellnode/dht"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// Limits of the endpoint probes of finds.
+const (
+	// MaxProbesPerFind is how many dials one find makes at most, endpoint
+	// probes and libp2p dials that check a peer runs on this machine
+	// together. Endpoints past it are not probed.
+	MaxProbesPerFind = 64
+	// MaxProbesInFlight is how many probes a node runs at once, over all
+	// its finds; a probe that gets no slot within the probe timeout is not
+	// made.
+	MaxProbesInFlight = 256
+	// UnreachableFor is how long a node remembers that an endpoint of a
+	// record did not answer; finds in that time do not probe it again.
+	UnreachableFor = 30 * time.Second
+
+	maxRemembered = 4096 // remembered failures, at most
+)
+
+// errLoopbackRefused is a probe of a name that resolved to this machine,
+// for a record from the network.
+var errLoopbackRefused = errors.New("resolves to this machine (loopback), and the record came from the network")
+
+// prober runs the probes of a node's finds. Its zero value works.
+type prober struct {
+	mu     sync.Mutex
+	failed map[string]failure // by memKey
+	sem    chan struct{}      // MaxProbesInFlight slots
+
+	// Test seams: dial replaces the TCP and unix dials (guard: refuse a
+	// name that resolves to loopback); timeout, when not zero, replaces
+	// ProbeTimeout.
+	dial    func(ctx context.Context, network, addr string, guard bool) (net.Conn, error)
+	timeout time.Duration
+}
+
+type failure struct {
+	at  time.Time
+	why string
+}
+
+func (p *prober) slots() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sem == nil {
+		p.sem = make(chan struct{}, MaxProbesInFlight)
+	}
+	return p.sem
+}
+
+// remembered returns the failure remembered under key, if it is recent.
+func (p *prober) remembered(key string, now time.Time) (failure, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, ok := p.failed[key]
+	if !ok || now.Sub(f.at) >= UnreachableFor || now.Before(f.at) {
+		return failure{}, false
+	}
+	return f, true
+}
+
+func (p *prober) remember(key string, f failure) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed == nil {
+		p.failed = map[string]failure{}
+	}
+	if len(p.failed) >= maxRemembered {
+		for k, old := range p.failed {
+			if f.at.Sub(old.at) >= UnreachableFor {
+				delete(p.failed, k)
+			}
+		}
+		if len(p.failed) >= maxRemembered {
+			clear(p.failed)
+		}
+	}
+	p.failed[key] = f
+}
+
+func (p *prober) dialer(ctx context.Context, network, addr string, guard bool) (net.Conn, error) {
+	if p.dial != nil {
+		return p.dial(ctx, network, addr, guard)
+	}
+	var d net.Dialer
+	if guard {
+		d.Control = refuseLoopback
+	}
+	return d.DialContext(ctx, network, addr)
+}
+
+// refuseLoopback is a net.Dialer Control hook that refuses to connect to
+// this machine: a loopback or unspecified address, once names are
+// resolved.
+func refuseLoopback(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return err
+	}
+	if ip = ip.Unmap(); ip.IsLoopback() || ip.IsUnspecified() {
+		return errLoopbackRefused
+	}
+	return nil
+}
+
+// loopbackHost reports whether a TCP endpoint's host names this machine:
+// a loopback or unspecified address, an empty host, or "localhost".
+func loopbackHost(address string) bool {
+	host, _, _ := net.SplitHostPort(address)
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	if i := strings.IndexByte(host, '%'); i >= 0 {
+		host = host[:i]
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && (ip.Unmap().IsLoopback() || ip.IsUnspecified())
+}
+
+// loopbackConn reports whether c comes over this machine's loopback
+// interface, directly: not relayed, not limited.
+func loopbackConn(c network.Conn) bool {
+	if c.Stat().Limited {
+		return false
+	}
+	a := c.RemoteMultiaddr()
+	if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+		return false
+	}
+	return manet.IsIPLoopback(a)
+}
+
+// localPeers returns the peers known to run on this machine without asking
+// the network: this node and the nodes whose cells are registered in the
+// runtime directory (which only this user can write to).
+func (n *Node) localPeers() map[peer.ID]bool {
+	local := map[peer.ID]bool{n.ID(): true}
+	for _, c := range n.localCells() {
+		if id, err := peer.Decode(c.Peer); err == nil {
+			local[id] = true
+		}
+	}
+	return local
+}
+
+// onThisMachine shows that peer p runs on this machine: this node has a
+// direct connection to it over loopback, or makes one to p's loopback
+// addresses (the handshake proves the peer's key). It returns why not
+// otherwise, and whether it dialled.
+func (n *Node) onThisMachine(ctx context.Context, p peer.ID) (ok bool, why string, dialled bool) {
+	conns := n.host.Network().ConnsToPeer(p)
+	for _, c := range conns {
+		if loopbackConn(c) {
+			return true, "", false
+		}
+	}
+	if len(conns) > 0 {
+		return false, "the peer is connected over a non-loopback address", false
+	}
+	var loop []ma.Multiaddr
+	for _, a := range n.host.Peerstore().Addrs(p) {
+		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err != nil && manet.IsIPLoopback(a) {
+			loop = append(loop, a)
+		}
+	}
+	if len(loop) == 0 {
+		return false, "no loopback address known for the peer", false
+	}
+	sem := n.probes.slots()
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return false, fmt.Sprintf("%d probes in flight on this node", MaxProbesInFlight), false
+	}
+	err := n.host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: loop})
+	<-sem
+	if err != nil {
+		return false, "could not connect to the peer over loopback: " + err.Error(), true
+	}
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		if loopbackConn(c) {
+			return true, "", true
+		}
+	}
+	return false, "the peer answered over a non-loopback address", true
+}
+
+// probeTarget is one dial, shared by every record that lists the endpoint.
+type probeTarget struct {
+	ep    Endpoint
+	guard bool
+	users []probeUse
+	rtt   time.Duration
+	err   error
+}
+
+type probeUse struct {
+	inst int    // index in the instances
+	ep   string // as the record spells it
+	key  string // memKey
+}
+
+func memKey(r *dht.Record, ep string) string {
+	return fmt.Sprintf("%s/%d/%s", r.Peer, r.Seq, ep)
+}
+
+// rank probes the endpoints of recs and returns the instances, reachable
+// ones first by latency (ties by peer ID), then the unreachable ones by
+// peer ID. Records earlier in recs get their probes first when the per-find
+// cap is reached. See FindWith for the rules.
+func (n *Node) rank(ctx context.Context, recs []*dht.Record) []Instance {
+	p := &n.probes
+	timeout := p.timeout
+	if timeout <= 0 {
+		timeout = ProbeTimeout
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	now := n.now()
+	out := make([]Instance, len(recs))
+	why := make([]map[string]string, len(recs))
+	note := func(i int, ep, reason string) {
+		if why[i] == nil {
+			why[i] = map[string]string{}
+		}
+		why[i][ep] = reason
+	}
+	for i, r := range recs {
+		out[i] = Instance{Peer: r.Peer.String(), Endpoints: r.Endpoints, Region: r.Region,
+			Expires: r.Expires, Seq: r.Seq}
+		if pub := r.Publisher(); pub != nil {
+			out[i].Publisher = base64.StdEncoding.EncodeToString(pub)
+		}
+		if r.Manifest.Defined() {
+			out[i].Manifest = r.Manifest.String()
+		}
+	}
+	budget := MaxProbesPerFind
+
+	// Which records' peers run on this machine: local ones, or shown so
+	// (only asked for peers whose records list a loopback endpoint).
+	local := n.localPeers()
+	onMachine := map[peer.ID]bool{}
+	notWhy := map[peer.ID]string{}
+	var ask []*dht.Record
+	for _, r := range recs {
+		if local[r.Peer] || n.cfg.SameMachine {
+			onMachine[r.Peer] = true
+			continue
+		}
+		for _, s := range r.Endpoints {
+			if e, err := ParseEndpoint(s); err == nil && e.Network == "tcp" && loopbackHost(e.Address) {
+				if _, seen := notWhy[r.Peer]; !seen {
+					notWhy[r.Peer] = ""
+					ask = append(ask, r)
+				}
+				break
+			}
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, r := range ask {
+		key := "machine/" + memKey(r, "")
+		if f, ok := p.remembered(key, now); ok {
+			mu.Lock()
+			notWhy[r.Peer] = fmt.Sprintf("%s %s ago", f.why, now.Sub(f.at).Round(time.Second))
+			mu.Unlock()
+			continue
+		}
+		if budget == 0 {
+			mu.Lock()
+			notWhy[r.Peer] = fmt.Sprintf("over the %d probes of one find", MaxProbesPerFind)
+			mu.Unlock()
+			continue
+		}
+		if len(n.host.Network().ConnsToPeer(r.Peer)) == 0 {
+			budget-- // a dial, probably
+		}
+		wg.Go(func() {
+			ok, reason, dialled := n.onThisMachine(ctx, r.Peer)
+			mu.Lock()
+			defer mu.Unlock()
+			onMachine[r.Peer] = ok
+			notWhy[r.Peer] = reason
+			if !ok && dialled && parent.Err() == nil {
+				p.remember(key, failure{at: now, why: reason})
+			}
+		})
+	}
+	wg.Wait()
+
+	// The endpoints to dial: one per record in turn, so that every record
+	// gets a probe before any gets a second; each endpoint once.
+	targets := map[string]*probeTarget{}
+	var order []*probeTarget
+	seen := make([]map[string]bool, len(recs))
+	for j := 0; ; j++ {
+		more := false
+		for i, r := range recs {
+			if j >= len(r.Endpoints) {
+				continue
+			}
+			more = true
+			s := r.Endpoints[j]
+			if seen[i] == nil {
+				seen[i] = map[string]bool{}
+			}
+			if seen[i][s] {
+				continue
+			}
+			seen[i][s] = true
+			e, err := ParseEndpoint(s)
+			if err != nil {
+				note(i, s, "not probed: "+err.Error())
+				continue
+			}
+			key := memKey(r, s)
+			if f, ok := p.remembered(key, now); ok {
+				note(i, s, fmt.Sprintf("skipped: unreachable %s ago (%s)", now.Sub(f.at).Round(time.Second), f.why))
+				continue
+			}
+			trusted := onMachine[r.Peer]
+			switch {
+			case e.Network == "unix" && !local[r.Peer]:
+				note(i, s, "skipped: a unix socket in a record from the network (only cells registered on this machine are dialled on a socket)")
+				continue
+			case e.Network == "tcp" && loopbackHost(e.Address) && !trusted:
+				note(i, s, "skipped: a loopback endpoint, and the peer was not shown to run on this machine ("+notWhy[r.Peer]+")")
+				continue
+			}
+			tk := fmt.Sprintf("%s|%t", e, !trusted)
+			t := targets[tk]
+			if t == nil {
+				if budget == 0 {
+					note(i, s, fmt.Sprintf("skipped: over the %d probes of one find", MaxProbesPerFind))
+					continue
+				}
+				budget--
+				t = &probeTarget{ep: e, guard: !trusted}
+				targets[tk] = t
+				order = append(order, t)
+			}
+			t.users = append(t.users, probeUse{inst: i, ep: s, key: key})
+		}
+		if !more {
+			break
+		}
+	}
+
+	sem := p.slots()
+	for _, t := range order {
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				t.err = fmt.Errorf("skipped: %d probes in flight on this node", MaxProbesInFlight)
+				return
+			}
+			defer func() { <-sem }()
+			start := time.Now()
+			c, err := p.dialer(ctx, t.ep.Network, t.ep.checkAddr(), t.guard)
+			if err != nil {
+				if ctx.Err() != nil && parent.Err() == nil {
+					err = fmt.Errorf("no answer within %v", timeout)
+				}
+				t.err = err
+				if parent.Err() == nil && !errors.Is(err, errLoopbackRefused) {
+					for _, u := range t.users {
+						p.remember(u.key, failure{at: now, why: err.Error()})
+					}
+				}
+				return
+			}
+			t.rtt = time.Since(start)
+			c.Close()
+		})
+	}
+	wg.Wait()
+	for _, t := range order {
+		for _, u := range t.users {
+			in := &out[u.inst]
+			if t.err != nil {
+				note(u.inst, u.ep, t.err.Error())
+				continue
+			}
+			ms := float64(t.rtt.Microseconds()) / 1000
+			if !in.Reachable || ms < in.LatencyMS {
+				in.Reachable, in.LatencyMS, in.Best = true, ms, u.ep
+			}
+		}
+	}
+	for i := range out {
+		out[i].Probe = why[i]
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Reachable != b.Reachable {
+			return a.Reachable
+		}
+		if a.Reachable && a.LatencyMS != b.LatencyMS {
+			return a.LatencyMS < b.LatencyMS
+		}
+		return a.Peer < b.Peer
+	})
+	return out
+}
+
+// trustedFirst orders recs with those delegated by one of the publishers
+// first, keeping the order otherwise, so that they get their probes first.
+func trustedFirst(recs []*dht.Record, pubs []ed25519.PublicKey) {
+	if len(pubs) == 0 {
+		return
+	}
+	isTrusted := func(r *dht.Record) bool {
+		pub := r.Publisher()
+		for _, p := range pubs {
+			if pub != nil && pub.Equal(p) {
+				return true
+			}
+		}
+		return false
+	}
+	sort.SliceStable(recs, func(i, j int) bool { return isTrusted(recs[i]) && !isTrusted(recs[j]) })
+}
