@@ -48,6 +48,8 @@ type Cluster struct {
 	Addrs []string // its loopback multiaddrs, passed as --bootstrap
 	// BootAPI reaches the bootstrap's local API (its status).
 	BootAPI *http.Client
+	// DHTMode, when not "", is passed to every sidecar as --dht-mode.
+	DHTMode string
 
 	mu       sync.Mutex
 	seq      int
@@ -118,7 +120,8 @@ type Sidecar struct {
 }
 
 // Start starts a service and a `cellnode run` announcing it as name, with
-// default flags but --home, --bootstrap and --listen (see Listen). It
+// default flags but --home, --bootstrap and --listen (see Listen), and
+// --dht-mode when c.DHTMode is set. It
 // returns once the process is started, before it is ready: see WaitAPI,
 // and Finder.WaitListed for when it is findable.
 func (c *Cluster) Start(name string) (*Sidecar, error) {
@@ -136,6 +139,9 @@ func (c *Cluster) Start(name string) (*Sidecar, error) {
 	}
 	for _, l := range Listen {
 		args = append(args, "--listen", l)
+	}
+	if c.DHTMode != "" {
+		args = append(args, "--dht-mode", c.DHTMode)
 	}
 	env := []string{"CELLNODE_RUNTIME_DIR=" + c.newDir("rt")}
 	p, err := StartProc("run "+filepath.Base(home), c.Bin, args, env, home+".log")

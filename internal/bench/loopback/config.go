@@ -16,6 +16,9 @@ type Config struct {
 	Stops     int           // SIGTERMs counted for lost withdrawals; 0 means 100
 	Batch     int           // sidecars started and stopped together in that count; 0 means 10
 	Survive   time.Duration // how long finds are watched after the bootstrap is killed; 0 means 2m
+	// DHTMode, when not "", is passed to every sidecar as --dht-mode (auto,
+	// server or client); "" runs them with the default flags.
+	DHTMode string
 }
 
 // Env names the environment variables ConfigFromEnv reads, by Config field.
@@ -28,13 +31,14 @@ var Env = map[string]string{
 	"Stops":     "LOOPBACK_STOPS",
 	"Batch":     "LOOPBACK_BATCH",
 	"Survive":   "LOOPBACK_SURVIVE",
+	"DHTMode":   "LOOPBACK_DHT_MODE",
 }
 
 // ConfigFromEnv reads a Config from the variables named in Env through
 // getenv (os.Getenv in the benchmark), then applies the defaults. Unset or
 // empty variables take the default; a value that is not a positive integer
-// (a positive duration for LOOPBACK_SURVIVE) is an error naming the
-// variable.
+// (a positive duration for LOOPBACK_SURVIVE; auto, server or client for
+// LOOPBACK_DHT_MODE) is an error naming the variable.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var c Config
 	ints := []struct {
@@ -64,6 +68,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("loopback: %s=%q: want a positive duration such as 2m", Env["Survive"], v)
 		}
 		c.Survive = d
+	}
+	switch v := getenv(Env["DHTMode"]); v {
+	case "", "auto", "server", "client":
+		c.DHTMode = v
+	default:
+		return Config{}, fmt.Errorf("loopback: %s=%q: want auto, server or client", Env["DHTMode"], v)
 	}
 	return c.withDefaults(), nil
 }

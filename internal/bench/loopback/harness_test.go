@@ -101,8 +101,9 @@ func TestConfigFromEnv(t *testing.T) {
 		{"rounds", env("LOOPBACK_ROUNDS", "3"), func() Config { c := def; c.Rounds = 3; return c }(), ""},
 		{"survive", env("LOOPBACK_SURVIVE", "90s"), func() Config { c := def; c.Survive = 90 * time.Second; return c }(), ""},
 		{"every field", env("LOOPBACK_ROUNDS", "2", "LOOPBACK_SIDECARS", "3", "LOOPBACK_CHURN", "4", "LOOPBACK_WARM_FINDS", "5",
-			"LOOPBACK_COLD_FINDS", "6", "LOOPBACK_STOPS", "7", "LOOPBACK_BATCH", "8", "LOOPBACK_SURVIVE", "9m"),
-			Config{Rounds: 2, Sidecars: 3, Churn: 4, WarmFinds: 5, ColdFinds: 6, Stops: 7, Batch: 8, Survive: 9 * time.Minute}, ""},
+			"LOOPBACK_COLD_FINDS", "6", "LOOPBACK_STOPS", "7", "LOOPBACK_BATCH", "8", "LOOPBACK_SURVIVE", "9m", "LOOPBACK_DHT_MODE", "server"),
+			Config{Rounds: 2, Sidecars: 3, Churn: 4, WarmFinds: 5, ColdFinds: 6, Stops: 7, Batch: 8, Survive: 9 * time.Minute, DHTMode: "server"}, ""},
+		{"bad dht mode", env("LOOPBACK_DHT_MODE", "lan"), Config{}, "LOOPBACK_DHT_MODE"},
 		{"not a number", env("LOOPBACK_ROUNDS", "ten"), Config{}, "LOOPBACK_ROUNDS"},
 		{"zero", env("LOOPBACK_STOPS", "0"), Config{}, "LOOPBACK_STOPS"},
 		{"negative", env("LOOPBACK_BATCH", "-1"), Config{}, "LOOPBACK_BATCH"},
@@ -125,7 +126,7 @@ func TestConfigFromEnv(t *testing.T) {
 }
 
 func TestEnvNamesEveryField(t *testing.T) {
-	for _, f := range []string{"Rounds", "Sidecars", "Churn", "WarmFinds", "ColdFinds", "Stops", "Batch", "Survive"} {
+	for _, f := range []string{"Rounds", "Sidecars", "Churn", "WarmFinds", "ColdFinds", "Stops", "Batch", "Survive", "DHTMode"} {
 		if Env[f] == "" {
 			t.Errorf("Env has no variable for %s", f)
 		}
