@@ -32,12 +32,6 @@ const (
 // instance, the value its endpoint, under a lease.
 func etcdPrefix(cell string) string { return "/cells/" + cell + "/" }
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
-
 // BenchmarkLoopback runs cellnode and etcd side by side on loopback, with
 // real processes. Run it with
 //
@@ -53,8 +47,9 @@ var (
 //     process against an `etcdctl get --prefix` process; c. start of
 //     `cellnode run` to findable against lease grant + put + get; d. the
 //     same with a peer SIGKILLed just before each start; e. SIGTERM of a
-//     sidecar to gone from finds against lease revoke + get. Rounds of a,
-//     b, c and e come first, then the rounds of d.
+//     sidecar to gone from finds against lease revoke + get. The rounds of
+//     a and b come first, then those of c and e, then d, then a and b
+//     again (a', b': after peers have left).
 //   - withdrawals: f. sidecars SIGTERMed as soon as they are findable,
 //     in batches, with peers SIGKILLed before each batch so that publishes
 //     run into dead peers; counts withdrawals lost (an instance still
@@ -71,20 +66,13 @@ func BenchmarkLoopback(b *testing.B) {
 	if err := InstallEtcd(ctx, filepath.Join("..", "etcd.sh")); err != nil {
 		b.Skipf("etcd cannot be installed, so there is nothing to compare cellnode with: %v", err)
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "loopback-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin, buildErr = Build(ctx, moduleDir, dir)
-	})
-	if buildErr != nil {
-		b.Fatal(buildErr)
+	bin, err := Build(ctx, moduleDir, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.Run("latency", func(b *testing.B) { benchLatency(b, cfg, buildBin) })
-	b.Run("withdrawals", func(b *testing.B) { benchWithdrawals(b, cfg, buildBin) })
-	b.Run("bootstrapkill", func(b *testing.B) { benchBootstrapKill(b, cfg, buildBin) })
+	b.Run("latency", func(b *testing.B) { benchLatency(b, cfg, bin) })
+	b.Run("withdrawals", func(b *testing.B) { benchWithdrawals(b, cfg, bin) })
+	b.Run("bootstrapkill", func(b *testing.B) { benchBootstrapKill(b, cfg, bin) })
 }
 
 // env is what every sub-benchmark sets up: a network with its long-lived
@@ -260,7 +248,10 @@ func pair(round int, cell, etcd func()) {
 	}
 }
 
-// benchLatency: measures a–e, interleaved round by round.
+// benchLatency: measures a–e, interleaved round by round, in four phases
+// so that each measure states what the network has been through: a and b
+// on a network no node has left; c and e (each e stops the sidecar its c
+// started); d (a peer SIGKILLed each round); a and b again, after all that.
 func benchLatency(b *testing.B, cfg Config, bin string) {
 	e := setup(b, cfg, bin, cfg.Churn, false)
 	e.snapshot("", e.stable, true)
@@ -268,12 +259,16 @@ func benchLatency(b *testing.B, cfg Config, bin string) {
 	warm := t.Measure("warm_find", "a. warm find: local API / etcd Go client get-prefix")
 	cold := t.Measure("cold_find", "b. cold find: cellnode find process / etcdctl get --prefix")
 	start := t.Measure("start_to_findable", "c. start to findable / lease grant+put+get")
-	churned := t.Measure("start_to_findable_peer_left", "d. c with a peer SIGKILLed each round")
 	stop := t.Measure("stop_to_gone", "e. SIGTERM to gone / lease revoke+get")
+	churned := t.Measure("start_to_findable_peer_left", "d. c with a peer SIGKILLed each round")
+	warmAfter := t.Measure("warm_find_after_churn", "a'. a after c, e and d (peers gone)")
+	coldAfter := t.Measure("cold_find_after_churn", "b'. b after c, e and d (peers gone)")
 	var badExit, incomplete int
 	ctx := e.ctx
-	for r := range cfg.Rounds {
-		// a. Warm finds of svcCell and get-prefix through the Go client.
+	want := endpoints(e.stable)
+
+	// a. Warm finds of svcCell and get-prefix through the Go client.
+	warmRound := func(m *Measure, r int) {
 		pair(r, func() {
 			for range cfg.WarmFinds {
 				fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -283,50 +278,59 @@ func benchLatency(b *testing.B, cfg Config, bin string) {
 				cancel()
 				switch {
 				case err != nil:
-					warm.Cell.Fail()
-					t.Note("round %d warm find: %v", r, err)
-				case res.Count(endpoints(e.stable)) != len(e.stable):
-					warm.Cell.Fail()
+					m.Cell.Fail()
+					t.Note("%s round %d: %v", m.Key, r, err)
+				case res.Count(want) != len(want):
+					m.Cell.Fail()
 					incomplete++
 				default:
-					warm.Cell.Add(d)
+					m.Cell.Add(d)
 				}
 			}
 		}, func() {
 			for range cfg.WarmFinds {
 				d, n, err := e.etcd.GetPrefix(ctx, etcdPrefix(svcCell))
-				if err != nil || n != len(e.stable) {
-					warm.Etcd.Fail()
+				if err != nil || n != len(want) {
+					m.Etcd.Fail()
 					continue
 				}
-				warm.Etcd.Add(d)
+				m.Etcd.Add(d)
 			}
 		})
-		// b. Cold finds: a fresh process each.
+	}
+	// b. Cold finds: a fresh process each.
+	coldRound := func(m *Measure, r, n int) {
 		pair(r, func() {
-			for range cfg.ColdFinds {
+			for range n {
 				d, res, err := e.cl.ColdFind(ctx, svcCell)
 				switch {
 				case err != nil:
-					cold.Cell.Fail()
-					t.Note("round %d cold find: %v", r, err)
-				case res.Count(endpoints(e.stable)) != len(e.stable):
-					cold.Cell.Fail()
+					m.Cell.Fail()
+					t.Note("%s round %d: %v", m.Key, r, err)
+				case res.Count(want) != len(want):
+					m.Cell.Fail()
 					incomplete++
 				default:
-					cold.Cell.Add(d)
+					m.Cell.Add(d)
 				}
 			}
 		}, func() {
-			for range cfg.ColdFinds {
+			for range n {
 				d, kvs, err := e.etcd.CtlGetPrefix(ctx, etcdPrefix(svcCell))
-				if err != nil || len(kvs) != len(e.stable) {
-					cold.Etcd.Fail()
+				if err != nil || len(kvs) != len(want) {
+					m.Etcd.Fail()
 					continue
 				}
-				cold.Etcd.Add(d)
+				m.Etcd.Add(d)
 			}
 		})
+	}
+
+	for r := range cfg.Rounds {
+		warmRound(warm, r)
+		coldRound(cold, r, cfg.ColdFinds)
+	}
+	for r := range cfg.Rounds {
 		// c. Start to findable; e. SIGTERM to gone, on the same sidecar.
 		var s *Sidecar
 		var lease clientv3.LeaseID
@@ -358,8 +362,6 @@ func benchLatency(b *testing.B, cfg Config, bin string) {
 			stop.Etcd.Add(d)
 		})
 	}
-	// d comes after every round of a, b, c and e, so that the peers it
-	// kills do not slow those down (the sidecars e stopped still may).
 	for r := range cfg.Rounds {
 		// d. Start to findable with a peer SIGKILLed just before. The new
 		// sidecar joins the peers to kill, in place of the one killed.
@@ -385,10 +387,14 @@ func benchLatency(b *testing.B, cfg Config, bin string) {
 			_, _ = e.etcd.Client.Revoke(ctx, l)
 		})
 	}
+	for r := range cfg.Rounds {
+		warmRound(warmAfter, r)
+		coldRound(coldAfter, r, 1)
+	}
 	t.Count("bad_exits", "e. sidecars that did not exit 0 on SIGTERM", float64(badExit), float64(cfg.Rounds))
 	t.Count("incomplete_finds", "a/b. finds that did not list every instance", float64(incomplete), 0)
 	e.snapshot("end_", e.stable, true)
-	t.Note("a, b, c and e ran round by round first, then the rounds of d")
+	t.Note("in this order: a and b, round by round; then c and e; then d; then a' and b' (one cold find per round)")
 	t.Note("d: etcd has no peer to lose (a client that dies leaves a lease to expire), so its side does c's work again")
 	t.Note("%d long-lived sidecars (the warm finders, %d instances of %s), %d more kept to be SIGKILLed; etcd holds the same instances", cfg.Sidecars, cfg.Sidecars, svcCell, cfg.Churn)
 	e.report(fmt.Sprintf("loopback latency: %d rounds, %d warm and %d cold finds per side per round", cfg.Rounds, cfg.WarmFinds, cfg.ColdFinds))
