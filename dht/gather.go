@@ -110,7 +110,7 @@ type gatherer struct {
 	rank *ranker
 
 	mu       sync.Mutex
-	wg       sync.WaitGroup
+	pending  int // GETs sent and not yet answered or failed
 	asked    map[peer.ID]bool
 	holders  []peer.ID // peers that answered with valid records
 	raws     [][]byte
@@ -138,11 +138,15 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 	g.asked[p] = true
 	sent := time.Now()
 	g.lastAsk = sent
-	g.wg.Add(1)
+	g.pending++
 	g.mu.Unlock()
 	go func() {
-		defer g.wg.Done()
-		defer g.signal()
+		defer func() {
+			g.mu.Lock()
+			g.pending--
+			g.mu.Unlock()
+			g.signal()
+		}()
 		g.d.count.add("get_sent", 1)
 		resp, err := g.d.call(g.ctx, p, g.req)
 		if err != nil {
@@ -494,40 +498,31 @@ func (g *gatherer) signal() {
 // nothing has answered; so a dead storer costs a few round trips, not a
 // request timeout.
 func (g *gatherer) wait(ctx context.Context) bool {
-	all := make(chan struct{})
-	go func() {
-		g.wg.Wait()
-		close(all)
-	}()
 	timer := time.NewTimer(silentWait)
 	defer timer.Stop()
 	for {
 		g.mu.Lock()
+		pending := g.pending
 		wait := silentWait
 		if g.answered > 0 {
 			wait = max(stragglerFloor, stragglerFactor*g.slowest)
 		}
 		wait -= time.Since(g.lastAsk)
 		g.mu.Unlock()
-		timer.Reset(max(wait, 0))
 		select {
 		case <-g.done:
 			return true
-		case <-all:
-			select {
-			case <-g.done:
-				return true
-			default:
-				return false
-			}
+		default:
+		}
+		if pending == 0 || wait <= 0 {
+			return false
+		}
+		timer.Reset(wait)
+		select {
+		case <-g.done:
+			return true
 		case <-g.news:
 		case <-timer.C:
-			select {
-			case <-g.done:
-				return true
-			default:
-				return false
-			}
 		case <-ctx.Done():
 			return false
 		}
