@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cellnode/cellnode/internal/frame"
@@ -87,7 +88,11 @@ type Server struct {
 	mu      sync.RWMutex
 	objects map[plumbing.Hash]storer.EncodedObjectStorer
 	log     *slog.Logger
+	served  atomic.Uint64 // objects sent
 }
+
+// Served returns how many objects the server has sent.
+func (s *Server) Served() uint64 { return s.served.Load() }
 
 // NewServer registers a Server on h. log may be nil.
 func NewServer(h host.Host, log *slog.Logger) *Server {
@@ -152,6 +157,7 @@ func (s *Server) handle(st network.Stream) {
 		if len(hb) == len(plumbing.ZeroHash) {
 			if typ, data, err := s.read(plumbing.Hash(hb)); err == nil {
 				f = objectFrame{Hash: hb, Type: int8(typ), Data: data}
+				s.served.Add(1)
 			}
 		}
 		b, err := objEnc.Marshal(f)

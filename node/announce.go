@@ -39,6 +39,9 @@ type AnnouncerStatus struct {
 	Publishes   int       `json:"publishes"`
 	StoredAt    int       `json:"stored_at"` // peers that took the last record
 	LastError   string    `json:"last_error,omitempty"`
+	Seq         uint64    `json:"seq,omitempty"`  // of the last record published
+	Checks      uint64    `json:"checks"`         // health checks made
+	Failures    uint64    `json:"check_failures"` // health checks the service failed
 }
 
 // Announcer keeps one cell announced while its service answers.
@@ -163,6 +166,9 @@ func (an *Announcer) run() {
 		}
 		an.mu.Lock()
 		an.status.Healthy = healthy
+		if ctx.Err() == nil {
+			an.status.Checks, an.status.Failures = an.status.Checks+1, an.status.Failures+b2u(!healthy)
+		}
 		if !healthy && ctx.Err() == nil {
 			an.status.LastError = fmt.Sprintf("service not answering: %v", err)
 		}
@@ -221,9 +227,10 @@ func (an *Announcer) publish(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	st, err := an.n.dht.Publish(pctx, r)
+	st, err := an.n.publishObserved(pctx, r)
 	an.mu.Lock()
 	defer an.mu.Unlock()
+	an.status.Seq = r.Seq
 	an.status.Announcing = true
 	an.status.LastPublish = r.Issued
 	an.status.Endpoints = eps
@@ -247,7 +254,7 @@ func (an *Announcer) withdraw(ctx context.Context) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err = an.n.dht.Publish(pctx, r)
+	_, err = an.n.publishObserved(pctx, r)
 	an.mu.Lock()
 	an.status.Announcing = false
 	an.status.Endpoints = nil
