@@ -91,7 +91,7 @@ func checkPortsFree(addrs []string) error {
 			continue
 		}
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("%w: listen %s: %s port %s is already in use by another process (a cellnode bootstrap or run on this machine?); pick another port with --listen", ErrPortInUse, s, network[:3], p)
+			return fmt.Errorf("%w: listen %s: address already in use: %s port %s is held by another process (a cellnode bootstrap or run on this machine?); pick another port with --listen", ErrPortInUse, s, network[:3], p)
 		}
 		if err != nil {
 			return fmt.Errorf("%w %s: %w", ErrBadListen, s, err)

@@ -51,7 +51,7 @@ func TestPortClash(t *testing.T) {
 		}
 		t.Run(a.String(), func(t *testing.T) {
 			_, err := New(Config{Home: t.TempDir(), Listen: []string{a.String()}})
-			if !errors.Is(err, ErrPortInUse) || !strings.Contains(err.Error(), "already in use by another process") {
+			if !errors.Is(err, ErrPortInUse) || !strings.Contains(err.Error(), "held by another process") {
 				t.Fatalf("second node on %s: %v", a, err)
 			}
 		})
