@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -284,5 +285,41 @@ func TestResourceRefusals(t *testing.T) {
 	}
 	if v, ok := value(byName, "cellnode_resource_refused_total", "resource", "memory"); ok {
 		t.Fatalf("refused memory = %v, want none", v)
+	}
+}
+
+// TestMetricsDocumented: docs/operations.md lists every metric the node
+// registers, and no cellnode_ metric the node does not.
+func TestMetricsDocumented(t *testing.T) {
+	b, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	m := newMetrics(&Node{})
+	descs := make(chan *prometheus.Desc, 100)
+	go func() {
+		for _, c := range []prometheus.Collector{m.findDur, m.findFirst, m.findAnswers, m.findEnds, m.pubDur, m.pubStorers, m.refused, &collector{}} {
+			c.Describe(descs)
+		}
+		close(descs)
+	}()
+	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
+	registered := map[string]bool{}
+	for d := range descs {
+		name := fq.FindStringSubmatch(d.String())[1]
+		registered[name] = true
+		if !strings.Contains(doc, "`"+name+"`") {
+			t.Errorf("docs/operations.md does not list %s", name)
+		}
+	}
+	for _, name := range regexp.MustCompile("`(cellnode_[a-z_]+)`").FindAllStringSubmatch(doc, -1) {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name[1], "_bucket"), "_count"), "_sum")
+		if !registered[base] {
+			t.Errorf("docs/operations.md lists %s, which the node does not register", name[1])
+		}
+	}
+	if len(registered) < 30 {
+		t.Fatalf("only %d metrics described", len(registered))
 	}
 }
