@@ -55,6 +55,9 @@ Other cellnode commands on this machine use the node through its local API
 			if err != nil {
 				return err
 			}
+			if err := checkListenFlag(nf.listen); err != nil {
+				return err
+			}
 			cellName, commit, publishers, err := cellIdentity(name, dir, ref, log)
 			if err != nil {
 				return err
@@ -72,9 +75,6 @@ Other cellnode commands on this machine use the node through its local API
 			}
 			peers, err := nf.peers(c.Context(), log)
 			if err != nil {
-				return err
-			}
-			if err := checkListenFlag(nf.listen); err != nil {
 				return err
 			}
 			cfg := node.Config{Home: nf.home, Listen: nf.listen, Bootstrap: peers, API: true, Logger: log, Metrics: metricsAddr}
