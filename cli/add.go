@@ -17,23 +17,28 @@ func addCmd(e *env) *cobra.Command {
 		Use:   "add NAME --git URL [--tag T] [--max-latency-ms N] [--auto-spawn]",
 		Short: "Add or update a dependency in Cell.toml, keeping its comments and layout",
 		Long: `Add writes one dependency line into the [cell] table of Cell.toml:
-NAME = { git = URL, tag = T, ... }. An existing line for NAME is replaced;
-every other line, comment and blank line is kept as it was. NAME is the
+NAME = { git = URL, tag = T, ... }. For a dependency already there, the
+flags given replace its fields and the others keep their values (so
+re-adding with a new --tag keeps its max_latency_ms); the line is rewritten
+in place and every other line, comment and blank line is kept as it was. NAME is the
 local name: the socket NAME.sock and the file NAME_instances.* use it.
 Run cellnode resolve afterwards.`,
 		Example: `  cellnode add exchange --git https://git.example.com/acme/exchange.git --tag v1.0.0 --max-latency-ms 50 --auto-spawn`,
 		Args:    exactArgs(1, "one dependency name"),
-		RunE: func(_ *cobra.Command, args []string) error {
-			if d.Git == "" {
-				return usageErr("--git is required")
-			}
+		RunE: func(c *cobra.Command, args []string) error {
 			path := filepath.Join(dir, manifest.DepsFile)
 			old, err := os.ReadFile(path)
 			if err != nil {
 				return usageErr("%v (run cellnode init first, or pass --dir)", err)
 			}
-			if _, err := manifest.ParseDeps(old); err != nil {
+			deps, err := manifest.ParseDeps(old)
+			if err != nil {
 				return usageErr("%v", err)
+			}
+			prev, exists := deps.Cells[args[0]]
+			d = mergeDep(prev, d, c.Flags().Changed)
+			if d.Git == "" {
+				return usageErr("--git is required for a new dependency")
 			}
 			updated, err := manifest.AddDep(old, args[0], d)
 			if err != nil {
@@ -43,7 +48,11 @@ Run cellnode resolve afterwards.`,
 			if err := node.WriteFileAtomic(path, updated, fi.Mode().Perm()); err != nil {
 				return failErr(err)
 			}
-			fmt.Fprintf(e.stdout, "added %s to %s; run cellnode resolve\n", args[0], path)
+			verb := "added"
+			if exists {
+				verb = "updated"
+			}
+			fmt.Fprintf(e.stdout, "%s %s in %s; run cellnode resolve\n", verb, args[0], path)
 			return nil
 		},
 	}
@@ -55,4 +64,26 @@ Run cellnode resolve afterwards.`,
 	f.IntVar(&d.MaxLatencyMS, "max-latency-ms", 0, "use instances only up to this latency (0: any)")
 	f.BoolVar(&d.AutoSpawn, "auto-spawn", false, "build and start the cell from source when no instance qualifies")
 	return c
+}
+
+// mergeDep returns prev with the fields whose flags were given (changed)
+// taken from flags.
+func mergeDep(prev, flags manifest.Dep, changed func(string) bool) manifest.Dep {
+	out := prev
+	if changed("git") {
+		out.Git = flags.Git
+	}
+	if changed("tag") {
+		out.Tag = flags.Tag
+	}
+	if changed("cell") {
+		out.Cell = flags.Cell
+	}
+	if changed("max-latency-ms") {
+		out.MaxLatencyMS = flags.MaxLatencyMS
+	}
+	if changed("auto-spawn") {
+		out.AutoSpawn = flags.AutoSpawn
+	}
+	return out
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func bootstrapCmd(e *env) *cobra.Command {
-	var home, addrFile string
+	var home, addrFile, metricsAddr string
 	var listen []string
 	c := &cobra.Command{
 		Use:   "bootstrap",
@@ -26,7 +26,10 @@ knows nothing the DHT does not. It prints its full multiaddrs (with
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, _ []string) error {
 			log := e.logger(slog.LevelInfo)
-			cfg := node.Config{Home: home, Listen: listen, API: true, Logger: log}
+			if err := checkListenFlag(listen); err != nil {
+				return err
+			}
+			cfg := node.Config{Home: home, Listen: listen, API: true, Logger: log, Metrics: metricsAddr}
 			cfg.DHT.Mode = dht.ModeServer
 			n, err := node.New(cfg)
 			if err != nil {
@@ -48,6 +51,7 @@ knows nothing the DHT does not. It prints its full multiaddrs (with
 	}
 	c.Flags().StringVar(&home, "home", "", "state directory (default $CELLNODE_HOME or ~/.cellnode)")
 	c.Flags().StringSliceVar(&listen, "listen", nil, "libp2p listen multiaddr, repeatable (default TCP and QUIC on all interfaces, system-chosen ports)")
+	c.Flags().StringVar(&metricsAddr, "metrics", "", "also serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; the local API serves them too)")
 	c.Flags().StringVar(&addrFile, "addr-file", "", "write the node's multiaddrs to this file, one per line")
 	return c
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/cellnode/cellnode/internal/logs"
 	"github.com/spf13/cobra"
 )
 
@@ -56,6 +57,7 @@ func (s silentExit) Error() string { return fmt.Sprintf("exit %d", int(s)) }
 type env struct {
 	stdout, stderr io.Writer
 	logLevel       string
+	logFormat      string
 }
 
 // logger returns a logger on stderr at the --log-level, or at def when the
@@ -65,7 +67,11 @@ func (e *env) logger(def slog.Level) *slog.Logger {
 	if e.logLevel != "" {
 		_ = lvl.UnmarshalText([]byte(e.logLevel))
 	}
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
+	h, err := logs.NewHandler(e.stderr, e.logFormat, lvl)
+	if err != nil { // checked in PersistentPreRunE
+		h, _ = logs.NewHandler(e.stderr, "text", lvl)
+	}
+	return slog.New(h)
 }
 
 // Run runs the cellnode command line with args (without the program name)
@@ -123,6 +129,7 @@ live instances of a cell ranked by measured latency.`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (default info for run and bootstrap, warn otherwise)")
+	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "text", "log format: text or json (libp2p's and kad-dht's logs too)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr("%v\nRun '%s --help' for usage.", err, c.CommandPath())
 	})
@@ -131,9 +138,10 @@ live instances of a cell ranked by measured latency.`,
 		if e.logLevel != "" && l.UnmarshalText([]byte(e.logLevel)) != nil {
 			return usageErr("--log-level %q: want debug, info, warn or error", e.logLevel)
 		}
-		return nil
+		return routeLogs(e)
 	}
 	root.AddCommand(runCmd(e), findCmd(e), bootstrapCmd(e), manifestCmd(e), cloneCmd(e), keyCmd(e), idCmd(e), initCmd(e), addCmd(e), resolveCmd(e), psCmd(e), demoCmd(e), simCmd(e))
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.AddCommand(statusCmd(e), versionCmd(e), gcCmd(e))
+	addCompletions(root)
 	return root
 }

@@ -40,11 +40,14 @@ func (f *netFlags) peers(ctx context.Context, log *slog.Logger) ([]peer.AddrInfo
 	if err != nil {
 		return nil, usageErr("%v", err)
 	}
+	if err := checkPeerAddrs(list); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	infos, err := list.Resolve(ctx, nil)
 	if err != nil {
-		log.Warn("bootstrap list did not fully resolve", "source", list.Source, "err", err)
+		logResolveFailure(log, list, err)
 	}
 	return infos, nil
 }

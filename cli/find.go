@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -82,11 +83,14 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 				opts.Publishers = pins
 			}
 			res, err := find(ctx, e, &nf, args[0], opts, filt)
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.Context().Err() == nil {
+				return failErr(fmt.Errorf("find %s: timed out after %v (raise --timeout); not listing a partial answer", args[0], timeout))
+			}
 			if err != nil {
 				return failErr(err)
 			}
 			if res.Offline {
-				fmt.Fprintln(e.stderr, "cellnode: offline: no peer of the cell network answered; showing cells on this machine only")
+				fmt.Fprintln(e.stderr, offlineNote(&nf))
 			}
 			switch {
 			case !res.Pinned && len(res.Instances) > 0:

@@ -62,7 +62,8 @@ refuses to touch a directory that already holds files.`,
 				manifest.DepsFile: fmt.Sprintf(cellTOML, args[0]),
 				"go.mod":          fmt.Sprintf("module example.com/%s/%s\n\ngo 1.26\n", org, name),
 				"main.go":         strings.ReplaceAll(skeletonMain, "NAME", name),
-				"README.md":       strings.ReplaceAll(strings.ReplaceAll(skeletonREADME, "NAME", name), "CELL", args[0]),
+				"README.md": strings.NewReplacer("{{NAME}}", name, "{{CELL}}", args[0], "{{KEY}}", keyPath,
+					"{{HOME}}", home).Replace(skeletonREADME),
 			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return failErr(err)
@@ -151,13 +152,33 @@ func main() {
 }
 `
 
-const skeletonREADME = `# CELL
+// skeletonREADME is the README init writes; {{NAME}}, {{CELL}}, {{KEY}}
+// (the publisher key's path) and {{HOME}} (the state directory) are
+// replaced. TestInitREADME runs its cellnode command lines through the
+// command parser.
+const skeletonREADME = `# {{CELL}}
 
 A cell made with ` + "`cellnode init`" + `. Next:
 
-1. commit it: ` + "`git init && git add . && git commit -m first && git tag v0.1.0`" + `;
-2. build and run it: ` + "`go build && ./NAME`" + `;
-3. announce it: ` + "`cellnode run --dir . --endpoint unix:$CELL_SOCKET_DIR/NAME.sock --delegation FILE`" + `, with a
-   delegation from ` + "`cellnode key delegate --key ~/.cellnode/keys/...key --name CELL --home ~/.cellnode`" + `;
-4. add dependencies with ` + "`cellnode add`" + ` and resolve them with ` + "`cellnode resolve`" + `.
+1. commit it:
+
+       git init && git add . && git commit -m first && git tag v0.1.0
+
+2. build and run it (it listens on {{NAME}}.sock in $CELL_SOCKET_DIR, or
+   /tmp/cell when that is not set):
+
+       go build && ./{{NAME}}
+
+3. announce it. The node that runs beside the service has a key of its own;
+   the publisher key ({{KEY}}, which never goes on the service machines)
+   signs a delegation that lets that node publish {{CELL}}:
+
+       cellnode id --home {{HOME}}
+       cellnode key delegate --key {{KEY}} --name {{CELL}} --home {{HOME}} --out {{HOME}}/{{NAME}}.delegation
+       cellnode run --dir . --home {{HOME}} --endpoint unix:${CELL_SOCKET_DIR:-/tmp/cell}/{{NAME}}.sock --delegation {{HOME}}/{{NAME}}.delegation
+
+4. add dependencies and resolve them:
+
+       cellnode add exchange --git https://git.example.com/acme/exchange.git --tag v1.0.0
+       cellnode resolve
 `

@@ -57,10 +57,20 @@ func TestInitAddPs(t *testing.T) {
 	if err != nil || deps.Cells["exchange"].Tag != "v1.0.0" || !deps.Cells["exchange"].AutoSpawn || deps.Cells["exchange"].MaxLatencyMS != 50 {
 		t.Fatalf("after add: %+v %v", deps, err)
 	}
-	run(t, "add", "exchange", "--dir", "hello", "--git", "https://git.example.com/acme/exchange.git", "--tag", "v1.1.0")
+	// Adding it again merges: the flags given replace their fields, the
+	// others keep theirs (here: max_latency_ms and auto_spawn), and
+	// nothing else in the file changes.
+	if code, out, stderr := run(t, "add", "exchange", "--dir", "hello", "--tag", "v1.1.0"); code != 0 || !strings.Contains(out, "updated exchange") {
+		t.Fatalf("add again: %d %s %s", code, out, stderr)
+	}
 	deps, _ = manifest.LoadDeps("hello")
-	if d := deps.Cells["exchange"]; d.Tag != "v1.1.0" || d.AutoSpawn {
-		t.Fatalf("update: %+v", d)
+	if d := deps.Cells["exchange"]; d.Tag != "v1.1.0" || !d.AutoSpawn || d.MaxLatencyMS != 50 || d.Git != "https://git.example.com/acme/exchange.git" {
+		t.Fatalf("update lost fields: %+v", d)
+	}
+	run(t, "add", "exchange", "--dir", "hello", "--auto-spawn=false", "--max-latency-ms", "0")
+	deps, _ = manifest.LoadDeps("hello")
+	if d := deps.Cells["exchange"]; d.Tag != "v1.1.0" || d.AutoSpawn || d.MaxLatencyMS != 0 {
+		t.Fatalf("explicit flags not applied: %+v", d)
 	}
 	if code, _, stderr := run(t, "add", "x", "--dir", "hello"); code != ExitUsage || !strings.Contains(stderr, "--git") {
 		t.Fatalf("add without --git: %d %s", code, stderr)
@@ -76,5 +86,47 @@ func TestInitAddPs(t *testing.T) {
 	var ps struct{ Cells []psRow }
 	if code != 0 || json.Unmarshal([]byte(out), &ps) != nil || len(ps.Cells) != 1 || ps.Cells[0].Name != "acme/hello" || ps.Cells[0].PID != os.Getpid() {
 		t.Fatalf("ps --json: %s", out)
+	}
+}
+
+// TestInitREADME: the README that init writes names the real key path and
+// home, has no placeholder left, and every cellnode command line in it
+// parses with the real commands and flags.
+func TestInitREADME(t *testing.T) {
+	isolate(t)
+	wd, _ := os.Getwd()
+	t.Cleanup(func() { os.Chdir(wd) })
+	os.Chdir(t.TempDir())
+	home := t.TempDir()
+	if code, _, stderr := run(t, "init", "acme/hello", "--home", home); code != 0 {
+		t.Fatalf("init: %s", stderr)
+	}
+	b, err := os.ReadFile("hello/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, bad := range []string{"{{", "$acme", "...key", "FILE"} {
+		if strings.Contains(readme, bad) {
+			t.Fatalf("README holds %q:\n%s", bad, readme)
+		}
+	}
+	key := filepath.Join(home, "keys", "acme-hello.key")
+	if !strings.Contains(readme, key) || !strings.Contains(readme, "cellnode id --home "+home) {
+		t.Fatalf("README does not name the key %s and the home:\n%s", key, readme)
+	}
+	n := 0
+	for line := range strings.SplitSeq(readme, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "cellnode ") {
+			continue
+		}
+		n++
+		if err := parseCommandLine(strings.Fields(line)[1:]); err != nil {
+			t.Errorf("README: %q: %v", line, err)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("README has %d cellnode command lines:\n%s", n, readme)
 	}
 }

@@ -38,21 +38,33 @@ instances it delegated.`,
 }
 
 func keyNewCmd(e *env) *cobra.Command {
-	var out string
+	var out, home string
 	c := &cobra.Command{
 		Use:   "new [--out FILE]",
 		Short: "Make a new publisher key and print its public key",
 		Long: `New writes a new ed25519 publisher key to FILE (PKCS#8 PEM, mode 0600; it
 refuses to overwrite a file) and prints the public key in base64, ready for
-the "publishers" list of Cell.json. Keep the file off the service nodes.`,
+the "publishers" list of Cell.json. Without --out the key goes to
+keys/publisher.key in the state directory, never into the current
+directory (which may be a cell's repository). Keep the file off the
+service nodes.`,
 		Example: `  cellnode key new --out ~/.cellnode/acme-exchange.key`,
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(*cobra.Command, []string) error {
+			if out == "" {
+				if home == "" {
+					home = node.DefaultHome()
+				}
+				out = filepath.Join(home, "keys", "publisher.key")
+			}
 			pub, priv, err := ed25519.GenerateKey(rand.Reader)
 			if err != nil {
 				return err
 			}
 			if err := writePublisherKey(out, priv); err != nil {
+				if errors.Is(err, os.ErrExist) {
+					return failErr(fmt.Errorf("%w; pass --out for another file", err))
+				}
 				return failErr(err)
 			}
 			fmt.Fprintln(e.stdout, base64.StdEncoding.EncodeToString(pub))
@@ -60,7 +72,8 @@ the "publishers" list of Cell.json. Keep the file off the service nodes.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&out, "out", "publisher.key", "file to write the private key to")
+	c.Flags().StringVar(&out, "out", "", "file to write the private key to (default keys/publisher.key in the state directory)")
+	c.Flags().StringVar(&home, "home", "", "state directory for the default --out (default $CELLNODE_HOME or ~/.cellnode)")
 	return c
 }
 
@@ -77,7 +90,7 @@ func writePublisherKey(path string, priv ed25519.PrivateKey) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s exists; not overwriting a key", path)
+			return fmt.Errorf("%s exists; not overwriting a key: %w", path, os.ErrExist)
 		}
 		return err
 	}
@@ -188,7 +201,7 @@ func nodePublicKey(id, home string) (ed25519.PublicKey, error) {
 		}
 	} else {
 		if _, err := os.Stat(filepath.Join(home, node.KeyFile)); err != nil {
-			return nil, fmt.Errorf("--home %s: no node identity there (run the node once first): %v", home, err)
+			return nil, fmt.Errorf("--home %s: no node identity there yet; create it with 'cellnode id --home %s' (which prints the peer ID), then delegate again", home, home)
 		}
 		sk, err := node.LoadIdentity(home)
 		if err != nil {

@@ -21,7 +21,7 @@ import (
 
 func runCmd(e *env) *cobra.Command {
 	var nf netFlags
-	var name, endpoint, dir, ref, region, mode, delegFile string
+	var name, endpoint, dir, ref, region, mode, delegFile, metricsAddr string
 	var check time.Duration
 	c := &cobra.Command{
 		Use:   "run --endpoint HOST:PORT|unix:PATH [--name ORG/NAME]",
@@ -55,6 +55,9 @@ Other cellnode commands on this machine use the node through its local API
 			if err != nil {
 				return err
 			}
+			if err := checkListenFlag(nf.listen); err != nil {
+				return err
+			}
 			cellName, commit, publishers, err := cellIdentity(name, dir, ref, log)
 			if err != nil {
 				return err
@@ -74,7 +77,7 @@ Other cellnode commands on this machine use the node through its local API
 			if err != nil {
 				return err
 			}
-			cfg := node.Config{Home: nf.home, Listen: nf.listen, Bootstrap: peers, API: true, Logger: log}
+			cfg := node.Config{Home: nf.home, Listen: nf.listen, Bootstrap: peers, API: true, Logger: log, Metrics: metricsAddr}
 			cfg.DHT.Mode = dm
 			n, err := node.New(cfg)
 			if err != nil {
@@ -86,11 +89,15 @@ Other cellnode commands on this machine use the node through its local API
 					log.Warn("not serving the manifest commit", "cid", commit, "err", err)
 				}
 			}
-			bctx, cancel := context.WithTimeout(c.Context(), 15*time.Second)
-			if err := n.Bootstrap(bctx); err != nil {
-				log.Warn("offline: the cell is visible on this machine only until a peer answers", "err", err)
+			if nf.offlineByChoice() {
+				log.Info("offline by choice (--bootstrap none): the cell is visible on this machine only")
+			} else {
+				bctx, cancel := context.WithTimeout(c.Context(), 15*time.Second)
+				if err := n.Bootstrap(bctx); err != nil {
+					log.Warn("offline: the cell is visible on this machine only until a peer answers", "err", err)
+				}
+				cancel()
 			}
-			cancel()
 			a, err := n.Announce(node.Announcement{Name: cellName, Endpoint: endpoint, Region: region, Manifest: commit,
 				CheckInterval: check, Delegation: deleg})
 			if err != nil {
@@ -120,6 +127,7 @@ Other cellnode commands on this machine use the node through its local API
 	fs.StringVar(&region, "region", "", "region to announce, e.g. eu-west")
 	fs.StringVar(&mode, "dht-mode", "auto", "serve the DHT: auto (when publicly reachable), server or client")
 	fs.DurationVar(&check, "check-interval", 2*time.Second, "how often to check the service")
+	fs.StringVar(&metricsAddr, "metrics", "", "also serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; the local API serves them too)")
 	fs.StringVar(&delegFile, "delegation", "", "a delegation from a publisher key (cellnode key delegate); re-read when it changes")
 	return c
 }

@@ -46,6 +46,9 @@ func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*ses
 	if err != nil {
 		return nil, err
 	}
+	if nf.offlineByChoice() { // not even the peers seen before
+		return &session{n: n}, nil
+	}
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = n.Bootstrap(bctx)
 	cancel()

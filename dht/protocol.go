@@ -105,6 +105,7 @@ func (d *DHT) handle(s network.Stream) {
 			resp.Records = append(resp.Records, rec.raw)
 		}
 		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
+		d.count.add("records_served", uint64(len(resp.Records)))
 	default:
 		resp.Error = fmt.Sprintf("unknown op %d", req.Op)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
@@ -45,7 +46,13 @@ type Fetcher struct {
 	router Router
 	cache  storer.EncodedObjectStorer
 	log    *slog.Logger
+
+	fetched atomic.Uint64 // objects fetched from peers
 }
+
+// Fetched returns how many objects the fetcher has fetched from peers, each
+// hash-checked.
+func (f *Fetcher) Fetched() uint64 { return f.fetched.Load() }
 
 // NewFetcher returns a Fetcher on h. router may be nil (only the hinted
 // providers are tried); cacheDir "" keeps the cache in memory, otherwise it
@@ -137,6 +144,7 @@ func (f *Fetcher) object(ctx context.Context, p peer.ID, h plumbing.Hash) (plumb
 		return nil, fmt.Errorf("%w: %s", ErrMissingObject, h)
 	}
 	got, err := fetchBatch(ctx, f.host, p, []plumbing.Hash{h}, f.cache)
+	f.fetched.Add(uint64(len(got)))
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +179,7 @@ func (f *Fetcher) fetchAll(ctx context.Context, p peer.ID, h plumbing.Hash) (int
 				return count, fmt.Errorf("%w: %s", ErrMissingObject, batch[0])
 			}
 			got, err := fetchBatch(ctx, f.host, p, batch, f.cache)
+			f.fetched.Add(uint64(len(got)))
 			if errors.Is(err, ErrMissingObject) && len(got) > 0 {
 				// The provider spent its byte budget for one request (or
 				// lacks some): ask again for the rest, which stops once a

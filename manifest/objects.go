@@ -163,6 +163,13 @@ type ServerStats struct {
 	PeakInflight int64
 }
 
+// Served returns how many objects the server has sent.
+func (s *Server) Served() uint64 {
+	s.statMu.Lock()
+	defer s.statMu.Unlock()
+	return s.stats.Objects
+}
+
 // NewServer registers a Server on h. log may be nil.
 func NewServer(h host.Host, log *slog.Logger) *Server {
 	return newServer(h, log, defaultLimits)

@@ -81,6 +81,10 @@ type AnnouncerStatus struct {
 	// WithdrawalStoredAt how many remote peers took it.
 	LastWithdrawal     time.Time `json:"last_withdrawal,omitzero"`
 	WithdrawalStoredAt int       `json:"withdrawal_stored_at,omitempty"`
+	// Checks counts the health checks made, CheckFailures those the
+	// service failed.
+	Checks        uint64 `json:"checks"`
+	CheckFailures uint64 `json:"check_failures"`
 }
 
 // Announcer keeps one cell announced while its service answers. Its
@@ -342,6 +346,10 @@ func (an *Announcer) checked(healthy bool, err error) {
 	first := s.DownChecks == 0 && !s.Healthy && s.Publishes == 0 && s.LastWithdrawal.IsZero()
 	wasHealthy, announcing := s.Healthy, s.Announcing
 	s.Healthy = healthy
+	s.Checks++
+	if !healthy {
+		s.CheckFailures++
+	}
 	if healthy {
 		down := s.DownChecks
 		s.DownChecks, s.DownSince = 0, time.Time{}
@@ -427,7 +435,7 @@ func (n *Node) publishRecord(ctx context.Context, r *dht.Record) (dht.PublishSta
 	if n.publishHook != nil {
 		return n.publishHook(ctx, r)
 	}
-	return n.dht.Publish(ctx, r)
+	return n.publishObserved(ctx, r)
 }
 
 // backoff is how long after the k-th failed publish in a row the next one

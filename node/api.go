@@ -32,6 +32,7 @@ type Status struct {
 	Peers    int               `json:"routing_table"`
 	Cells    []AnnouncerStatus `json:"cells"`
 	Counters map[string]uint64 `json:"counters"`
+	NetStatus
 }
 
 // Status returns the node's status.
@@ -43,6 +44,7 @@ func (n *Node) Status() Status {
 		s.Cells = append(s.Cells, a.Status())
 	}
 	n.mu.Unlock()
+	s.NetStatus = n.netStatus()
 	return s
 }
 
@@ -87,6 +89,7 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 	}
 	s := &apiServer{path: path, done: make(chan struct{}), finds: make(chan struct{}, apiMaxFinds)}
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.metrics.handler())
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})

@@ -115,7 +115,7 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		go func() {
 			defer wg.Done()
 			a := &answers[i]
-			a.raws, a.st, a.err = n.dht.Collect(ctx, name, pubs, n.now)
+			a.raws, a.st, a.err = n.collect(ctx, name, pubs)
 		}()
 	}
 	wg.Wait()

@@ -28,15 +28,32 @@ const (
 // security (Noise, TLS) and muxers, the connection manager above, and a
 // resource manager with libp2p's autoscaled defaults plus limits on our own
 // protocols.
-func newHost(sk crypto.PrivKey, listen []string) (host.Host, error) {
+//
+// The listen addresses are checked first (CheckListen), so that a bad one
+// gives one clear error instead of libp2p's, and a fixed port that another
+// process holds is refused: libp2p's TCP transport sets SO_REUSEPORT,
+// with which a second process can bind a port the first one listens on,
+// and then dials itself. refused, when not nil, counts what the resource
+// manager refuses.
+func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (host.Host, error) {
 	if len(listen) == 0 {
 		listen = DefaultListen
+	}
+	if err := CheckListen(listen); err != nil {
+		return nil, err
+	}
+	if err := checkPortsFree(listen); err != nil {
+		return nil, err
 	}
 	cm, err := connmgr.NewConnManager(connLow, connHigh, connmgr.WithGracePeriod(connGrace))
 	if err != nil {
 		return nil, err
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits()))
+	var rmOpts []rcmgr.Option
+	if refused != nil {
+		rmOpts = append(rmOpts, rcmgr.WithTraceReporter(refused))
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits()), rmOpts...)
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,11 @@ type Config struct {
 	Bootstrap []peer.AddrInfo
 	// API serves the local API on Home/api.sock.
 	API bool
+	// Metrics, when not "", is a TCP address (host:port) on which the
+	// node serves its Prometheus metrics at /metrics, beside the local
+	// API's /metrics; New fails, wrapping ErrMetricsAddr, when it cannot
+	// listen there.
+	Metrics string
 	// RuntimeDir is the machine-wide directory where running announcers
 	// register their cells; "" means DefaultRuntimeDir().
 	RuntimeDir string
@@ -87,6 +92,8 @@ type Node struct {
 	api   *apiServer
 	now   func() time.Time
 
+	metrics *metrics // Prometheus metrics (metrics.go)
+
 	recent  recentRecords     // records returned by recent finds
 	objects *manifest.Server  // serves the git objects of announced manifests
 	fetcher *manifest.Fetcher // fetches manifests and clones, with a cache
@@ -128,6 +135,7 @@ func New(cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log, now: cfg.Now, announcers: map[*Announcer]struct{}{}, done: make(chan struct{})}
+	n.metrics = newMetrics(n)
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -170,7 +178,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.Host != nil {
 		n.host = cfg.Host
 	} else {
-		if n.host, err = newHost(sk, cfg.Listen); err != nil {
+		if n.host, err = newHost(sk, cfg.Listen, n.metrics.refused); err != nil {
 			return nil, err
 		}
 		n.ownH = true
@@ -194,6 +202,11 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	if cfg.API {
 		if n.api, err = startAPI(n, filepath.Join(cfg.Home, APISocket)); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Metrics != "" {
+		if err := n.metrics.listen(cfg.Metrics); err != nil {
 			return nil, err
 		}
 	}
@@ -346,6 +359,7 @@ func (n *Node) Close() error {
 		if n.api != nil {
 			n.api.close()
 		}
+		n.metrics.close()
 		if n.dht != nil {
 			n.rememberPeers()
 			n.closeErr = errors.Join(n.closeErr, n.dht.Close())

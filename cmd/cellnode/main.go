@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/cli"
-	"github.com/libp2p/go-libp2p/gologshim"
+	"github.com/cellnode/cellnode/internal/logs"
 )
 
 // gracePeriod bounds the graceful stop that the first SIGINT or SIGTERM
@@ -21,11 +21,13 @@ import (
 const gracePeriod = 15 * time.Second
 
 func main() {
-	// libp2p's own logs go to the same place as ours, errors only: its
-	// warnings are mostly about peers going away, which is routine here.
-	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})
-	gologshim.SetDefaultHandler(h)
-	slog.SetDefault(slog.New(h))
+	// libp2p's and kad-dht's logs go to the same place as ours, errors
+	// only (their warnings are mostly about peers going away, which is
+	// routine here); cli.Run applies --log-format to them.
+	h, _ := logs.NewHandler(os.Stderr, "text", slog.LevelDebug)
+	sw := logs.NewSwitch(h, logs.Levels{Default: slog.LevelError})
+	logs.Route(sw)
+	slog.SetDefault(slog.New(sw))
 
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, cli.Run, gracePeriod))
 }
