@@ -143,8 +143,10 @@ func loopbackHost(address string) bool {
 	return err == nil && (ip.Unmap().IsLoopback() || ip.IsUnspecified())
 }
 
-// loopbackConn reports whether c comes over this machine's loopback
-// interface, directly: not relayed, not limited.
+// loopbackConn reports whether c comes from this machine, directly (not
+// relayed, not limited): over the loopback interface, or from one of this
+// machine's own interface addresses (nodes on one machine that listen on
+// every interface often connect over its LAN address).
 func loopbackConn(c network.Conn) bool {
 	if c.Stat().Limited {
 		return false
@@ -153,7 +155,26 @@ func loopbackConn(c network.Conn) bool {
 	if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
 		return false
 	}
-	return manet.IsIPLoopback(a)
+	return manet.IsIPLoopback(a) || ownAddr(a)
+}
+
+// ownAddr reports whether a's IP is one of this machine's interface
+// addresses.
+func ownAddr(a ma.Multiaddr) bool {
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		return false
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // localPeers returns the peers known to run on this machine without asking
@@ -181,7 +202,7 @@ func (n *Node) onThisMachine(ctx context.Context, p peer.ID) (ok bool, why strin
 		}
 	}
 	if len(conns) > 0 {
-		return false, "the peer is connected over a non-loopback address", false
+		return false, "the peer is connected from another machine's address", false
 	}
 	var loop []ma.Multiaddr
 	for _, a := range n.host.Peerstore().Addrs(p) {
@@ -208,7 +229,7 @@ func (n *Node) onThisMachine(ctx context.Context, p peer.ID) (ok bool, why strin
 			return true, "", true
 		}
 	}
-	return false, "the peer answered over a non-loopback address", true
+	return false, "the peer answered from another machine's address", true
 }
 
 // probeTarget is one dial, shared by every record that lists the endpoint.
