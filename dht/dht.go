@@ -57,7 +57,8 @@ type Config struct {
 	Flat bool
 	// DialTimeout bounds the dial of one peer during a lookup or a request
 	// of the instances protocol, so that a peer that is gone costs a short
-	// wait; 0 means 2 s.
+	// wait; 0 means 2 s. Once the routing tables' peers have latencies, the
+	// bound is 6 times their median, at least 300 ms (see dialBudget).
 	DialTimeout time.Duration
 	// BootstrapPeers are handed to kad-dht, which dials them whenever its
 	// routing table runs low. Nil means none.
@@ -305,11 +306,36 @@ func (d *DHT) Router() routing.Routing {
 	return d.kad
 }
 
+// Dial budget: a dial of a fresh connection takes a few round trips (TCP,
+// then Noise; or QUIC's one), so a peer whose dial takes dialRTTs times the
+// network's typical request latency is most likely gone.
+const (
+	dialRTTs      = 6
+	minDialBudget = 300 * time.Millisecond
+)
+
 // dialBudget bounds the dial of each peer contacted under ctx (lookups and
-// requests), so that a peer that has gone costs DialTimeout, not the
-// transport's own timeout (5 s for a dead QUIC address).
+// requests), so that a peer that has gone costs a short wait, not the
+// transport's own timeout (5 s for a dead QUIC address): dialRTTs times
+// the median request latency of the routing tables' peers (kad-dht and
+// the instances protocol record it), at least minDialBudget and at most
+// DialTimeout, which is also the budget until 3 peers have a latency.
 func (d *DHT) dialBudget(ctx context.Context) context.Context {
-	return network.WithDialPeerTimeout(ctx, d.cfg.DialTimeout)
+	return network.WithDialPeerTimeout(ctx, d.budget())
+}
+
+func (d *DHT) budget() time.Duration {
+	var lat []time.Duration
+	for _, p := range d.Peers() {
+		if l := d.host.Peerstore().LatencyEWMA(p); l > 0 {
+			lat = append(lat, l)
+		}
+	}
+	if len(lat) < 3 {
+		return d.cfg.DialTimeout
+	}
+	slices.Sort(lat)
+	return min(d.cfg.DialTimeout, max(minDialBudget, dialRTTs*lat[len(lat)/2]))
 }
 
 func (d *DHT) gcLoop() {

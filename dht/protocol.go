@@ -155,6 +155,7 @@ var errMalformedResponse = errors.New("malformed response")
 
 // exchange sends req to p on a new stream and reads the response.
 func (d *DHT) exchange(ctx context.Context, p peer.ID, req request) (*response, error) {
+	start := time.Now()
 	s, err := d.host.NewStream(ctx, p, ProtocolID)
 	if err != nil {
 		return nil, err
@@ -177,6 +178,7 @@ func (d *DHT) exchange(ctx context.Context, p peer.ID, req request) (*response, 
 		return nil, err
 	}
 	d.count.add("bytes_received", uint64(len(b)))
+	d.host.Peerstore().RecordLatency(p, time.Since(start))
 	var resp response
 	if err := msgDec.Unmarshal(b, &resp); err != nil {
 		return nil, fmt.Errorf("%w: %w", errMalformedResponse, err)
