@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
@@ -69,6 +70,7 @@ type apiServer struct {
 	path  string
 	done  chan struct{}
 	finds chan struct{} // one token per running find or manifest fetch
+	cache *findCache    // recent finds' results (see findFresh)
 }
 
 // startAPI serves the local API on a unix socket at path, mode 0600. A stale
@@ -87,7 +89,7 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("node: local API: %w", err)
 	}
-	s := &apiServer{path: path, done: make(chan struct{}), finds: make(chan struct{}, apiMaxFinds)}
+	s := &apiServer{path: path, done: make(chan struct{}), finds: make(chan struct{}, apiMaxFinds), cache: newFindCache()}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", n.metrics.handler())
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -100,10 +102,6 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("%d publishers, at most %d", len(r.URL.Query()["publisher"]), apiMaxPublishers)})
 			return
 		}
-		if !s.acquire(ctx, w) {
-			return
-		}
-		defer s.release()
 		var opts FindOptions
 		for _, k := range r.URL.Query()["publisher"] {
 			pub, err := dht.ParsePublicKey(k)
@@ -114,12 +112,39 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 			opts.Publishers = append(opts.Publishers, pub)
 		}
 		opts.All = r.URL.Query().Get("all") == "1"
-		res, err := n.FindWith(ctx, r.URL.Query().Get("name"), opts)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-			return
+		name := r.URL.Query().Get("name")
+		key := findKey(name, opts)
+		body, age := s.cache.get(key, func(ctx context.Context) []byte {
+			select {
+			case s.finds <- struct{}{}: // a refresh takes a find's place, or none
+			default:
+				return nil
+			}
+			defer s.release()
+			res, err := n.FindWith(ctx, name, opts)
+			if err != nil {
+				return nil
+			}
+			return encodeFind(res)
+		})
+		if body == nil {
+			if !s.acquire(ctx, w) {
+				return
+			}
+			res, err := n.FindWith(ctx, name, opts)
+			s.release()
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+				return
+			}
+			body = encodeFind(res)
+			s.cache.put(key, body)
 		}
-		writeJSON(w, http.StatusOK, res)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Age", strconv.Itoa(int(age/time.Second)))
+		w.Header().Set("X-Cellnode-Age-Ms", strconv.FormatFloat(float64(age)/float64(time.Millisecond), 'f', 3, 64))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
 	})
 	mux.HandleFunc("GET /v1/manifest", func(w http.ResponseWriter, r *http.Request) {
 		c, err := manifest.ParseCID(r.URL.Query().Get("cid"))
@@ -189,6 +214,7 @@ func (s *apiServer) close() {
 	defer cancel()
 	_ = s.srv.Shutdown(ctx)
 	<-s.done
+	s.cache.close()
 	_ = os.Remove(s.path)
 }
 
