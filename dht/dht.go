@@ -319,7 +319,8 @@ const (
 // transport's own timeout (5 s for a dead QUIC address): dialRTTs times
 // the median request latency of the routing tables' peers (kad-dht and
 // the instances protocol record it), at least minDialBudget and at most
-// DialTimeout, which is also the budget until 3 peers have a latency.
+// DialTimeout, which is also the budget until a peer has a latency (a
+// node records its first from the time its bootstrap dial took).
 func (d *DHT) dialBudget(ctx context.Context) context.Context {
 	return network.WithDialPeerTimeout(ctx, d.budget())
 }
@@ -331,7 +332,7 @@ func (d *DHT) budget() time.Duration {
 			lat = append(lat, l)
 		}
 	}
-	if len(lat) < 3 {
+	if len(lat) == 0 {
 		return d.cfg.DialTimeout
 	}
 	slices.Sort(lat)

@@ -258,9 +258,18 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	if len(n.cfg.Bootstrap) == 0 && len(known) == 0 {
 		return fmt.Errorf("%w (no bootstrap peers configured)", ErrOffline)
 	}
+	start := time.Now()
 	connected, err := bootstrap.Connect(ctx, n.host, n.cfg.Bootstrap, known, 0)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrOffline, err)
+	}
+	// A first estimate of the network's round trip for the DHT's dial
+	// budget, before any request has measured one: a dial takes one to
+	// three round trips.
+	for _, p := range connected {
+		if n.host.Peerstore().LatencyEWMA(p) == 0 {
+			n.host.Peerstore().RecordLatency(p, time.Since(start)/2)
+		}
 	}
 	n.log.Info("bootstrapped", "peers", len(connected))
 	// Identify runs after the connection is up; a routing table takes a
