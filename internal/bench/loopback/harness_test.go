@@ -340,6 +340,9 @@ func TestProc(t *testing.T) {
 	if err != nil || code != 3 {
 		t.Fatalf("Wait = %d, %v; want 3", code, err)
 	}
+	if at, ok := p.ExitedAt(); !ok || at.Before(p.Started) {
+		t.Errorf("ExitedAt = %v, %v; want a time after the start %v", at, ok, p.Started)
+	}
 	if got := p.Lines(); !slices.Equal(got, []string{"hello", "second", "partial"}) {
 		t.Errorf("Lines = %q", got)
 	}
@@ -373,6 +376,9 @@ func TestProcStop(t *testing.T) {
 	p, err := StartProc("sleep", "sleep", []string{"60"}, nil, filepath.Join(t.TempDir(), "sleep.log"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, ok := p.ExitedAt(); ok {
+		t.Error("ExitedAt reports a running process as exited")
 	}
 	p.Stop(10 * time.Second)
 	if !p.Exited() {

@@ -453,7 +453,7 @@ func benchWithdrawals(b *testing.B, cfg Config, bin string) {
 	t := e.table
 	startF := t.Measure("stop_batch_start_to_findable", "f. start to findable in a batch / lease grant+put+get")
 	gone := t.Measure("stop_batch_stop_to_exit", "f. SIGTERM to exit / lease revoke+get")
-	var stops, exited0, lost, listedFirst, notFindable, etcdLost int
+	var stops, exited0, lost, listedFirst, notFindable, checkFailed, etcdLost int
 	batch := 0
 	for stops < cfg.Stops {
 		n := min(cfg.Batch, cfg.Stops-stops)
@@ -463,6 +463,7 @@ func benchWithdrawals(b *testing.B, cfg Config, bin string) {
 			lost += r.lost
 			listedFirst += r.listedFirst
 			notFindable += r.notFindable
+			checkFailed += r.checkFailed
 		}, func() {
 			for i := range n {
 				key := fmt.Sprintf("%s%d-%d", etcdPrefix(stopCell), batch, i)
@@ -488,13 +489,14 @@ func benchWithdrawals(b *testing.B, cfg Config, bin string) {
 	t.Count("exited_0", "f. of those, exited 0", float64(exited0), float64(stops-notFindable))
 	t.Count("lost_withdrawals", "f. LOST withdrawals: exited 0, still listed by a warm find 5 s later", float64(lost), float64(exited0))
 	t.Count("listed_after_exit", "f. exited 0, listed by the first warm find that started after the exit", float64(listedFirst), float64(exited0))
+	t.Count("lost_checks_failed", "f. lost-withdrawal checks (one find per long-lived sidecar per batch) that failed", float64(checkFailed), float64(len(e.stable)*batch))
 	t.Count("etcd_lost", "f. etcd keys still there after their lease was revoked", float64(etcdLost), float64(stops))
 	e.snapshot("end_", e.stable, true)
 	t.Note("f: before each batch of %d, %d of the %d churn sidecars are SIGKILLed (replaced after the batch), so that publishes meet dead peers", cfg.Batch, min(2, cfg.Churn), cfg.Churn)
 	e.report(fmt.Sprintf("loopback withdrawals: %d SIGTERMs in batches of %d", cfg.Stops, cfg.Batch))
 }
 
-type batchResult struct{ exited0, lost, listedFirst, notFindable int }
+type batchResult struct{ exited0, lost, listedFirst, notFindable, checkFailed int }
 
 // stopBatch kills two churn sidecars, starts n sidecars of stopCell at
 // once, SIGTERMs each as soon as a warm find lists it, and checks who is
@@ -527,8 +529,8 @@ func (e *env) stopBatch(n int, startF, gone *Measure) batchResult {
 		pending := 0
 		now := time.Now()
 		for _, m := range ms {
-			if m.exitAt.IsZero() && !m.termAt.IsZero() && m.s.Proc.Exited() {
-				m.exitAt = now
+			if at, ok := m.s.Proc.ExitedAt(); ok && m.exitAt.IsZero() && !m.termAt.IsZero() {
+				m.exitAt = at
 				m.code, _ = m.s.Proc.Wait(e.ctx)
 				gone.Cell.Add(m.exitAt.Sub(m.termAt))
 			}
@@ -583,27 +585,34 @@ func (e *env) stopBatch(n int, startF, gone *Measure) batchResult {
 			lastExit = m.exitAt
 		}
 	}
-	// 5 s after the last exit, every finder is asked: a withdrawal that
+	// 5 s after the last exit, every finder is asked at once: a withdrawal that
 	// reached the network hides the instance at once; one that did not
 	// leaves it listed for up to a record's life.
 	if !lastExit.IsZero() {
 		time.Sleep(time.Until(lastExit.Add(5 * time.Second)))
 	}
 	listed := map[string]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, f := range e.stable {
-		ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
-		r, err := f.Find(ctx, stopCell)
-		cancel()
-		if err != nil {
-			e.table.Note("f: lost-withdrawal check through %s: %v", f.Home, err)
-			continue
-		}
-		for _, m := range ms {
-			if r.Lists(m.s.Endpoint) {
-				listed[m.s.Endpoint] = true
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+			r, err := f.Find(ctx, stopCell)
+			cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.checkFailed++
+				return
 			}
-		}
+			for _, m := range ms {
+				if r.Lists(m.s.Endpoint) {
+					listed[m.s.Endpoint] = true
+				}
+			}
+		})
 	}
+	wg.Wait()
 	for _, m := range ms {
 		m.s.CloseService()
 		if m.exitAt.IsZero() || m.code != 0 {

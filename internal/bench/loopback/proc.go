@@ -24,6 +24,7 @@ type Proc struct {
 	logf    *os.File
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // valid once done is closed
+	exitAt  time.Time     // when Wait returned; valid once done is closed
 
 	mu      sync.Mutex
 	lines   []string
@@ -52,6 +53,7 @@ func StartProc(name, bin string, args, env []string, logPath string) (*Proc, err
 	}
 	go func() {
 		p.waitErr = p.cmd.Wait()
+		p.exitAt = time.Now()
 		p.mu.Lock()
 		if len(p.partial) > 0 {
 			p.lines = append(p.lines, string(p.partial))
@@ -158,6 +160,17 @@ func (p *Proc) Exited() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// ExitedAt returns when the process was seen to exit (when its wait
+// returned), and false while it runs.
+func (p *Proc) ExitedAt() (time.Time, bool) {
+	select {
+	case <-p.done:
+		return p.exitAt, true
+	default:
+		return time.Time{}, false
 	}
 }
 
