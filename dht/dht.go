@@ -218,7 +218,8 @@ type space struct {
 	proto   protocol.ID // its kad protocol, which the host serves while the DHT does
 	kad     *kaddht.IpfsDHT
 	closest closestCache // the closest peers of recent finds, by key
-	storers closestCache // the peers that took this node's last publish, by key (ttl storersTTL)
+	storers closestCache // the closest peers that took this node's last publish, by key (ttl storersTTL)
+	holders closestCache // every peer that took it, early PUTs included (for withdrawals)
 }
 
 // storersTTL is how long a publish reuses the storers that took the
@@ -233,7 +234,7 @@ const storersTTL = 2 * time.Minute
 const minReuse = 3
 
 func newSpace(name string, proto protocol.ID, kad *kaddht.IpfsDHT) *space {
-	return &space{name: name, proto: proto, kad: kad, storers: closestCache{ttl: storersTTL}}
+	return &space{name: name, proto: proto, kad: kad, storers: closestCache{ttl: storersTTL}, holders: closestCache{ttl: storersTTL}}
 }
 
 // serving reports whether the node currently serves sp: kad-dht's Mode
@@ -540,7 +541,8 @@ func (d *DHT) closerKnown(sp *space, key string, storers []peer.ID) bool {
 // name's set (pub nil) or of the publisher's set. When the storers that
 // took the previous publish of this key are remembered (storersTTL), it
 // sends r to them alone and is done if every one takes it, unless the
-// routing table knows a closer peer than one of them. Otherwise it
+// routing table knows a closer peer than one of them, or r is a
+// withdrawal: a withdrawal goes to them and through a lookup. Otherwise it
 // looks up the closest peers: likely storers are sent the record as the
 // lookup hears of them, so that it can be found before the lookup ends;
 // the lookup's closest peers are sent it at the end. It returns the first
@@ -573,7 +575,15 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 			}
 		}()
 	}
-	if prev := sp.storers.get(key, time.Now()); len(prev) >= minReuse && !d.closerKnown(sp, key, prev) {
+	prev := sp.storers.get(key, time.Now())
+	if r.Withdrawn {
+		// A withdrawal goes to every peer that took the last record
+		// (peripheral storers that took an early PUT included: finders
+		// may remember them) and through a fresh lookup.
+		for _, p := range sp.holders.get(key, time.Now()) {
+			store(p)
+		}
+	} else if len(prev) >= minReuse && !d.closerKnown(sp, key, prev) {
 		for _, p := range prev {
 			store(p)
 		}
@@ -598,7 +608,7 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 	}
 	wg.Wait()
 	if stored > 0 {
-		if err == nil { // remember the closest that took r
+		if err == nil { // remember the closest that took r, and all that did
 			var reuse []peer.ID
 			for _, p := range peers {
 				if slices.Contains(took, p) {
@@ -606,6 +616,7 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 				}
 			}
 			sp.storers.put(key, reuse, time.Now())
+			sp.holders.put(key, took, time.Now())
 		}
 		return len(peers), len(sentTo), stored, nil
 	}

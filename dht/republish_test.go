@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"crypto/ed25519"
 	"slices"
 	"testing"
 	"time"
@@ -60,5 +61,35 @@ func TestRepublishReusesStorers(t *testing.T) {
 	recs, _, err = finder.dht.Find(ctx, "acme/re", clk.Now)
 	if err != nil || len(recs) != 1 || recs[0].Seq != 3 {
 		t.Fatalf("find after a storer left: %v, %v", err, recs)
+	}
+}
+
+// A withdrawal reaches every peer that took the last record, the early
+// likely storers met on the lookup's way included, not only the closest a
+// republish reuses: a finder may remember any of them.
+func TestWithdrawalReachesEveryHolder(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 16, clk)
+	pub := nodes[3]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := pub.dht.Publish(ctx, pub.record(t, "acme/gone", 1, clk.Now(), "10.0.0.1:1")); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Second)
+	w, err := Sign(pub.priv, Record{Name: "acme/gone", PublicKey: pub.priv.Public().(ed25519.PublicKey), Seq: 2,
+		Issued: clk.Now(), Expires: clk.Now().Add(time.Minute), Withdrawn: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.dht.Publish(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		for _, r := range n.dht.Store().GetFor("acme/gone", nil) {
+			if !r.Withdrawn {
+				t.Fatalf("node %d still holds the live record (seq %d) after the withdrawal", i, r.Seq)
+			}
+		}
 	}
 }
