@@ -62,7 +62,7 @@ func reencode(t *testing.T, raw []byte, priv ed25519.PrivateKey, edit func(*body
 	edit(&b)
 	env.Body, _ = encMode.Marshal(b)
 	if priv != nil {
-		env.Sig = ed25519Sign(priv, env.Body)
+		env.Sig = signDomain(priv, RecordDomain, env.Body)
 	}
 	out, _ := encMode.Marshal(env)
 	return out
@@ -73,10 +73,10 @@ func TestVerifyRejects(t *testing.T) {
 	good := mustSign(t, priv, testRecord(priv))
 	now := t0.Add(10 * time.Second)
 
-	pureSig := func() []byte { // same body, signed with pure Ed25519 (no context)
+	resign := func(sign func(body []byte) []byte) []byte { // same body, another signature
 		var env envelope
 		_ = cbor.Unmarshal(good, &env)
-		env.Sig = ed25519.Sign(priv, env.Body)
+		env.Sig = sign(env.Body)
 		out, _ := encMode.Marshal(env)
 		return out
 	}
@@ -106,11 +106,17 @@ func TestVerifyRejects(t *testing.T) {
 		{"oversized", make([]byte, MaxRecordSize+1), "", now, ErrTooLarge},
 		{"bad signature", reencode(t, good, nil, func(b *body) { b.Region = "us-east" }), "", now, ErrBadSignature},
 		{"signed by another key", reencode(t, good, other, func(b *body) {}), "", now, ErrBadSignature},
-		{"pure ed25519 signature", pureSig(), "", now, ErrBadSignature},
+		{"ed25519 over the body alone (no domain)", resign(func(b []byte) []byte { return ed25519.Sign(priv, b) }), "", now, ErrBadSignature},
+		{"v1 signature (Ed25519ctx)", resign(func(b []byte) []byte { return ctxSig(priv, "cellnode/instance/v1", b) }), "", now, ErrBadSignature},
+		{"delegation domain", resign(func(b []byte) []byte { return signDomain(priv, DelegationDomain, b) }), "", now, ErrBadSignature},
+		{"S + L", resign(func(b []byte) []byte { return addL(signDomain(priv, RecordDomain, b)) }), "", now, ErrNonCanonicalSignature},
 		{"peer id of another key", reencode(t, good, priv, func(b *body) {
-			id, _ := peerIDOf(other.Public().(ed25519.PublicKey))
-			b.Peer = []byte(id)
+			b.Peer = peerIDBytes(other.Public().(ed25519.PublicKey))
 		}), "", now, ErrPeerMismatch},
+		{"small-order key", reencode(t, good, priv, func(b *body) {
+			b.Key = smallOrderPoints[0]
+			b.Peer = peerIDBytes(b.Key)
+		}), "", now, ErrSmallOrderKey},
 		{"another name", good, "acme/other", now, ErrWrongName},
 		{"lifetime over 60s", reencode(t, good, priv, func(b *body) { b.Expires = b.Issued + 60_001 }), "", now, ErrLifetime},
 		{"expires before issued", reencode(t, good, priv, func(b *body) { b.Expires = b.Issued - 1 }), "", now, ErrMalformed},
@@ -120,7 +126,13 @@ func TestVerifyRejects(t *testing.T) {
 		{"expired within skew", good, "", t0.Add(60*time.Second + MaxSkew), nil},
 		{"non-canonical envelope", nonCanonicalEnvelope(), "", now, ErrNonCanonical},
 		{"trailing bytes", append(bytes.Clone(good), 0), "", now, ErrMalformed},
-		{"version 2", reencode(t, good, priv, func(b *body) { b.Version = 2 }), "", now, ErrMalformed},
+		{"version 1", reencode(t, good, priv, func(b *body) { b.Version = 1 }), "", now, ErrMalformed},
+		{"version 3", reencode(t, good, priv, func(b *body) { b.Version = 3 }), "", now, ErrMalformed},
+		{"endpoint without a port", reencode(t, good, priv, func(b *body) { b.Endpoints = []string{"host"} }), "", now, ErrMalformed},
+		{"manifest of codec raw", reencode(t, good, priv, func(b *body) {
+			b.Manifest = cid.NewCidV1(cid.Raw, cid.MustParse("baf4bcfd4bh5gdnl6n7fygqbk6hbtfbqgmkbqvci").Hash()).Bytes()
+		}), "", now, ErrMalformed},
+		{"seq over 2^63-1", reencode(t, good, priv, func(b *body) { b.Seq = MaxSeq + 1 }), "", now, ErrMalformed},
 		{"bad name", reencode(t, good, priv, func(b *body) { b.Name = "Acme/Exchange" }), "", now, ErrMalformed},
 		{"no endpoints", reencode(t, good, priv, func(b *body) { b.Endpoints = []string{} }), "", now, ErrMalformed},
 		{"null endpoints", reencode(t, good, priv, func(b *body) { b.Endpoints = nil }), "", now, ErrMalformed},
@@ -162,25 +174,25 @@ func TestNonCanonicalBody(t *testing.T) {
 	good := mustSign(t, priv, testRecord(priv))
 	var env envelope
 	_ = cbor.Unmarshal(good, &env)
-	// Append an unknown key 11 to the body map by hand: a decoder that
+	// Append an unknown key 12 to the body map by hand: a decoder that
 	// ignored unknown fields would accept a record that re-encodes shorter.
 	b := bytes.Clone(env.Body)
 	if b[0]&0xe0 != 0xa0 {
 		t.Fatalf("body is not a small map: %x", b[0])
 	}
 	b[0]++
-	b = append(b, 0x0b, 0x00)
+	b = append(b, 0x0c, 0x00)
 	env.Body = b
-	env.Sig = ed25519Sign(priv, b)
+	env.Sig = signDomain(priv, RecordDomain, b)
 	raw, _ := encMode.Marshal(env)
-	if _, err := Decode(raw); !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNonCanonical) {
+	if _, err := Decode(raw); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("unknown field: err = %v", err)
 	}
 	// A one-byte uint written in the long form is valid CBOR but not canonical.
 	b2 := bytes.Clone(env.Body[:0])
 	b2 = append(b2, 0xa1, 0x00, 0x1b, 0, 0, 0, 0, 0, 0, 0, 1) // {0: 1} with an 8-byte uint
 	env.Body = b2
-	env.Sig = ed25519Sign(priv, b2)
+	env.Sig = signDomain(priv, RecordDomain, b2)
 	raw, _ = encMode.Marshal(env)
 	if _, err := Decode(raw); !errors.Is(err, ErrNonCanonical) {
 		t.Fatalf("long-form uint: err = %v", err)
@@ -248,7 +260,7 @@ type golden struct {
 // TestGolden pins the signed format: the same fields and key must always
 // give these exact bytes, and these bytes must always verify.
 func TestGolden(t *testing.T) {
-	const path = "testdata/record_v1.json"
+	const path = "testdata/record_v2.json"
 	priv := testKey(7)
 	r := testRecord(priv)
 	r.Manifest = cid.MustParse("baf4bcfd4bh5gdnl6n7fygqbk6hbtfbqgmkbqvci")
@@ -259,7 +271,7 @@ func TestGolden(t *testing.T) {
 	var env envelope
 	_ = cbor.Unmarshal(s.Bytes(), &env)
 	got := golden{
-		Comment:   "cellnode instance record v1; Ed25519ctx (RFC 8032) with context \"cellnode/instance/v1\" over body_hex; see docs/records.md",
+		Comment:   "cellnode instance record v2: plain Ed25519 (RFC 8032) over 0x14 || \"cellnode/instance/v2\" || body; see docs/records.md",
 		Seed:      hex.EncodeToString(priv.Seed()),
 		Name:      r.Name,
 		Peer:      s.Peer.String(),
@@ -290,14 +302,15 @@ func TestGolden(t *testing.T) {
 	if got.Record != want.Record || got.Body != want.Body || got.Signature != want.Signature || got.Peer != want.Peer {
 		t.Fatalf("signed format changed:\n got %s\nwant %s", got.Record, want.Record)
 	}
-	// The signature checks with the standard library alone, given only the
-	// seed, the body bytes and the context string.
+	// The signature checks with plain Ed25519 of the standard library,
+	// given only the seed, the body bytes and the domain string.
 	seed, _ := hex.DecodeString(want.Seed)
 	bodyBytes, _ := hex.DecodeString(want.Body)
 	sig, _ := hex.DecodeString(want.Signature)
 	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
-	if err := ed25519.VerifyWithOptions(pub, bodyBytes, sig, &ed25519.Options{Context: "cellnode/instance/v1"}); err != nil {
-		t.Fatalf("golden signature: %v", err)
+	msg := append([]byte{byte(len("cellnode/instance/v2"))}, "cellnode/instance/v2"...)
+	if !ed25519.Verify(pub, append(msg, bodyBytes...), sig) {
+		t.Fatal("golden signature does not verify as plain Ed25519")
 	}
 	raw, _ := hex.DecodeString(want.Record)
 	d, err := Verify(raw, want.Name, time.UnixMilli(want.IssuedMS))
@@ -331,8 +344,13 @@ func FuzzDecode(f *testing.F) {
 		if !bytes.Equal(r.Bytes(), raw) {
 			t.Fatal("accepted bytes differ from Bytes()")
 		}
-		if r.checkStatic() != nil {
-			t.Fatal("accepted a record that breaks the static rules")
+		for _, e := range r.Endpoints {
+			if CheckEndpoint(e) != nil {
+				t.Fatalf("accepted endpoint %q", e)
+			}
+		}
+		if checkKey(r.PublicKey) != nil {
+			t.Fatal("accepted a weak key")
 		}
 	})
 }
