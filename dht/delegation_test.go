@@ -117,6 +117,9 @@ func TestDelegationTamper(t *testing.T) {
 }
 
 func FuzzDecodeDelegation(f *testing.F) {
+	for _, raw := range vectorInputs(f, "delegation") {
+		f.Add(raw)
+	}
 	d := testDelegation(f, testKey(10), "acme/exchange", testKey(1).Public().(ed25519.PublicKey), t0, time.Hour)
 	f.Add(d.Bytes())
 	f.Add([]byte{0xa2, 0x01, 0x40, 0x02, 0x40})

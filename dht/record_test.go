@@ -3,10 +3,12 @@ package dht
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
+	"math/big"
 	"os"
 	"strings"
 	"testing"
@@ -323,6 +325,9 @@ func TestGolden(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
+	for _, raw := range vectorInputs(f, "record") {
+		f.Add(raw)
+	}
 	priv := testKey(1)
 	good := mustSign(f, priv, testRecord(priv))
 	f.Add(good)
@@ -373,4 +378,160 @@ func TestParseName(t *testing.T) {
 			t.Errorf("ParseName(%q) error does not wrap ErrInvalidName", tc.in)
 		}
 	}
+}
+
+func TestCheckEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"192.0.2.7:9000", true}, {"h:1", true}, {"h:65535", true}, {"My_Host-1.example.org:80", true},
+		{"[::1]:80", true}, {"[2001:DB8::1]:443", true}, {"[::ffff:192.0.2.1]:1", true},
+		{"unix:/run/x.sock", true}, {"unix:/a", true}, {"unix:/" + strings.Repeat("a", 250), true},
+		{"", false}, {"no-port", false}, {"host:0", false}, {"host:65536", false}, {"host:99999", false},
+		{"host:080", false}, {"host:+80", false}, {"host:-1", false}, {"host:", false}, {"host:8o", false},
+		{":9000", false}, {"a b:1", false}, {"exa%mple:80", false}, {"é.example:80", false},
+		{"::1:80", false}, {"[::1:80", false}, {"[::1]", false}, {"[]:80", false}, {"[g::1]:80", false},
+		{"[fe80::1%eth0]:80", false}, {"unix:rel.sock", false}, {"unix:80", false}, {"unix:/", false},
+		{"unix:", false}, {"unix:/a b", false}, {"unix:/a\x00", false}, {"unix:/" + strings.Repeat("a", 251), false},
+		{"host:80\n", false},
+	} {
+		err := CheckEndpoint(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckEndpoint(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrMalformed) {
+			t.Errorf("CheckEndpoint(%q) error does not wrap ErrMalformed", tc.in)
+		}
+	}
+}
+
+func TestCheckRegion(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"", true}, {"eu-west", true}, {"eu west (2)", true}, {strings.Repeat("r", 64), true},
+		{strings.Repeat("r", 65), false}, {"eu\nwest", false}, {"\x1b[31m", false}, {"zürich", false}, {"\x7f", false},
+	} {
+		if err := CheckRegion(tc.in); (err == nil) != tc.ok {
+			t.Errorf("CheckRegion(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+}
+
+// TestCheckKey holds checkKey's answer to the slow reference decoder of
+// edwards_test.go, for edge encodings and for random bytes.
+func TestCheckKey(t *testing.T) {
+	var inputs [][]byte
+	for _, y := range []*big.Int{big.NewInt(0), big.NewInt(1), big.NewInt(2), big.NewInt(18), big.NewInt(19),
+		new(big.Int).Sub(fieldP, bigOne), fieldP, new(big.Int).Add(fieldP, bigOne), new(big.Int).Add(fieldP, big.NewInt(18)),
+		new(big.Int).Sub(new(big.Int).Lsh(bigOne, 255), bigOne)} {
+		inputs = append(inputs, edEncodeY(y, 0), edEncodeY(y, 1))
+	}
+	inputs = append(inputs, smallOrderPoints...)
+	seed := sha512.Sum512([]byte("checkKey"))
+	for i := range 400 {
+		seed = sha512.Sum512(seed[:])
+		b := bytes.Clone(seed[:32])
+		if i%2 == 0 {
+			b[31] &= 0x7f
+		}
+		inputs = append(inputs, b)
+	}
+	for i := range 8 {
+		inputs = append(inputs, testKey(byte(i)).Public().(ed25519.PublicKey))
+	}
+	var points, small int
+	for _, in := range inputs {
+		p, ok := edDecode(in)
+		err := checkKey(in)
+		switch {
+		case !ok:
+			if !errors.Is(err, ErrNonCanonicalKey) {
+				t.Errorf("%x: not a canonical point, checkKey says %v", in, err)
+			}
+		case edEqual(edMul(big.NewInt(8), p), edIdentity):
+			small++
+			if !errors.Is(err, ErrSmallOrderKey) {
+				t.Errorf("%x: small order, checkKey says %v", in, err)
+			}
+		default:
+			points++
+			if err != nil {
+				t.Errorf("%x: a valid point, checkKey says %v", in, err)
+			}
+		}
+	}
+	if points < 100 || small != 8+4 { // y = 0, 1, p-1 with both signs canonical: 4 of the edge inputs
+		t.Fatalf("%d points, %d small-order inputs: the inputs do not cover the cases", points, small)
+	}
+	// S is canonical below L, not at or above it.
+	lm1 := leScalar(new(big.Int).Sub(groupLn, bigOne))
+	if !scalarBelowL(lm1) || scalarBelowL(groupL) || scalarBelowL(bytes.Repeat([]byte{0xff}, 32)) || !scalarBelowL(make([]byte, 32)) {
+		t.Fatal("scalarBelowL is wrong at the edges")
+	}
+}
+
+// TestSignRefuses: Sign does not make a record that Decode would refuse.
+func TestSignRefuses(t *testing.T) {
+	priv := testKey(1)
+	for name, edit := range map[string]func(*Record){
+		"endpoint without port": func(r *Record) { r.Endpoints = []string{"host"} },
+		"relative unix path":    func(r *Record) { r.Endpoints = []string{"unix:x.sock"} },
+		"region with a newline": func(r *Record) { r.Region = "a\nb" },
+		"manifest of codec raw": func(r *Record) {
+			r.Manifest = cid.NewCidV1(cid.Raw, cid.MustParse("baf4bcfd4bh5gdnl6n7fygqbk6hbtfbqgmkbqvci").Hash())
+		},
+		"seq 0":             func(r *Record) { r.Seq = 0 },
+		"seq over 2^63-1":   func(r *Record) { r.Seq = MaxSeq + 1 },
+		"issued pre-1970":   func(r *Record) { r.Issued, r.Expires = time.UnixMilli(-10), time.UnixMilli(10) },
+		"lifetime 61 s":     func(r *Record) { r.Expires = r.Issued.Add(61 * time.Second) },
+		"no endpoints":      func(r *Record) { r.Endpoints = nil },
+		"bad name":          func(r *Record) { r.Name = "x" },
+		"withdrawal w/ eps": func(r *Record) { r.Withdrawn = true },
+	} {
+		r := testRecord(priv)
+		edit(&r)
+		if _, err := Sign(priv, r); err == nil {
+			t.Errorf("%s: Sign succeeded", name)
+		}
+	}
+}
+
+// vectorInputs returns the inputs of the conformance vectors of kind.
+func vectorInputs(tb testing.TB, kind string) [][]byte {
+	b, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var f vectorFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		tb.Fatal(err)
+	}
+	var out [][]byte
+	for _, v := range f.Vectors {
+		if v.Kind == kind {
+			raw, _ := hex.DecodeString(v.Input)
+			out = append(out, raw)
+		}
+	}
+	return out
+}
+
+// FuzzCBOR: whatever decodeCBOR accepts and finds canonical re-encodes to
+// the same bytes, and decoding never panics.
+func FuzzCBOR(f *testing.F) {
+	for _, raw := range vectorInputs(f, "record") {
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		v, err := decodeCBOR(raw)
+		if err != nil {
+			return
+		}
+		if canonicalCBOR(raw, v) == nil && !bytes.Equal(encodeCBOR(nil, v), raw) {
+			t.Fatal("canonical input re-encodes to other bytes")
+		}
+	})
 }
