@@ -92,6 +92,9 @@ func SignDelegation(priv ed25519.PrivateKey, d Delegation) (*Delegation, error) 
 	if err := b.check(); err != nil {
 		return nil, err
 	}
+	if err := checkKey(b.Node); err != nil {
+		return nil, delegationErr("node key: %w", err)
+	}
 	bb, err := encMode.Marshal(b)
 	if err != nil {
 		return nil, err
@@ -113,7 +116,12 @@ func SignDelegation(priv ed25519.PrivateKey, d Delegation) (*Delegation, error) 
 // field rules, both keys, and the publisher's signature. It does not look
 // at a clock or at which record carries it: see CheckFor. Errors are
 // *DelegationError.
-func DecodeDelegation(raw []byte) (*Delegation, error) {
+func DecodeDelegation(raw []byte) (*Delegation, error) { return decodeDelegation(raw, nil) }
+
+// decodeDelegation is DecodeDelegation for a delegation carried by a record
+// whose key, verified, is verifiedKey: a node key equal to it needs no
+// second curve check.
+func decodeDelegation(raw, verifiedKey []byte) (*Delegation, error) {
 	if len(raw) > MaxDelegationSize {
 		return nil, delegationErr("%w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxDelegationSize)
 	}
@@ -140,13 +148,19 @@ func DecodeDelegation(raw []byte) (*Delegation, error) {
 	if again, err := encMode.Marshal(b); err != nil || !bytes.Equal(again, bodyBytes) {
 		return nil, delegationErr("%w: body fields re-encode to other bytes", ErrNonCanonical)
 	}
-	if err := checkKey(b.Node); err != nil {
+	nodeCheck := checkKey
+	if verifiedKey != nil && bytes.Equal(b.Node, verifiedKey) {
+		nodeCheck = checkKeyBytes
+	}
+	if err := nodeCheck(b.Node); err != nil {
 		return nil, delegationErr("node key: %w", err)
 	}
-	if err := checkKey(b.Publisher); err != nil {
+	if err := checkKeyBytes(b.Publisher); err != nil {
 		return nil, delegationErr("publisher key: %w", err)
 	}
-	if err := checkSignature(b.Publisher, SignedMessage(DelegationDomain, bodyBytes), sig); err != nil {
+	if err := verifyBy(b.Publisher, func() error {
+		return checkSignature(b.Publisher, SignedMessage(DelegationDomain, bodyBytes), sig)
+	}); err != nil {
 		return nil, delegationErr("%w (not signed by the publisher key it names)", err)
 	}
 	return &Delegation{Name: b.Name, Node: bytes.Clone(b.Node), Publisher: bytes.Clone(b.Publisher),

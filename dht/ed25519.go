@@ -95,32 +95,87 @@ func leBig(b []byte) *big.Int {
 // order. Such keys are refused: a small-order key "verifies" signatures
 // anyone can make.
 func checkKey(pub []byte) error {
+	if err := checkKeyBytes(pub); err != nil {
+		return err
+	}
+	return checkOnCurve(pub)
+}
+
+// checkKeyBytes is checkKey without the costly test that a point with that
+// y exists, which a successful signature verification implies (verifying
+// decodes the key): verify first, and call checkOnCurve only on failure, to
+// report the key rather than the signature.
+func checkKeyBytes(pub []byte) error {
 	if len(pub) != ed25519.PublicKeySize {
 		return fmt.Errorf("%w: %d bytes", ErrNonCanonicalKey, len(pub))
 	}
-	yb := bytes.Clone(pub)
-	sign := yb[31] >> 7
-	yb[31] &= 0x7f
-	y := leBig(yb)
-	if y.Cmp(fieldP) >= 0 {
+	// y < p: p is ed ff … ff 7f little-endian.
+	top := pub[31] & 0x7f
+	if top == 0x7f && pub[0] >= 0xed && allFF(pub[1:31]) {
 		return fmt.Errorf("%w: y is not below 2^255-19", ErrNonCanonicalKey)
 	}
-	// x² = (y² - 1) / (d·y² + 1); x exists iff that is a square mod p.
+	// x = 0 exactly when y = 1 or y = p - 1 (ec ff … ff 7f).
+	if pub[31]&0x80 != 0 {
+		yOne := pub[0] == 1 && allZero(pub[1:31]) && top == 0
+		yMinusOne := pub[0] == 0xec && allFF(pub[1:31]) && top == 0x7f
+		if yOne || yMinusOne {
+			return fmt.Errorf("%w: x is 0 but the sign bit is set", ErrNonCanonicalKey)
+		}
+	}
+	if isSmallOrder(pub) {
+		return ErrSmallOrderKey
+	}
+	return nil
+}
+
+func allFF(b []byte) bool {
+	for _, c := range b {
+		if c != 0xff {
+			return false
+		}
+	}
+	return true
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// checkOnCurve reports ErrNonCanonicalKey unless a point of the curve has
+// the y of pub (which checkKeyBytes accepted).
+func checkOnCurve(pub []byte) error {
+	yb := bytes.Clone(pub)
+	yb[31] &= 0x7f
+	y := leBig(yb)
+	// x² = u/v with u = y² - 1, v = d·y² + 1 (never 0 mod p); x exists iff
+	// u/v, or equivalently u·v = (u/v)·v², is a square mod p.
 	y2 := new(big.Int).Mul(y, y)
 	u := new(big.Int).Sub(y2, big.NewInt(1))
 	u.Mod(u, fieldP)
 	v := new(big.Int).Mul(edD, y2)
-	v.Add(v, big.NewInt(1)).Mod(v, fieldP)
-	x2 := new(big.Int).Mul(u, new(big.Int).ModInverse(v, fieldP))
-	x2.Mod(x2, fieldP)
-	switch {
-	case x2.Sign() == 0 && sign == 1:
-		return fmt.Errorf("%w: x is 0 but the sign bit is set", ErrNonCanonicalKey)
-	case x2.Sign() != 0 && big.Jacobi(x2, fieldP) != 1:
+	v.Add(v, big.NewInt(1))
+	uv := v.Mul(v, u).Mod(v, fieldP)
+	if u.Sign() != 0 && big.Jacobi(uv, fieldP) != 1 {
 		return fmt.Errorf("%w: not a point of the curve", ErrNonCanonicalKey)
 	}
-	if isSmallOrder(pub) {
-		return ErrSmallOrderKey
+	return nil
+}
+
+// verifyBy runs the checks that follow the key's (then, the peer ID's and
+// the signature's), reporting a key that is no curve point in place of
+// their failure, so that the result is that of checking the key fully
+// first.
+func verifyBy(pub []byte, then func() error) error {
+	if err := then(); err != nil {
+		if kerr := checkOnCurve(pub); kerr != nil {
+			return kerr
+		}
+		return err
 	}
 	return nil
 }
