@@ -38,6 +38,8 @@ INPUT is a file (raw bytes, hex, base64, or the PEM file key delegate writes),
 
 Exit status: 0 when valid, 1 when invalid (the reason is printed), 2 for bad
 input (unreadable, not hex or base64, bad flags).`,
+		Example: `  cellnode record verify exchange.delegation --name acme/exchange
+  cellnode find acme/exchange --json | jq -r '.instances[0].record' | cellnode record inspect -`,
 	}
 	c.AddCommand(recordSubCmd(e, "inspect"), recordSubCmd(e, "verify"))
 	return c
