@@ -105,7 +105,7 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 					return err
 				}
 			} else {
-				printTable(e.stdout, res)
+				printTable(e.stdout, res.Result())
 			}
 			if len(res.Instances) == 0 {
 				if !asJSON {
@@ -128,18 +128,34 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 }
 
 // find runs a find through a session, and keeps only the instances whose
-// manifest matches the filter when one is given.
-func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt filter) (*node.FindResult, error) {
+// manifest matches the filter when one is given. Each instance carries its
+// signed record.
+func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt filter) (*node.FindReply, error) {
 	s, err := openSession(ctx, e, nf, true)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
-	res, err := s.find(ctx, name, opts)
+	reply, err := s.findSigned(ctx, name, opts)
 	if err != nil || filt.empty() {
-		return res, err
+		return reply, err
 	}
-	return filt.apply(ctx, e, s, res)
+	res, err := filt.apply(ctx, e, s, reply.Result())
+	if err != nil {
+		return nil, err
+	}
+	kept := map[string]bool{}
+	for _, in := range res.Instances {
+		kept[in.Peer] = true
+	}
+	out := *reply
+	out.Instances = []node.SignedInstance{}
+	for _, in := range reply.Instances {
+		if kept[in.Peer] {
+			out.Instances = append(out.Instances, in)
+		}
+	}
+	return &out, nil
 }
 
 func printTable(w io.Writer, res *node.FindResult) {

@@ -51,6 +51,9 @@ Other cellnode commands on this machine use the node through its local API
 			if _, err := node.ParseEndpoint(endpoint); err != nil {
 				return usageErr("%v", err)
 			}
+			if err := dht.CheckRegion(region); err != nil {
+				return usageErr("--region: %v", err)
+			}
 			dm, err := parseMode(mode)
 			if err != nil {
 				return err

@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 type session struct {
 	client *node.Client
 	n      *node.Node
+	stderr io.Writer // warnings: instances of the local API's answer that did not verify
 }
 
 // openSession uses the local node when useLocal is set, one runs, and no
@@ -30,7 +33,7 @@ func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*ses
 	}
 	if useLocal && len(nf.bootstrap) == 0 {
 		if cl, err := node.Dial(home); err == nil {
-			return &session{client: cl}, nil
+			return &session{client: cl, stderr: e.stderr}, nil
 		}
 	}
 	log := e.logger(slog.LevelWarn)
@@ -59,14 +62,32 @@ func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*ses
 	if err != nil {
 		log.Debug("bootstrap", "err", err)
 	}
-	return &session{n: n}, nil
+	return &session{n: n, stderr: e.stderr}, nil
 }
 
 func (s *session) find(ctx context.Context, name string, opts node.FindOptions) (*node.FindResult, error) {
-	if s.client != nil {
-		return s.client.Find(ctx, name, opts)
+	reply, err := s.findSigned(ctx, name, opts)
+	if err != nil {
+		return nil, err
 	}
-	return s.n.FindWith(ctx, name, opts)
+	return reply.Result(), nil
+}
+
+// findSigned finds name with each instance's signed record. What a running
+// node's API answers is verified here again (node.Client.Find): instances
+// whose records fail are dropped, with a warning each.
+func (s *session) findSigned(ctx context.Context, name string, opts node.FindOptions) (*node.FindReply, error) {
+	if s.client == nil {
+		return s.n.FindSigned(ctx, name, opts)
+	}
+	reply, err := s.client.Find(ctx, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range reply.Dropped {
+		fmt.Fprintf(s.stderr, "cellnode: warning: the local node's answer did not verify: %s; dropped\n", d)
+	}
+	return reply, nil
 }
 
 func (s *session) manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*node.ManifestInfo, error) {

@@ -17,14 +17,34 @@ const (
 	MaxDelegationSize = 512
 	// MaxDelegationTTL is the longest allowed not-after minus issued-at.
 	MaxDelegationTTL = 90 * 24 * time.Hour
-	// DelegationContext is the Ed25519ctx context of delegation signatures.
-	DelegationContext = "cellnode/delegation/v1"
 )
 
-// ErrDelegation is wrapped by every delegation check that fails: a
-// malformed or badly signed delegation, one for another cell or another
-// node, one not yet valid or expired.
+// ErrDelegation is matched (errors.Is) by every error about a record's or a
+// standalone delegation: a malformed or badly signed delegation, one for
+// another cell or another node, one not yet valid or expired. Those errors
+// are *DelegationError, whose Err says which (see DelegationReason).
 var ErrDelegation = errors.New("dht: invalid delegation")
+
+// ErrWrongNode: a delegation names another node key than the record's.
+var ErrWrongNode = errors.New("dht: delegation for another node key")
+
+// DelegationError is a fault of a delegation. Err wraps one of the sentinel
+// errors a record's fault would (ErrMalformed, ErrExpired, ErrWrongName,
+// ErrWrongNode, ...); errors.Is(err, ErrDelegation) holds for every
+// DelegationError.
+type DelegationError struct{ Err error }
+
+func (e *DelegationError) Error() string { return "dht: invalid delegation: " + e.Err.Error() }
+
+// Unwrap returns the fault.
+func (e *DelegationError) Unwrap() error { return e.Err }
+
+// Is reports target == ErrDelegation.
+func (e *DelegationError) Is(target error) bool { return target == ErrDelegation }
+
+func delegationErr(format string, a ...any) error {
+	return &DelegationError{Err: fmt.Errorf(format, a...)}
+}
 
 // Delegation is a publisher key's statement that one node key may announce
 // one cell until NotAfter. The cell's manifest lists its publisher keys; the
@@ -49,86 +69,146 @@ type delegationBody struct {
 	Name      string `cbor:"1,keyasint"`
 	Node      []byte `cbor:"2,keyasint"`
 	Publisher []byte `cbor:"3,keyasint"`
-	Issued    int64  `cbor:"4,keyasint"`
-	NotAfter  int64  `cbor:"5,keyasint"`
+	Issued    uint64 `cbor:"4,keyasint"`
+	NotAfter  uint64 `cbor:"5,keyasint"`
 }
 
+var delegationKeys = []uint64{0, 1, 2, 3, 4, 5}
+
 // SignDelegation signs d with the publisher key priv and returns it with
-// Publisher filled in and its bytes set.
+// Publisher filled in and its bytes set. It checks every rule
+// DecodeDelegation checks except the clock's.
 func SignDelegation(priv ed25519.PrivateKey, d Delegation) (*Delegation, error) {
 	d.Publisher = priv.Public().(ed25519.PublicKey)
 	d.raw = nil
-	if err := d.checkStatic(); err != nil {
+	b := delegationBody{Version: FormatVersion, Name: d.Name, Node: d.Node, Publisher: d.Publisher}
+	var err error
+	if b.Issued, err = unixMilli("issued", d.Issued); err != nil {
+		return nil, &DelegationError{Err: err}
+	}
+	if b.NotAfter, err = unixMilli("not-after", d.NotAfter); err != nil {
+		return nil, &DelegationError{Err: err}
+	}
+	if err := b.check(); err != nil {
 		return nil, err
 	}
-	bb, err := encMode.Marshal(delegationBody{Version: FormatVersion, Name: d.Name, Node: d.Node,
-		Publisher: d.Publisher, Issued: d.Issued.UnixMilli(), NotAfter: d.NotAfter.UnixMilli()})
+	if err := checkKey(b.Node); err != nil {
+		return nil, delegationErr("node key: %w", err)
+	}
+	bb, err := encMode.Marshal(b)
 	if err != nil {
 		return nil, err
 	}
-	sig, err := priv.Sign(nil, bb, &ed25519.Options{Context: DelegationContext})
-	if err != nil {
-		return nil, err
-	}
-	raw, err := encMode.Marshal(envelope{Body: bb, Sig: sig})
+	raw, err := encMode.Marshal(envelope{Body: bb, Sig: signDomain(priv, DelegationDomain, bb)})
 	if err != nil {
 		return nil, err
 	}
 	if len(raw) > MaxDelegationSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrDelegation, len(raw), MaxDelegationSize)
+		return nil, delegationErr("%w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxDelegationSize)
 	}
-	d.Issued, d.NotAfter = time.UnixMilli(d.Issued.UnixMilli()).UTC(), time.UnixMilli(d.NotAfter.UnixMilli()).UTC()
+	d.Issued, d.NotAfter = time.UnixMilli(int64(b.Issued)).UTC(), time.UnixMilli(int64(b.NotAfter)).UTC()
 	d.raw = raw
 	return &d, nil
 }
 
-// DecodeDelegation parses and verifies signed delegation bytes: size,
-// canonical encoding, static rules and the publisher's signature. It does
-// not look at a clock or at which record carries it: see CheckFor. Errors
-// wrap ErrDelegation.
-func DecodeDelegation(raw []byte) (*Delegation, error) {
+// DecodeDelegation parses and verifies signed delegation bytes, in the
+// order of docs/records.md: size, canonical encoding of envelope and body,
+// field rules, both keys, and the publisher's signature. It does not look
+// at a clock or at which record carries it: see CheckFor. Errors are
+// *DelegationError.
+func DecodeDelegation(raw []byte) (*Delegation, error) { return decodeDelegation(raw, nil) }
+
+// decodeDelegation is DecodeDelegation for a delegation carried by a record
+// whose key, verified, is verifiedKey: a node key equal to it needs no
+// second curve check.
+func decodeDelegation(raw, verifiedKey []byte) (*Delegation, error) {
 	if len(raw) > MaxDelegationSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrDelegation, len(raw), MaxDelegationSize)
+		return nil, delegationErr("%w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxDelegationSize)
 	}
-	var env envelope
-	if err := decMode.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("%w: malformed: %v", ErrDelegation, err)
+	bodyBytes, sig, err := openEnvelope(raw)
+	if err != nil {
+		return nil, &DelegationError{Err: err}
 	}
-	var b delegationBody
-	if err := decMode.Unmarshal(env.Body, &b); err != nil {
-		return nil, fmt.Errorf("%w: malformed body: %v", ErrDelegation, err)
+	v, err := decodeCBOR(bodyBytes)
+	if err != nil {
+		return nil, delegationErr("body: %w", err)
 	}
-	if canonical(raw, env) != nil || canonical(env.Body, b) != nil {
-		return nil, fmt.Errorf("%w: not in canonical encoding", ErrDelegation)
+	if err := canonicalCBOR(bodyBytes, v); err != nil {
+		return nil, delegationErr("body: %w", err)
 	}
-	if b.Version != FormatVersion {
-		return nil, fmt.Errorf("%w: version %d", ErrDelegation, b.Version)
+	m := asMap("delegation body", v, delegationKeys, delegationKeys)
+	b := delegationBody{Version: m.uint(0), Name: m.text(1, false), Node: m.bytes(2, false),
+		Publisher: m.bytes(3, false), Issued: m.uint(4), NotAfter: m.uint(5)}
+	if m.err != nil {
+		return nil, &DelegationError{Err: m.err}
 	}
-	d := &Delegation{Name: b.Name, Node: b.Node, Publisher: b.Publisher,
-		Issued: time.UnixMilli(b.Issued).UTC(), NotAfter: time.UnixMilli(b.NotAfter).UTC()}
-	if err := d.checkStatic(); err != nil {
+	if err := b.check(); err != nil {
 		return nil, err
 	}
-	if len(env.Sig) != ed25519.SignatureSize ||
-		ed25519.VerifyWithOptions(d.Publisher, env.Body, env.Sig, &ed25519.Options{Context: DelegationContext}) != nil {
-		return nil, fmt.Errorf("%w: bad signature (not signed by the publisher key it names)", ErrDelegation)
+	if again, err := encMode.Marshal(b); err != nil || !bytes.Equal(again, bodyBytes) {
+		return nil, delegationErr("%w: body fields re-encode to other bytes", ErrNonCanonical)
 	}
-	d.raw = bytes.Clone(raw)
-	return d, nil
+	nodeCheck := checkKey
+	if verifiedKey != nil && bytes.Equal(b.Node, verifiedKey) {
+		nodeCheck = checkKeyBytes
+	}
+	if err := nodeCheck(b.Node); err != nil {
+		return nil, delegationErr("node key: %w", err)
+	}
+	if err := checkKeyBytes(b.Publisher); err != nil {
+		return nil, delegationErr("publisher key: %w", err)
+	}
+	if err := verifyBy(b.Publisher, func() error {
+		return checkSignature(b.Publisher, SignedMessage(DelegationDomain, bodyBytes), sig)
+	}); err != nil {
+		return nil, delegationErr("%w (not signed by the publisher key it names)", err)
+	}
+	return &Delegation{Name: b.Name, Node: bytes.Clone(b.Node), Publisher: bytes.Clone(b.Publisher),
+		Issued: time.UnixMilli(int64(b.Issued)).UTC(), NotAfter: time.UnixMilli(int64(b.NotAfter)).UTC(),
+		raw: bytes.Clone(raw)}, nil
 }
 
-func (d *Delegation) checkStatic() error {
-	if _, err := ParseName(d.Name); err != nil {
-		return fmt.Errorf("%w: %v", ErrDelegation, err)
+// check checks the delegation body's field rules in the documented order:
+// ErrMalformed, then ErrLifetime last.
+func (b *delegationBody) check() error {
+	if b.Version != FormatVersion {
+		return delegationErr("%w: version %d, want %d (version 1 is retired)", ErrMalformed, b.Version, FormatVersion)
 	}
-	if len(d.Node) != ed25519.PublicKeySize || len(d.Publisher) != ed25519.PublicKeySize {
-		return fmt.Errorf("%w: keys must be %d bytes", ErrDelegation, ed25519.PublicKeySize)
+	if _, err := ParseName(b.Name); err != nil {
+		return delegationErr("%w: %v", ErrMalformed, err)
 	}
-	ttl := d.NotAfter.Sub(d.Issued)
-	if ttl <= 0 || ttl > MaxDelegationTTL {
-		return fmt.Errorf("%w: lifetime %v (0 to %v allowed)", ErrDelegation, ttl, MaxDelegationTTL)
+	switch {
+	case len(b.Node) != ed25519.PublicKeySize || len(b.Publisher) != ed25519.PublicKeySize:
+		return delegationErr("%w: keys must be %d bytes", ErrMalformed, ed25519.PublicKeySize)
+	case b.Issued > MaxUnixMilli || b.NotAfter > MaxUnixMilli:
+		return delegationErr("%w: time after %d ms (year 9999)", ErrMalformed, uint64(MaxUnixMilli))
+	case b.NotAfter <= b.Issued:
+		return delegationErr("%w: not-after at or before issued-at", ErrMalformed)
+	case b.NotAfter-b.Issued > uint64(MaxDelegationTTL.Milliseconds()):
+		return delegationErr("%w: %v, limit %v", ErrLifetime, time.Duration(b.NotAfter-b.Issued)*time.Millisecond, MaxDelegationTTL)
 	}
 	return nil
+}
+
+// VerifyDelegation decodes raw (DecodeDelegation), checks that it is for
+// the cell name (unless name is "") and the node key node (unless node is
+// nil), in that order, and that it is live at now. Errors are
+// *DelegationError.
+func VerifyDelegation(raw []byte, name string, node ed25519.PublicKey, now time.Time) (*Delegation, error) {
+	d, err := DecodeDelegation(raw)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		name = d.Name
+	}
+	if node == nil {
+		node = d.Node
+	}
+	if err := d.CheckFor(name, node, now); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // CheckFor reports whether d lets the node key node publish the cell name
@@ -144,9 +224,9 @@ func (d *Delegation) CheckFor(name string, node ed25519.PublicKey, now time.Time
 func (d *Delegation) covers(name string, node ed25519.PublicKey) error {
 	switch {
 	case d.Name != name:
-		return fmt.Errorf("%w: it is for %s, not %s", ErrDelegation, d.Name, name)
+		return delegationErr("%w: it is for %s, not %s", ErrWrongName, d.Name, name)
 	case !bytes.Equal(d.Node, node):
-		return fmt.Errorf("%w: it is for another node key", ErrDelegation)
+		return &DelegationError{Err: ErrWrongNode}
 	}
 	return nil
 }
@@ -155,9 +235,9 @@ func (d *Delegation) covers(name string, node ed25519.PublicKey) error {
 func (d *Delegation) live(now time.Time) error {
 	switch {
 	case d.Issued.After(now.Add(MaxSkew)):
-		return fmt.Errorf("%w: issued %v in the future", ErrDelegation, d.Issued.Sub(now).Round(time.Second))
+		return delegationErr("%w: delegation issued %v ahead of this clock", ErrFuture, d.Issued.Sub(now).Round(time.Millisecond))
 	case now.After(d.NotAfter.Add(MaxSkew)):
-		return fmt.Errorf("%w: expired %v ago", ErrDelegation, now.Sub(d.NotAfter).Round(time.Second))
+		return delegationErr("%w: delegation expired %v ago", ErrExpired, now.Sub(d.NotAfter).Round(time.Millisecond))
 	}
 	return nil
 }

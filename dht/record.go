@@ -9,7 +9,6 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -31,12 +30,17 @@ const (
 	MaxEndpointLen = 256
 	// MaxRegionLen is the longest region string, in bytes.
 	MaxRegionLen = 64
-	// SignatureContext is the Ed25519ctx context (RFC 8032) of the record
-	// signature. It separates record signatures from every other use of a
-	// node key, including libp2p's own pure-Ed25519 signatures.
-	SignatureContext = "cellnode/instance/v1"
+	// MaxSeq is the largest sequence number (2^63-1, so that it fits a
+	// signed 64-bit integer in every language).
+	MaxSeq = 1<<63 - 1
+	// MaxUnixMilli is the latest time a record or delegation may name,
+	// 9999-12-31T23:59:59.999Z in milliseconds since the Unix epoch; times
+	// before the epoch are not allowed either. Every such value is exact in
+	// an IEEE double.
+	MaxUnixMilli = 253402300799999
 	// FormatVersion is the body version this package writes and accepts.
-	FormatVersion = 1
+	// Version 1 (Ed25519ctx signatures) is retired: no network ran it.
+	FormatVersion = 2
 )
 
 // Errors returned (wrapped) by Decode, Check and the store. Each names one
@@ -45,13 +49,22 @@ var (
 	ErrTooLarge     = errors.New("dht: record too large")
 	ErrMalformed    = errors.New("dht: malformed record")
 	ErrNonCanonical = errors.New("dht: record not in canonical encoding")
-	ErrBadSignature = errors.New("dht: bad record signature")
-	ErrPeerMismatch = errors.New("dht: record peer id does not match its key")
-	ErrLifetime     = errors.New("dht: record lifetime over 60s")
-	ErrFuture       = errors.New("dht: record issued in the future")
-	ErrExpired      = errors.New("dht: record expired")
-	ErrWrongName    = errors.New("dht: record for another cell name")
-	ErrStale        = errors.New("dht: record older than the one held")
+	// ErrNonCanonicalKey: the public key is not the canonical encoding of a
+	// point of edwards25519.
+	ErrNonCanonicalKey = errors.New("dht: public key is not a canonical curve point")
+	// ErrSmallOrderKey: the public key is a point of small order, for which
+	// anyone can make signatures that verify.
+	ErrSmallOrderKey = errors.New("dht: public key of small order")
+	// ErrNonCanonicalSignature: the signature's S is not below the group
+	// order (a malleated copy of a signature).
+	ErrNonCanonicalSignature = errors.New("dht: signature not canonical (S >= L)")
+	ErrBadSignature          = errors.New("dht: bad record signature")
+	ErrPeerMismatch          = errors.New("dht: record peer id does not match its key")
+	ErrLifetime              = errors.New("dht: lifetime over the limit")
+	ErrFuture                = errors.New("dht: issued in the future")
+	ErrExpired               = errors.New("dht: expired")
+	ErrWrongName             = errors.New("dht: for another cell name")
+	ErrStale                 = errors.New("dht: record older than the one held")
 	// ErrWrongPublisher means a record was sent for a publisher's set but
 	// is not delegated by that publisher.
 	ErrWrongPublisher = errors.New("dht: record not delegated by the publisher asked for")
@@ -64,10 +77,10 @@ type Record struct {
 	Name      string            // cell name, "org/name"
 	Peer      peer.ID           // the publishing node; derived from PublicKey
 	PublicKey ed25519.PublicKey // the node's key, which signs the record
-	Endpoints []string          // service endpoints: "host:port" or "unix:/path"
-	Region    string            // optional, free-form, at most 64 bytes
-	Manifest  cid.Cid           // optional commit CID of the cell's manifest
-	Seq       uint64            // strictly increasing per node; never reused
+	Endpoints []string          // service endpoints (CheckEndpoint): "host:port" or "unix:/path"
+	Region    string            // optional (CheckRegion): printable ASCII, at most 64 bytes
+	Manifest  cid.Cid           // optional commit CID of the cell's manifest: CIDv1, git-raw, sha1
+	Seq       uint64            // 1 to MaxSeq, strictly increasing per node; never reused
 	Issued    time.Time         // millisecond precision
 	Expires   time.Time         // millisecond precision, at most Issued+60s
 	Withdrawn bool              // the instance is gone; Endpoints is empty
@@ -91,8 +104,10 @@ func (r *Record) Publisher() ed25519.PublicKey {
 // decoded. The caller must not modify it.
 func (r *Record) Bytes() []byte { return r.raw }
 
-// body is the signed part, as CBOR map with small integer keys. The field
+// body is the signed part, a CBOR map with small integer keys. The field
 // numbers are frozen: a new field gets a new number, never an old one.
+// Sign encodes it with encMode; Decode reads it with decodeCBOR and checks
+// that encMode gives back the same bytes.
 type body struct {
 	Version   uint64   `cbor:"0,keyasint"`
 	Name      string   `cbor:"1,keyasint"`
@@ -102,11 +117,16 @@ type body struct {
 	Region    string   `cbor:"5,keyasint,omitempty"`
 	Manifest  []byte   `cbor:"6,keyasint,omitempty"`
 	Seq       uint64   `cbor:"7,keyasint"`
-	Issued    int64    `cbor:"8,keyasint"`
-	Expires   int64    `cbor:"9,keyasint"`
+	Issued    uint64   `cbor:"8,keyasint"`
+	Expires   uint64   `cbor:"9,keyasint"`
 	Withdrawn bool     `cbor:"10,keyasint,omitempty"`
 	Delegate  []byte   `cbor:"11,keyasint,omitempty"`
 }
+
+var (
+	bodyKeys     = []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
+	bodyRequired = []uint64{0, 1, 2, 3, 4, 7, 8, 9}
+)
 
 // envelope is what goes on the wire: the body bytes and their signature.
 type envelope struct {
@@ -114,49 +134,39 @@ type envelope struct {
 	Sig  []byte `cbor:"2,keyasint"`
 }
 
-var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
-)
+// encMode is core deterministic encoding (RFC 8949 §4.2.1): shortest
+// forms, sorted keys.
+var encMode = func() cbor.EncMode {
+	em, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	return em
+}()
 
-func init() {
-	var err error
-	// Core deterministic encoding (RFC 8949 §4.2.1): shortest forms, sorted keys.
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	if decMode, err = (cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		MaxArrayElements:  MaxEndpoints * 4,
-		MaxMapPairs:       32,
-		MaxNestedLevels:   4,
-		UTF8:              cbor.UTF8RejectInvalid,
-	}).DecMode(); err != nil {
-		panic(err)
-	}
+// peerIDBytes is the libp2p peer ID of an Ed25519 key: the identity
+// multihash (0x00, length 0x24) of the key's protobuf encoding (type
+// Ed25519 = 1, data = the 32 bytes).
+func peerIDBytes(pub []byte) []byte {
+	return append([]byte{0x00, 0x24, 0x08, 0x01, 0x12, 0x20}, pub...)
 }
 
 // Sign encodes r canonically and signs it with priv, which must be the key
 // whose public half is r.PublicKey. It fills in r.Peer from the key, checks
-// the record's static rules (not its time against a clock) and returns the
-// signed record; r itself is not modified.
+// every rule Decode checks except the clock's, and returns the signed
+// record; r itself is not modified.
 func Sign(priv ed25519.PrivateKey, r Record) (*Record, error) {
 	pub, ok := priv.Public().(ed25519.PublicKey)
 	if !ok || !bytes.Equal(pub, r.PublicKey) {
 		return nil, fmt.Errorf("dht: sign: private key does not match record public key")
 	}
-	id, err := peerIDOf(pub)
-	if err != nil {
-		return nil, err
-	}
-	r.Peer = id
-	r.raw = nil
-	if err := r.checkStatic(); err != nil {
+	// A key made from a private key is always a curve point: the cheap
+	// checks suffice (and never fail for a key from ed25519.GenerateKey).
+	if err := checkKeyBytes(pub); err != nil {
 		return nil, fmt.Errorf("dht: sign: %w", err)
 	}
+	r.Peer = peer.ID(peerIDBytes(pub))
+	r.raw = nil
 	b := body{
 		Version:   FormatVersion,
 		Name:      r.Name,
@@ -165,9 +175,14 @@ func Sign(priv ed25519.PrivateKey, r Record) (*Record, error) {
 		Endpoints: r.Endpoints,
 		Region:    r.Region,
 		Seq:       r.Seq,
-		Issued:    r.Issued.UnixMilli(),
-		Expires:   r.Expires.UnixMilli(),
 		Withdrawn: r.Withdrawn,
+	}
+	var err error
+	if b.Issued, err = unixMilli("issued", r.Issued); err != nil {
+		return nil, fmt.Errorf("dht: sign: %w", err)
+	}
+	if b.Expires, err = unixMilli("expires", r.Expires); err != nil {
+		return nil, fmt.Errorf("dht: sign: %w", err)
 	}
 	if b.Endpoints == nil {
 		b.Endpoints = []string{}
@@ -175,166 +190,213 @@ func Sign(priv ed25519.PrivateKey, r Record) (*Record, error) {
 	if r.Manifest.Defined() {
 		b.Manifest = r.Manifest.Bytes()
 	}
+	if err := b.check(); err != nil {
+		return nil, fmt.Errorf("dht: sign: %w", err)
+	}
 	if r.Delegation != nil {
 		if b.Delegate = r.Delegation.Bytes(); b.Delegate == nil {
 			return nil, fmt.Errorf("dht: sign: delegation is not signed")
+		}
+		if err := r.Delegation.covers(r.Name, r.PublicKey); err != nil {
+			return nil, fmt.Errorf("dht: sign: %w", err)
 		}
 	}
 	bb, err := encMode.Marshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("dht: sign: %w", err)
 	}
-	sig := ed25519Sign(priv, bb)
+	sig := signDomain(priv, RecordDomain, bb)
 	raw, err := encMode.Marshal(envelope{Body: bb, Sig: sig})
 	if err != nil {
 		return nil, fmt.Errorf("dht: sign: %w", err)
 	}
 	if len(raw) > MaxRecordSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxRecordSize)
+		return nil, fmt.Errorf("dht: sign: %w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxRecordSize)
 	}
 	out := r
-	out.Issued = time.UnixMilli(b.Issued).UTC()
-	out.Expires = time.UnixMilli(b.Expires).UTC()
+	out.Issued = time.UnixMilli(int64(b.Issued)).UTC()
+	out.Expires = time.UnixMilli(int64(b.Expires)).UTC()
 	out.raw = raw
 	return &out, nil
 }
 
-// Decode parses and verifies signed record bytes: size (before parsing),
-// canonical encoding of the envelope and the body (input that does not
-// re-encode to the same bytes is rejected), the static rules, the peer ID
-// against the public key, and the signature. It does not look at a clock:
-// call Check for that. The returned error wraps one of the package's
-// sentinel errors.
+// unixMilli returns t in milliseconds since the epoch, if within 0 to
+// MaxUnixMilli.
+func unixMilli(what string, t time.Time) (uint64, error) {
+	ms := t.UnixMilli()
+	if ms < 0 || ms > MaxUnixMilli {
+		return 0, fmt.Errorf("%w: %s %v outside 1970 to 9999", ErrMalformed, what, t)
+	}
+	return uint64(ms), nil
+}
+
+// openEnvelope decodes the envelope of a record or delegation: a canonical
+// map {1: body bytes, 2: 64-byte signature} and nothing else.
+func openEnvelope(raw []byte) (bodyBytes, sig []byte, err error) {
+	v, err := decodeCBOR(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("envelope: %w", err)
+	}
+	if err := canonicalCBOR(raw, v); err != nil {
+		return nil, nil, fmt.Errorf("envelope: %w", err)
+	}
+	m := asMap("envelope", v, []uint64{1, 2}, []uint64{1, 2})
+	bodyBytes, sig = m.bytes(1, false), m.bytes(2, false)
+	if m.err == nil && len(sig) != ed25519.SignatureSize {
+		m.err = fmt.Errorf("%w: signature of %d bytes, want %d", ErrMalformed, len(sig), ed25519.SignatureSize)
+	}
+	return bodyBytes, sig, m.err
+}
+
+// Decode parses and verifies signed record bytes, in the order of
+// docs/records.md ("Verification"): size (before parsing); the envelope
+// and the body, each decoded and re-encoded to check it is the one
+// canonical encoding; the body's field rules; the key; the peer ID; the
+// signature; the delegation, if any, and that it covers this name and key.
+// It does not look at a clock: call Check for that. The returned error
+// wraps one of the package's sentinel errors (see Reason).
 func Decode(raw []byte) (*Record, error) {
 	if len(raw) > MaxRecordSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(raw), MaxRecordSize)
 	}
-	var env envelope
-	if err := decMode.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
-	}
-	if err := canonical(raw, env); err != nil {
+	bodyBytes, sig, err := openEnvelope(raw)
+	if err != nil {
 		return nil, err
 	}
-	var b body
-	if err := decMode.Unmarshal(env.Body, &b); err != nil {
-		return nil, fmt.Errorf("%w: body: %v", ErrMalformed, err)
+	v, err := decodeCBOR(bodyBytes)
+	if err != nil {
+		return nil, fmt.Errorf("body: %w", err)
 	}
-	if err := canonical(env.Body, b); err != nil {
+	if err := canonicalCBOR(bodyBytes, v); err != nil {
+		return nil, fmt.Errorf("body: %w", err)
+	}
+	m := asMap("body", v, bodyKeys, bodyRequired)
+	b := body{
+		Version:   m.uint(0),
+		Name:      m.text(1, false),
+		Peer:      m.bytes(2, false),
+		Key:       m.bytes(3, false),
+		Endpoints: m.texts(4),
+		Region:    m.text(5, true),
+		Manifest:  m.bytes(6, true),
+		Seq:       m.uint(7),
+		Issued:    m.uint(8),
+		Expires:   m.uint(9),
+		Withdrawn: m.flag(10),
+		Delegate:  m.bytes(11, true),
+	}
+	if m.err != nil {
+		return nil, m.err
+	}
+	if err := b.check(); err != nil {
 		return nil, err
 	}
-	if b.Version != FormatVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrMalformed, b.Version, FormatVersion)
+	// The struct encodes back to the same bytes: what was signed is what
+	// the fields say (this holds whenever the rules above do).
+	if again, err := encMode.Marshal(b); err != nil || !bytes.Equal(again, bodyBytes) {
+		return nil, fmt.Errorf("%w: body fields re-encode to other bytes", ErrNonCanonical)
 	}
-	if b.Endpoints == nil {
-		return nil, fmt.Errorf("%w: endpoints missing or null", ErrMalformed)
+	if err := checkKeyBytes(b.Key); err != nil {
+		return nil, err
 	}
-	if len(b.Key) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("%w: public key is %d bytes, want %d", ErrMalformed, len(b.Key), ed25519.PublicKeySize)
+	if err := verifyBy(b.Key, func() error {
+		if !bytes.Equal(b.Peer, peerIDBytes(b.Key)) {
+			return fmt.Errorf("%w: the peer field is not the peer ID of the key", ErrPeerMismatch)
+		}
+		return checkSignature(b.Key, SignedMessage(RecordDomain, bodyBytes), sig)
+	}); err != nil {
+		return nil, err
 	}
 	r := &Record{
 		Name:      b.Name,
-		PublicKey: ed25519.PublicKey(b.Key),
+		Peer:      peer.ID(b.Peer),
+		PublicKey: ed25519.PublicKey(bytes.Clone(b.Key)),
 		Endpoints: b.Endpoints,
 		Region:    b.Region,
 		Seq:       b.Seq,
-		Issued:    time.UnixMilli(b.Issued).UTC(),
-		Expires:   time.UnixMilli(b.Expires).UTC(),
+		Issued:    time.UnixMilli(int64(b.Issued)).UTC(),
+		Expires:   time.UnixMilli(int64(b.Expires)).UTC(),
 		Withdrawn: b.Withdrawn,
 	}
-	id, err := peer.IDFromBytes(b.Peer)
-	if err != nil {
-		return nil, fmt.Errorf("%w: peer id: %v", ErrMalformed, err)
-	}
-	r.Peer = id
 	if b.Manifest != nil {
-		c, err := cid.Cast(b.Manifest)
-		if err != nil {
+		if r.Manifest, err = cid.Cast(b.Manifest); err != nil { // cannot fail: check() read its 24 bytes
 			return nil, fmt.Errorf("%w: manifest cid: %v", ErrMalformed, err)
 		}
-		r.Manifest = c
 	}
 	if b.Delegate != nil {
-		if r.Delegation, err = DecodeDelegation(b.Delegate); err != nil {
+		if r.Delegation, err = decodeDelegation(b.Delegate, b.Key); err != nil {
 			return nil, err
 		}
-	}
-	if err := r.checkStatic(); err != nil {
-		return nil, err
-	}
-	want, err := peerIDOf(r.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	if want != r.Peer {
-		return nil, fmt.Errorf("%w: record says %s, key gives %s", ErrPeerMismatch, r.Peer, want)
-	}
-	if len(env.Sig) != ed25519.SignatureSize || !ed25519Verify(r.PublicKey, env.Body, env.Sig) {
-		return nil, ErrBadSignature
+		if err := r.Delegation.covers(r.Name, r.PublicKey); err != nil {
+			return nil, err
+		}
 	}
 	r.raw = bytes.Clone(raw)
 	return r, nil
 }
 
-// canonical reports ErrNonCanonical unless v encodes to exactly raw.
-func canonical(raw []byte, v any) error {
-	again, err := encMode.Marshal(v)
-	if err != nil || !bytes.Equal(again, raw) {
-		return ErrNonCanonical
-	}
-	return nil
-}
+// manifestPrefix starts every manifest CID: CIDv1 (0x01), codec git-raw
+// (0x78), multihash sha1 (0x11) of 20 bytes (0x14).
+var manifestPrefix = []byte{0x01, 0x78, 0x11, 0x14}
 
-// checkStatic checks the rules that do not depend on a clock.
-func (r *Record) checkStatic() error {
-	if _, err := ParseName(r.Name); err != nil {
+// check checks the body's field rules, in the documented order. Every
+// failure is ErrMalformed, except a lifetime over 60 s (ErrLifetime),
+// checked last.
+func (b *body) check() error {
+	if b.Version != FormatVersion {
+		return fmt.Errorf("%w: version %d, want %d (version 1 is retired)", ErrMalformed, b.Version, FormatVersion)
+	}
+	if _, err := ParseName(b.Name); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if len(r.Endpoints) > MaxEndpoints {
-		return fmt.Errorf("%w: %d endpoints, limit %d", ErrMalformed, len(r.Endpoints), MaxEndpoints)
+	if len(b.Key) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: public key of %d bytes, want %d", ErrMalformed, len(b.Key), ed25519.PublicKeySize)
 	}
-	if r.Withdrawn && len(r.Endpoints) > 0 {
-		return fmt.Errorf("%w: withdrawal with endpoints", ErrMalformed)
+	if len(b.Endpoints) > MaxEndpoints {
+		return fmt.Errorf("%w: %d endpoints, limit %d", ErrMalformed, len(b.Endpoints), MaxEndpoints)
 	}
-	if !r.Withdrawn && len(r.Endpoints) == 0 {
-		return fmt.Errorf("%w: no endpoints", ErrMalformed)
-	}
-	for _, e := range r.Endpoints {
-		if e == "" || len(e) > MaxEndpointLen {
-			return fmt.Errorf("%w: endpoint of %d bytes (1-%d allowed)", ErrMalformed, len(e), MaxEndpointLen)
-		}
-	}
-	if len(r.Region) > MaxRegionLen {
-		return fmt.Errorf("%w: region of %d bytes, limit %d", ErrMalformed, len(r.Region), MaxRegionLen)
-	}
-	if r.Seq == 0 {
-		return fmt.Errorf("%w: sequence number 0", ErrMalformed)
-	}
-	if r.Delegation != nil {
-		if err := r.Delegation.covers(r.Name, r.PublicKey); err != nil {
+	for _, e := range b.Endpoints {
+		if err := CheckEndpoint(e); err != nil {
 			return err
 		}
 	}
-	life := r.Expires.Sub(r.Issued)
-	if life <= 0 {
-		return fmt.Errorf("%w: expires %v before it is issued", ErrMalformed, -life)
+	if b.Withdrawn && len(b.Endpoints) > 0 {
+		return fmt.Errorf("%w: withdrawal with endpoints", ErrMalformed)
 	}
-	if life > MaxLifetime {
-		return fmt.Errorf("%w: lifetime %v", ErrLifetime, life)
+	if !b.Withdrawn && len(b.Endpoints) == 0 {
+		return fmt.Errorf("%w: no endpoints", ErrMalformed)
+	}
+	if err := CheckRegion(b.Region); err != nil {
+		return err
+	}
+	if b.Manifest != nil && (len(b.Manifest) != len(manifestPrefix)+20 || !bytes.HasPrefix(b.Manifest, manifestPrefix)) {
+		return fmt.Errorf("%w: manifest is not a CIDv1 git-raw sha1 (24 bytes starting 01781114)", ErrMalformed)
+	}
+	if b.Seq == 0 || b.Seq > MaxSeq {
+		return fmt.Errorf("%w: sequence number %d (1 to 2^63-1 allowed)", ErrMalformed, b.Seq)
+	}
+	if b.Issued > MaxUnixMilli || b.Expires > MaxUnixMilli {
+		return fmt.Errorf("%w: time after %d ms (year 9999)", ErrMalformed, uint64(MaxUnixMilli))
+	}
+	if b.Expires <= b.Issued {
+		return fmt.Errorf("%w: expires at or before it is issued", ErrMalformed)
+	}
+	if life := b.Expires - b.Issued; life > uint64(MaxLifetime.Milliseconds()) {
+		return fmt.Errorf("%w: lifetime %d ms, limit %d", ErrLifetime, life, MaxLifetime.Milliseconds())
 	}
 	return nil
 }
 
 // Check reports whether the record is live at now: issued no more than
 // MaxSkew in the future, now no later than Expires+MaxSkew, and its
-// delegation, if any, valid at now. The error wraps ErrFuture, ErrExpired
+// delegation, if any, live at now. The error wraps ErrFuture, ErrExpired
 // or ErrDelegation.
 func (r *Record) Check(now time.Time) error {
 	if r.Issued.After(now.Add(MaxSkew)) {
-		return fmt.Errorf("%w: issued %v ahead of this clock", ErrFuture, r.Issued.Sub(now).Round(time.Millisecond))
+		return fmt.Errorf("%w: record issued %v ahead of this clock", ErrFuture, r.Issued.Sub(now).Round(time.Millisecond))
 	}
 	if now.After(r.Expires.Add(MaxSkew)) {
-		return fmt.Errorf("%w: %v ago", ErrExpired, now.Sub(r.Expires).Round(time.Millisecond))
+		return fmt.Errorf("%w: record expired %v ago", ErrExpired, now.Sub(r.Expires).Round(time.Millisecond))
 	}
 	if r.Delegation != nil {
 		return r.Delegation.live(now)
@@ -342,16 +404,16 @@ func (r *Record) Check(now time.Time) error {
 	return nil
 }
 
-// Verify decodes raw, checks it is live at now and, if name is not empty,
-// that it is a record of that cell. It is what storers and finders run on
-// every record they receive.
+// Verify decodes raw, checks that it is a record of the cell name (when
+// name is not empty) and that it is live at now. It is what storers and
+// finders run on every record they receive.
 func Verify(raw []byte, name string, now time.Time) (*Record, error) {
 	r, err := Decode(raw)
 	if err != nil {
 		return nil, err
 	}
 	if name != "" && r.Name != name {
-		return nil, fmt.Errorf("%w: %q, want %q", ErrWrongName, r.Name, name)
+		return nil, fmt.Errorf("%w: record for %q, want %q", ErrWrongName, r.Name, name)
 	}
 	if err := r.Check(now); err != nil {
 		return nil, err
@@ -359,21 +421,28 @@ func Verify(raw []byte, name string, now time.Time) (*Record, error) {
 	return r, nil
 }
 
-// Reason maps a rejection error to a short stable label for metrics:
-// "too_large", "malformed", "non_canonical", "bad_signature",
-// "peer_mismatch", "lifetime", "future", "expired", "wrong_name", "stale",
-// "delegation", "wrong_publisher", or "other".
+// Reason maps a rejection error to a short stable label for metrics and
+// for the conformance vectors: "too_large", "malformed", "non_canonical",
+// "non_canonical_key", "small_order_key", "peer_mismatch",
+// "non_canonical_signature", "bad_signature", "lifetime", "wrong_name",
+// "wrong_node", "future", "expired", "delegation" (any fault of a record's
+// delegation: see DelegationReason), "stale", "wrong_publisher", or
+// "other".
 func Reason(err error) string {
+	if errors.Is(err, ErrDelegation) {
+		return "delegation"
+	}
 	for _, c := range []struct {
 		err   error
 		label string
 	}{
 		{ErrTooLarge, "too_large"}, {ErrMalformed, "malformed"},
-		{ErrNonCanonical, "non_canonical"}, {ErrBadSignature, "bad_signature"},
-		{ErrPeerMismatch, "peer_mismatch"}, {ErrLifetime, "lifetime"},
+		{ErrNonCanonical, "non_canonical"}, {ErrNonCanonicalKey, "non_canonical_key"},
+		{ErrSmallOrderKey, "small_order_key"}, {ErrPeerMismatch, "peer_mismatch"},
+		{ErrNonCanonicalSignature, "non_canonical_signature"}, {ErrBadSignature, "bad_signature"},
+		{ErrLifetime, "lifetime"}, {ErrWrongName, "wrong_name"}, {ErrWrongNode, "wrong_node"},
 		{ErrFuture, "future"}, {ErrExpired, "expired"},
-		{ErrWrongName, "wrong_name"}, {ErrStale, "stale"},
-		{ErrDelegation, "delegation"}, {ErrWrongPublisher, "wrong_publisher"},
+		{ErrStale, "stale"}, {ErrWrongPublisher, "wrong_publisher"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.label
@@ -382,22 +451,13 @@ func Reason(err error) string {
 	return "other"
 }
 
-func peerIDOf(pub ed25519.PublicKey) (peer.ID, error) {
-	pk, err := crypto.UnmarshalEd25519PublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("%w: public key: %v", ErrMalformed, err)
+// DelegationReason returns, for an error whose Reason is "delegation", the
+// label of what is wrong with the delegation itself ("expired",
+// "bad_signature", "wrong_node", ...), and "" for any other error.
+func DelegationReason(err error) string {
+	var de *DelegationError
+	if !errors.As(err, &de) {
+		return ""
 	}
-	return peer.IDFromPublicKey(pk)
-}
-
-func ed25519Sign(priv ed25519.PrivateKey, msg []byte) []byte {
-	sig, err := priv.Sign(nil, msg, &ed25519.Options{Context: SignatureContext})
-	if err != nil { // only for a context over 255 bytes, which ours is not
-		panic(err)
-	}
-	return sig
-}
-
-func ed25519Verify(pub ed25519.PublicKey, msg, sig []byte) bool {
-	return ed25519.VerifyWithOptions(pub, msg, sig, &ed25519.Options{Context: SignatureContext}) == nil
+	return Reason(de.Err)
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -121,7 +122,7 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 				return nil
 			}
 			defer s.release()
-			res, err := n.FindWith(ctx, name, opts)
+			res, err := n.FindSigned(ctx, name, opts)
 			if err != nil {
 				return nil
 			}
@@ -131,7 +132,7 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 			if !s.acquire(ctx, w) {
 				return
 			}
-			res, err := n.FindWith(ctx, name, opts)
+			res, err := n.FindSigned(ctx, name, opts)
 			s.release()
 			if err != nil {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
@@ -226,7 +227,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // Client talks to the local API of a node running on this machine.
 type Client struct {
-	hc *http.Client
+	hc  *http.Client
+	now func() time.Time // the clock Find verifies records at; nil is time.Now
 }
 
 // Dial connects to the node whose home is home. It returns ErrNoLocalNode
@@ -260,8 +262,11 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &s, c.get(ctx, "/v1/status", &s)
 }
 
-// Find asks the node to find the cell name.
-func (c *Client) Find(ctx context.Context, name string, opts FindOptions) (*FindResult, error) {
+// Find asks the node to find the cell name, and verifies the answer itself
+// (VerifyReply at this machine's clock): the node's API is another process,
+// and what it says about instances counts only as far as their signed
+// records show it. Instances that fail are dropped and listed in Dropped.
+func (c *Client) Find(ctx context.Context, name string, opts FindOptions) (*FindReply, error) {
 	q := url.Values{"name": {name}}
 	for _, p := range opts.Publishers {
 		q.Add("publisher", base64.StdEncoding.EncodeToString(p))
@@ -272,8 +277,15 @@ func (c *Client) Find(ctx context.Context, name string, opts FindOptions) (*Find
 	if dl, ok := ctx.Deadline(); ok {
 		q.Set("timeout", time.Until(dl).String())
 	}
-	var res FindResult
-	return &res, c.get(ctx, "/v1/find?"+q.Encode(), &res)
+	var reply FindReply
+	if err := c.get(ctx, "/v1/find?"+q.Encode(), &reply); err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	return VerifyReply(&reply, name, opts, now()), nil
 }
 
 // ManifestInfo asks the node to fetch the manifest of commit cid.
@@ -302,4 +314,138 @@ func (c *Client) get(ctx context.Context, path string, v any) error {
 		return fmt.Errorf("node: local API: %s", e.Error)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// SignedInstance is an Instance with the signed record it was made from
+// (base64 in JSON), so that a client can verify it without trusting
+// whoever handed it over.
+type SignedInstance struct {
+	Instance
+	Record []byte `json:"record"`
+}
+
+// FindReply is a FindResult whose instances carry their records: what the
+// local API's /v1/find and `find --json` return.
+type FindReply struct {
+	FindResult
+	Instances []SignedInstance `json:"instances"` // never nil
+	// Dropped says, one line each, which instances a client's VerifyReply
+	// dropped and why. It is not part of the JSON.
+	Dropped []string `json:"-"`
+}
+
+// Result returns the reply as a FindResult, without the records.
+func (r *FindReply) Result() *FindResult {
+	out := r.FindResult
+	out.Instances = make([]Instance, len(r.Instances))
+	for i, in := range r.Instances {
+		out.Instances[i] = in.Instance
+	}
+	return &out
+}
+
+// FindSigned is FindWith with each instance's signed record. An instance
+// whose record this node no longer holds (a find of the same name running
+// at the same moment replaced it) is left out.
+func (n *Node) FindSigned(ctx context.Context, name string, opts FindOptions) (*FindReply, error) {
+	res, err := n.FindWith(ctx, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	raws := n.recent.get(name)
+	for _, c := range n.localCells() {
+		if c.Name == name && len(c.Record) > 0 {
+			raws = append(raws, c.Record)
+		}
+	}
+	type key struct {
+		peer string
+		seq  uint64
+	}
+	byKey := map[key][]byte{}
+	for _, raw := range raws {
+		if r, err := dht.Decode(raw); err == nil {
+			byKey[key{r.Peer.String(), r.Seq}] = r.Bytes()
+		}
+	}
+	reply := &FindReply{FindResult: *res, Instances: []SignedInstance{}}
+	reply.FindResult.Instances = nil
+	for _, in := range res.Instances {
+		if raw, ok := byKey[key{in.Peer, in.Seq}]; ok {
+			reply.Instances = append(reply.Instances, SignedInstance{Instance: in, Record: raw})
+		}
+	}
+	return reply, nil
+}
+
+// VerifyReply checks a reply that came from another process against the
+// records it carries, at now, and returns what holds: each record must
+// verify as a live record of name (dht.Verify) and not be a withdrawal,
+// one per peer; when opts pins publishers, an instance is trusted only if
+// its record is delegated by one of them, and untrusted ones are kept
+// (marked) only with opts.All. Every field of a kept instance is taken from
+// its record; of the reply's own claims only the measured latency stays,
+// and only for an endpoint the record has. Dropped lists what was dropped.
+func VerifyReply(reply *FindReply, name string, opts FindOptions, now time.Time) *FindReply {
+	out := &FindReply{FindResult: reply.FindResult, Instances: []SignedInstance{}}
+	out.FindResult.Instances = nil
+	out.Pinned = len(opts.Publishers) > 0
+	drop := func(peer, why string) {
+		out.Dropped = append(out.Dropped, fmt.Sprintf("instance %s: %s", peer, why))
+	}
+	seen := map[string]bool{}
+	for _, in := range reply.Instances {
+		r, err := dht.Verify(in.Record, name, now)
+		switch {
+		case len(in.Record) == 0:
+			drop(in.Peer, "no signed record")
+			continue
+		case err != nil:
+			drop(in.Peer, fmt.Sprintf("record refused (%s): %v", dht.Reason(err), err))
+			continue
+		case r.Peer.String() != in.Peer:
+			drop(in.Peer, "the record is from peer "+r.Peer.String())
+			continue
+		case r.Withdrawn:
+			drop(in.Peer, "the record is a withdrawal")
+			continue
+		case seen[in.Peer]:
+			drop(in.Peer, "listed twice")
+			continue
+		}
+		trusted := false
+		if pub := r.Publisher(); pub != nil {
+			for _, p := range opts.Publishers {
+				trusted = trusted || pub.Equal(p)
+			}
+		}
+		if out.Pinned && !trusted && !opts.All {
+			drop(in.Peer, "not delegated by a pinned publisher")
+			continue
+		}
+		seen[in.Peer] = true
+		v := Instance{Peer: r.Peer.String(), Endpoints: r.Endpoints, Region: r.Region, Expires: r.Expires, Seq: r.Seq, Trusted: trusted}
+		if pub := r.Publisher(); pub != nil {
+			v.Publisher = base64.StdEncoding.EncodeToString(pub)
+		}
+		if r.Manifest.Defined() {
+			v.Manifest = r.Manifest.String()
+		}
+		if in.Reachable && slices.Contains(r.Endpoints, in.Best) {
+			v.Reachable, v.LatencyMS, v.Best = true, in.LatencyMS, in.Best
+		}
+		out.Instances = append(out.Instances, SignedInstance{Instance: v, Record: r.Bytes()})
+	}
+	// An instance whose claimed endpoint was not in its record is now
+	// unreachable: keep reachable ones first, in the reply's order.
+	slices.SortStableFunc(out.Instances, func(a, b SignedInstance) int {
+		switch {
+		case a.Reachable == b.Reachable:
+			return 0
+		case a.Reachable:
+			return -1
+		}
+		return 1
+	})
+	return out
 }

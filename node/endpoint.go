@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cellnode/cellnode/dht"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
@@ -21,12 +23,17 @@ type Endpoint struct {
 	Address string // "host:port" or the socket path
 }
 
-// ParseEndpoint parses a service endpoint. A TCP endpoint needs a port; the
-// host may be empty (":9000") to mean every interface.
+// ParseEndpoint parses a service endpoint. A TCP endpoint needs a port (a
+// service name is turned into its number); the host may be empty (":9000")
+// to mean every interface. Otherwise the endpoint must be one a record may
+// carry (dht.CheckEndpoint): a unix socket path must be absolute.
 func ParseEndpoint(s string) (Endpoint, error) {
 	if p, ok := strings.CutPrefix(s, "unix:"); ok {
 		if p == "" {
 			return Endpoint{}, fmt.Errorf("node: endpoint %q: empty socket path", s)
+		}
+		if err := dht.CheckEndpoint(s); err != nil {
+			return Endpoint{}, fmt.Errorf("node: %w (want unix:/absolute/path)", err)
 		}
 		return Endpoint{Network: "unix", Address: p}, nil
 	}
@@ -34,10 +41,17 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("node: endpoint %q: want HOST:PORT, :PORT or unix:PATH", s)
 	}
-	if p, err := net.LookupPort("tcp", port); err != nil || p == 0 {
+	p, err := net.LookupPort("tcp", port)
+	if err != nil || p == 0 {
 		return Endpoint{}, fmt.Errorf("node: endpoint %q: bad port %q", s, port)
 	}
-	return Endpoint{Network: "tcp", Address: net.JoinHostPort(host, port)}, nil
+	e := Endpoint{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(p))}
+	if host != "" {
+		if err := dht.CheckEndpoint(e.Address); err != nil {
+			return Endpoint{}, fmt.Errorf("node: %w", err)
+		}
+	}
+	return e, nil
 }
 
 func (e Endpoint) String() string {

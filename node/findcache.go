@@ -121,7 +121,7 @@ func (c *findCache) close() {
 }
 
 // encodeFind is the API's JSON of a find result.
-func encodeFind(res *FindResult) []byte {
+func encodeFind(res *FindReply) []byte {
 	b, _ := json.Marshal(res)
 	return append(b, '\n')
 }

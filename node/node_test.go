@@ -360,6 +360,7 @@ func TestEndpoint(t *testing.T) {
 		{"127.0.0.1:9000", true, false}, {":9000", true, true}, {"0.0.0.0:9000", true, true},
 		{"[::]:9000", true, true}, {"unix:/tmp/x.sock", true, false}, {"unix:", false, false},
 		{"9000", false, false}, {"host:", false, false}, {"host:0", false, false}, {"host:99999", false, false},
+		{"unix:rel.sock", false, false}, {"a b:1", false, false}, {"[fe80::1%eth0]:80", false, false}, {"localhost:http", true, false},
 	} {
 		e, err := ParseEndpoint(tc.in)
 		if (err == nil) != tc.ok || (err == nil && e.Wildcard() != tc.wild) {

@@ -520,10 +520,7 @@ func sealBody(b wireBody, signer ed25519.PrivateKey, sig []byte) []byte {
 		panic(err)
 	}
 	if signer != nil {
-		sig, err = signer.Sign(nil, body, &ed25519.Options{Context: dht.SignatureContext})
-		if err != nil {
-			panic(err)
-		}
+		sig = ed25519.Sign(signer, dht.SignedMessage(dht.RecordDomain, body))
 	}
 	raw, err := wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
 	if err != nil {
@@ -538,10 +535,7 @@ func sealDelegation(d wireDelegation, signer ed25519.PrivateKey) []byte {
 	if err != nil {
 		panic(err)
 	}
-	sig, err := signer.Sign(nil, body, &ed25519.Options{Context: dht.DelegationContext})
-	if err != nil {
-		panic(err)
-	}
+	sig := ed25519.Sign(signer, dht.SignedMessage(dht.DelegationDomain, body))
 	raw, err := wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
 	if err != nil {
 		panic(err)

@@ -1,9 +1,13 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha512"
+	"encoding/hex"
 	"fmt"
+	"math/big"
 	"slices"
 	"time"
 
@@ -99,6 +103,19 @@ func (a *arena) forgery(ctx context.Context, rep *AttackReport) error {
 		}
 		return r.Bytes()
 	}
+	// weak is a record of the cell by a key anyone can sign for, with a
+	// signature made without any secret.
+	weak := func(key []byte) []byte {
+		n++
+		forgedEndpoints[endpoint(n)] = true
+		b := wireBody{Version: dht.FormatVersion, Name: attackName, Peer: append([]byte{0x00, 0x24, 0x08, 0x01, 0x12, 0x20}, key...),
+			Key: key, Endpoints: []string{endpoint(n)}, Issued: now.UnixMilli(), Expires: now.Add(dht.MaxLifetime).UnixMilli()}
+		raw, err := forgeWeakKey(b, seq+uint64(n))
+		if err != nil {
+			panic(err)
+		}
+		return raw
+	}
 	otherNameRecord, err := signRecord(evil, "acme/other", seq, now, endpoint(0), otherName)
 	if err != nil {
 		return err
@@ -124,6 +141,15 @@ func (a *arena) forgery(ctx context.Context, rep *AttackReport) error {
 			b.Issued, b.Expires = now.Add(time.Hour).UnixMilli(), now.Add(time.Hour+time.Minute).UnixMilli()
 		}), false},
 		{"non-canonical copy of a real record", reorderEnvelope(real.Bytes()), false},
+		// Keys for which plain Ed25519 (crypto/ed25519.Verify) accepts a
+		// signature made without any secret: R = B - [j]A, S = 1.
+		{"real record, signature S + L", malleate(real.Bytes()), false},
+		{"small-order key: identity", weak(weakKeys[0]), false},
+		{"small-order key: order 2", weak(weakKeys[1]), false},
+		{"small-order key: order 4", weak(weakKeys[2]), false},
+		{"small-order key: order 8", weak(weakKeys[4]), false},
+		{"non-canonical key: y = p + 1", weak(identityYP1), false},
+		{"non-canonical key: x = 0, sign 1", weak(identitySigned), false},
 		{"oversized (5 KiB)", make([]byte, 5<<10), false},
 		{"valid open record, adversary's key", valid(evilOpen, nil), true},
 		{"valid, delegated by adversary's publisher", valid(evilDelegated, ownDelegation), true},
@@ -214,4 +240,163 @@ func cborBytes(b []byte) []byte {
 	default:
 		return append([]byte{0x59, byte(n >> 8), byte(n)}, b...)
 	}
+}
+
+// malleate returns raw with its signature's S replaced by S + L: the same
+// signature to a verifier that reduces S, not a canonical one.
+func malleate(raw []byte) []byte {
+	_, env, err := openBody(raw)
+	if err != nil {
+		panic(err)
+	}
+	s := new(big.Int).Add(leInt(env.Sig[32:]), edL)
+	sig := append(bytes.Clone(env.Sig[:32]), leBytes(s)...)
+	out, err := wireEnc.Marshal(wireEnvelope{Body: env.Body, Sig: sig})
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// Keys for which anyone can make signatures that plain Ed25519 accepts: the
+// eight points of small order (identity, order 2, two of order 4, four of
+// order 8) and two non-canonical encodings of the identity.
+var (
+	weakKeys = func() [][]byte {
+		var out [][]byte
+		for _, h := range []string{
+			"0100000000000000000000000000000000000000000000000000000000000000",
+			"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+			"0000000000000000000000000000000000000000000000000000000000000000",
+			"0000000000000000000000000000000000000000000000000000000000000080",
+			"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+			"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+			"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+			"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+		} {
+			b, _ := hex.DecodeString(h)
+			out = append(out, b)
+		}
+		return out
+	}()
+	identityYP1    = append(append([]byte{0xee}, bytes.Repeat([]byte{0xff}, 30)...), 0x7f) // y = p + 1 ≡ 1
+	identitySigned = append(append([]byte{0x01}, make([]byte, 30)...), 0x80)
+)
+
+// forgeWeakKey signs the record body b (its key one of the weak keys)
+// without any secret: with A of order h and S = 1, R = B - [j]A verifies
+// whenever k = H(R || A || M) ≡ j (mod h), which trying a few sequence
+// numbers from seq on finds. It checks that crypto/ed25519.Verify accepts
+// the result: only the format's own key checks stand in the way.
+func forgeWeakKey(b wireBody, seq uint64) ([]byte, error) {
+	a := edDecodeLoose(b.Key)
+	h := 1
+	for p := a; !p.isIdentity(); p = p.add(a) {
+		h++
+	}
+	for i := range uint64(256) {
+		b.Seq = seq + i
+		body, err := wireEnc.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		msg := dht.SignedMessage(dht.RecordDomain, body)
+		ja := edIdentity()
+		for j := range h {
+			r := edBasePoint().add(ja.neg()).encode()
+			hh := sha512.New()
+			hh.Write(r)
+			hh.Write(b.Key)
+			hh.Write(msg)
+			k := new(big.Int).Mod(leInt(hh.Sum(nil)), edL)
+			if new(big.Int).Mod(k, big.NewInt(int64(h))).Int64() == int64(j) {
+				sig := append(r, leBytes(big.NewInt(1))...)
+				if !ed25519.Verify(b.Key, msg, sig) {
+					return nil, fmt.Errorf("sim: forged signature for key %x does not verify", b.Key)
+				}
+				return wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
+			}
+			ja = ja.add(a)
+		}
+	}
+	return nil, fmt.Errorf("sim: no forgery found for key %x", b.Key)
+}
+
+// A few lines of edwards25519 arithmetic (affine, math/big) for the
+// forger; speed does not matter.
+type edPt struct{ x, y *big.Int }
+
+var (
+	edP = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
+	edL = func() *big.Int {
+		l, _ := new(big.Int).SetString("7237005577332262213973186563042994240857116359379907606001950938285454250989", 10)
+		return l
+	}()
+	edDc = func() *big.Int {
+		d := new(big.Int).Mul(big.NewInt(-121665), new(big.Int).ModInverse(big.NewInt(121666), edP))
+		return d.Mod(d, edP)
+	}()
+)
+
+func edIdentity() edPt { return edPt{big.NewInt(0), big.NewInt(1)} }
+
+func edBasePoint() edPt {
+	b, _ := hex.DecodeString("5866666666666666666666666666666666666666666666666666666666666666")
+	return edDecodeLoose(b)
+}
+
+func (p edPt) isIdentity() bool { return p.x.Sign() == 0 && p.y.Cmp(big.NewInt(1)) == 0 }
+
+func (p edPt) neg() edPt {
+	x := new(big.Int).Neg(p.x)
+	return edPt{x.Mod(x, edP), p.y}
+}
+
+func (p edPt) add(q edPt) edPt {
+	mod := func(v *big.Int) *big.Int { return v.Mod(v, edP) }
+	t := mod(new(big.Int).Mul(edDc, mod(new(big.Int).Mul(mod(new(big.Int).Mul(p.x, q.x)), mod(new(big.Int).Mul(p.y, q.y))))))
+	x := new(big.Int).Add(new(big.Int).Mul(p.x, q.y), new(big.Int).Mul(p.y, q.x))
+	x.Mul(x, new(big.Int).ModInverse(mod(new(big.Int).Add(big.NewInt(1), t)), edP))
+	y := new(big.Int).Add(new(big.Int).Mul(p.y, q.y), new(big.Int).Mul(p.x, q.x))
+	y.Mul(y, new(big.Int).ModInverse(mod(new(big.Int).Sub(big.NewInt(1), t)), edP))
+	return edPt{mod(x), mod(y)}
+}
+
+func (p edPt) encode() []byte {
+	out := leBytes(p.y)
+	out[31] |= byte(p.x.Bit(0) << 7)
+	return out
+}
+
+// edDecodeLoose decodes as crypto/ed25519 does: y reduced mod p, and x = 0
+// whatever the sign bit. It panics on a y with no point.
+func edDecodeLoose(enc []byte) edPt {
+	yb := bytes.Clone(enc)
+	sign := uint(yb[31] >> 7)
+	yb[31] &= 0x7f
+	y := new(big.Int).Mod(leInt(yb), edP)
+	y2 := new(big.Int).Mul(y, y)
+	u := new(big.Int).Sub(y2, big.NewInt(1))
+	v := new(big.Int).Add(new(big.Int).Mul(edDc, y2), big.NewInt(1))
+	x2 := new(big.Int).Mul(u, new(big.Int).ModInverse(v.Mod(v, edP), edP))
+	x := new(big.Int).ModSqrt(x2.Mod(x2, edP), edP)
+	if x == nil {
+		panic(fmt.Sprintf("sim: %x is not a point", enc))
+	}
+	if x.Bit(0) != sign {
+		x.Sub(edP, x).Mod(x, edP)
+	}
+	return edPt{x, y}
+}
+
+func leInt(b []byte) *big.Int {
+	be := slices.Clone(b)
+	slices.Reverse(be)
+	return new(big.Int).SetBytes(be)
+}
+
+func leBytes(v *big.Int) []byte {
+	out := new(big.Int).Mod(v, new(big.Int).Lsh(big.NewInt(1), 256)).FillBytes(make([]byte, 32))
+	slices.Reverse(out)
+	return out
 }

@@ -81,6 +81,13 @@ func TestAttackForgery(t *testing.T) {
 		"issued 1 h in the future":                      "future",
 		"non-canonical copy of a real record":           "non_canonical",
 		"oversized (5 KiB)":                             "",
+		"real record, signature S + L":                  "non_canonical_signature",
+		"small-order key: identity":                     "small_order_key",
+		"small-order key: order 2":                      "small_order_key",
+		"small-order key: order 4":                      "small_order_key",
+		"small-order key: order 8":                      "small_order_key",
+		"non-canonical key: y = p + 1":                  "non_canonical_key",
+		"non-canonical key: x = 0, sign 1":              "non_canonical_key",
 	} {
 		r := row(t, rep, c)
 		if r.Attempts == 0 || r.Stored != 0 || r.Through != 0 || r.Refused != r.Attempts {
