@@ -133,7 +133,7 @@ live instances of a cell ranked by measured latency.`,
 		}
 		return nil
 	}
-	root.AddCommand(runCmd(e), findCmd(e), bootstrapCmd(e), manifestCmd(e), cloneCmd(e), keyCmd(e), idCmd(e), initCmd(e), addCmd(e), resolveCmd(e), psCmd(e), demoCmd(e), simCmd(e))
+	root.AddCommand(runCmd(e), agentCmd(e), findCmd(e), bootstrapCmd(e), manifestCmd(e), cloneCmd(e), keyCmd(e), idCmd(e), initCmd(e), addCmd(e), resolveCmd(e), psCmd(e), demoCmd(e), simCmd(e))
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root
 }

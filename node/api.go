@@ -45,6 +45,7 @@ func (n *Node) Status() Status {
 
 type apiServer struct {
 	srv  *http.Server
+	mux  *http.ServeMux // the agent adds its routes here (api_agent.go)
 	path string
 	done chan struct{}
 }
@@ -113,6 +114,7 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 		writeJSON(w, http.StatusOK, info)
 	})
 	s := &apiServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path, done: make(chan struct{})}
+	s.mux = mux
 	go func() {
 		defer close(s.done)
 		_ = s.srv.Serve(ln)
