@@ -504,7 +504,9 @@ type APIError struct {
 	Message string // the answer's "error"
 }
 
-func (e *APIError) Error() string { return fmt.Sprintf("node: local API: %s (%d)", e.Message, e.Status) }
+func (e *APIError) Error() string {
+	return fmt.Sprintf("node: local API: %s (%d)", e.Message, e.Status)
+}
 
 // do sends a request with an optional JSON body and decodes a JSON answer
 // into out (when not nil); error answers are *APIError.

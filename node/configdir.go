@@ -37,7 +37,7 @@ type ConfigFile struct {
 
 // Definitions is what a config directory defines, checked.
 type Definitions struct {
-	Cells map[string]definedCell           // by cell name
+	Cells map[string]definedCell         // by cell name
 	Trust map[string][]ed25519.PublicKey // by cell name
 }
 
