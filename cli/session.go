@@ -20,9 +20,11 @@ type session struct {
 	n      *node.Node
 }
 
-// openSession uses the local node when useLocal is set, one runs, and no
-// --bootstrap was given; otherwise it starts and bootstraps an ephemeral
-// node. Being offline is not an error: finds then see local cells only.
+// openSession uses the local node when useLocal is set, one runs (with the
+// same home, else the machine's agent at $CELLNODE_API or its default
+// socket), and no --bootstrap was given; otherwise it starts and
+// bootstraps an ephemeral node. Being offline is not an error: finds then
+// see local cells only.
 func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*session, error) {
 	home := nf.home
 	if home == "" {
@@ -30,6 +32,9 @@ func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*ses
 	}
 	if useLocal && len(nf.bootstrap) == 0 {
 		if cl, err := node.Dial(home); err == nil {
+			return &session{client: cl}, nil
+		}
+		if cl, err := node.DialAPI(""); err == nil { // the machine's agent
 			return &session{client: cl}, nil
 		}
 	}
