@@ -112,7 +112,10 @@ func TestAgentConfigDir(t *testing.T) {
 		{"bad endpoint", "c.json", `{"cells": [{"name": "acme/x", "endpoint": "nowhere"}]}`, "want HOST:PORT"},
 		{"missing delegation file", "c.json", `{"cells": [{"name": "acme/x", "endpoint": "127.0.0.1:9", "delegation_file": "none"}]}`, "delegation_file"},
 		{"delegation for another node", "c.json", `{"cells": [{"name": "acme/three", "endpoint": "127.0.0.1:9", "delegation": ` +
-			jsonString(func() string { d, _ := delegation(t, "acme/three", c.boot.PublicKey(), time.Now().Add(time.Hour)); return d }()) + `}]}`,
+			jsonString(func() string {
+				d, _ := delegation(t, "acme/three", c.boot.PublicKey(), time.Now().Add(time.Hour))
+				return d
+			}()) + `}]}`,
 			"not this agent's node"},
 		{"bad publisher key", "c.json", `{"trust": {"acme/one": ["nope"]}}`, "trust: acme/one"},
 		{"no publisher key", "c.json", `{"trust": {"acme/one": []}}`, "lists no publisher key"},
