@@ -194,10 +194,10 @@ func (a *Agent) Close() error {
 		if a.dns != nil {
 			a.closeErr = a.dns.Close()
 		}
+		a.hub.close() // blocked watches return, so the servers stop at once
 		for _, s := range a.servers {
 			s.close()
 		}
-		a.hub.close()
 		a.closeErr = errors.Join(a.closeErr, a.n.Close())
 	})
 	return a.closeErr

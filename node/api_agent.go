@@ -45,6 +45,10 @@ func DefaultAPIAddr(runtimeDir string) string {
 // maxBody bounds a request body (a registration).
 const maxBody = 64 << 10
 
+// slowAnswer is how long the node's own endpoints (find, manifest) may take
+// to answer on the agent's listeners before the write deadline counts.
+const slowAnswer = 2 * time.Minute
+
 // routes adds the agent's endpoints to the node's API (docs/api.md).
 func (a *Agent) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/watch", a.handleWatch)
@@ -367,7 +371,9 @@ func (s *agentServer) close() {
 func (a *Agent) guard(next http.Handler, tcp bool) http.Handler {
 	me := uint32(os.Getuid())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(a.cfg.WriteTimeout))
+		// The node's own endpoints (find, manifest) may take a while to
+		// answer; the agent's set a deadline of their own (timed, watch).
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(slowAnswer + a.cfg.WriteTimeout))
 		if tcp && !loopbackHost(r.Host) {
 			writeError(w, http.StatusForbidden, fmt.Errorf("node: the TCP API answers only requests for a loopback host, not %q", r.Host))
 			return

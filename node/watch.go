@@ -150,9 +150,15 @@ func newWatchHub(n *Node, cfg WatchConfig, trustFor func(string) []ed25519.Publi
 		cold: make(chan struct{}, cfg.ColdFinds), entries: map[string]*watchEntry{}}
 }
 
+// close stops every name's finds and ends the watches blocked on them
+// (each returns the set it has).
 func (h *watchHub) close() {
 	h.mu.Lock()
 	h.closed = true
+	for k, e := range h.entries {
+		delete(h.entries, k)
+		close(e.stop)
+	}
 	h.mu.Unlock()
 	h.cancel()
 	h.wg.Wait()
