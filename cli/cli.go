@@ -140,7 +140,7 @@ live instances of a cell ranked by measured latency.`,
 		}
 		return routeLogs(e)
 	}
-	root.AddCommand(runCmd(e), findCmd(e), bootstrapCmd(e), manifestCmd(e), cloneCmd(e), keyCmd(e), recordCmd(e), idCmd(e), initCmd(e), addCmd(e), resolveCmd(e), psCmd(e), demoCmd(e), simCmd(e))
+	root.AddCommand(runCmd(e), agentCmd(e), findCmd(e), bootstrapCmd(e), manifestCmd(e), cloneCmd(e), keyCmd(e), recordCmd(e), idCmd(e), initCmd(e), addCmd(e), resolveCmd(e), psCmd(e), demoCmd(e), simCmd(e))
 	root.AddCommand(statusCmd(e), versionCmd(e), gcCmd(e))
 	addCompletions(root)
 	return root

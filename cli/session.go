@@ -23,9 +23,11 @@ type session struct {
 	stderr io.Writer // warnings: instances of the local API's answer that did not verify
 }
 
-// openSession uses the local node when useLocal is set, one runs, and no
-// --bootstrap was given; otherwise it starts and bootstraps an ephemeral
-// node. Being offline is not an error: finds then see local cells only.
+// openSession uses the local node when useLocal is set, one runs (with the
+// same home, else the machine's agent at $CELLNODE_API or its default
+// socket), and no --bootstrap was given; otherwise it starts and
+// bootstraps an ephemeral node. Being offline is not an error: finds then
+// see local cells only.
 func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*session, error) {
 	home := nf.home
 	if home == "" {
@@ -34,6 +36,9 @@ func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*ses
 	if useLocal && len(nf.bootstrap) == 0 {
 		if cl, err := node.Dial(home); err == nil {
 			return &session{client: cl, stderr: e.stderr}, nil
+		}
+		if cl, err := node.DialAPI(""); err == nil { // the machine's agent
+			return &session{client: cl}, nil
 		}
 	}
 	log := e.logger(slog.LevelWarn)

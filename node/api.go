@@ -68,6 +68,7 @@ const (
 
 type apiServer struct {
 	srv   *http.Server
+	mux   *http.ServeMux // the agent adds its routes here (api_agent.go)
 	path  string
 	done  chan struct{}
 	finds chan struct{} // one token per running find or manifest fetch
@@ -179,6 +180,7 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: apiReadTimeout,
 		WriteTimeout: apiMaxTimeout + 10*time.Second, IdleTimeout: apiIdleTimeout, MaxHeaderBytes: apiMaxHeader}
 	limited := netutil.LimitListener(ln, apiMaxConns)
+	s.mux = mux
 	go func() {
 		defer close(s.done)
 		_ = s.srv.Serve(limited)

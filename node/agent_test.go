@@ -1,0 +1,184 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cellnode/cellnode/dht"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/miekg/dns"
+)
+
+// sockDir is a short directory for unix sockets (paths are limited to 108
+// bytes, and test names make t.TempDir long).
+func sockDir(t testing.TB) string {
+	d, err := os.MkdirTemp("", "cn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// agentConfig is an agent on the cluster: a DHT server on loopback with a
+// runtime directory of its own (it learns of other cells through the DHT
+// only), DNS on a free loopback port, and fast background finds.
+func (c *cluster) agentConfig() AgentConfig {
+	c.t.Helper()
+	return AgentConfig{
+		Node: Config{Home: sockDir(c.t), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, RuntimeDir: sockDir(c.t),
+			Bootstrap: []peer.AddrInfo{{ID: c.boot.ID(), Addrs: c.boot.Host().Addrs()}},
+			DHT:       dht.Config{Mode: dht.ModeServer}, Now: c.now},
+		API:   filepath.Join(sockDir(c.t), "api.sock"),
+		DNS:   "127.0.0.1:0",
+		Watch: WatchConfig{Refresh: 100 * time.Millisecond},
+	}
+}
+
+func (c *cluster) agent(cfg AgentConfig) *Agent {
+	c.t.Helper()
+	a, err := NewAgent(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { a.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Bootstrap(ctx); err != nil {
+		c.t.Fatal(err)
+	}
+	return a
+}
+
+func dialAgent(t testing.TB, a *Agent) *Client {
+	t.Helper()
+	cl, err := DialAPI(a.APIAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+func dnsQuery(t testing.TB, addr, name string, qtype uint16) *dns.Msg {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.SetEdns0(1232, false)
+	r, _, err := (&dns.Client{Timeout: 10 * time.Second}).Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("DNS %s %s: %v", dns.TypeToString[qtype], name, err)
+	}
+	return r
+}
+
+func peersOf(res *WatchResult) []string {
+	var out []string
+	for _, in := range res.Instances {
+		out = append(out, in.Peer)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestAgentEndToEnd: an agent registers a cell through its shared socket;
+// a cell announced by another node is watched, with its signed record,
+// and answered over DNS; withdrawing it wakes the watch and empties DNS;
+// the agent's own cell is found by another node through the DHT.
+func TestAgentEndToEnd(t *testing.T) {
+	c := newCluster(t, nil)
+	a := c.agent(c.agentConfig())
+	cl := dialAgent(t, a)
+	ctx := context.Background()
+
+	// A cell of the agent's, registered through the API.
+	ln := service(t)
+	res, err := cl.Register(ctx, Registration{Name: "acme/ledger", Endpoint: ln.Addr().String(), Check: Check{Interval: Duration(50 * time.Millisecond)}})
+	if err != nil || res != Created {
+		t.Fatalf("register: %v, %v", res, err)
+	}
+	if res, err := cl.Register(ctx, Registration{Name: "acme/ledger", Endpoint: ln.Addr().String(), Check: Check{Interval: Duration(50 * time.Millisecond)}}); err != nil || res != Unchanged {
+		t.Fatalf("register again: %v, %v", res, err)
+	}
+	cells, err := cl.Cells(ctx)
+	if err != nil || len(cells) != 1 || cells[0].Name != "acme/ledger" || cells[0].Source != SourceAPI {
+		t.Fatalf("cells: %+v, %v", cells, err)
+	}
+	finder := c.node(nil, t.TempDir())
+	waitFor(t, "the agent's cell found through the DHT", func() bool {
+		_, ok := findPeers(t, finder, "acme/ledger")[a.Node().ID().String()]
+		return ok
+	})
+
+	// A cell announced by another node, watched.
+	other := c.node(nil, t.TempDir())
+	oln := service(t)
+	an := announce(t, other, "acme/exchange", oln.Addr().String())
+	var w *WatchResult
+	waitFor(t, "the watch to see the other node's instance", func() bool {
+		w, err = cl.Watch(ctx, "acme/exchange", 0, 0, FindOptions{})
+		return err == nil && len(w.Instances) == 1
+	})
+	in := w.Instances[0]
+	if in.Peer != other.ID().String() || !in.Reachable || w.Index == 0 {
+		t.Fatalf("watched instance: %+v", w)
+	}
+	r, err := dht.Verify(in.Record, "acme/exchange", time.Now())
+	if err != nil || r.Peer != other.ID() || r.Seq != in.Seq {
+		t.Fatalf("the watch's record does not verify as the instance: %v", err)
+	}
+
+	_, port, _ := net.SplitHostPort(oln.Addr().String())
+	srv := dnsQuery(t, a.DNSAddr(), "_exchange._tcp.acme.cell.", dns.TypeSRV)
+	if srv.Rcode != dns.RcodeSuccess || len(srv.Answer) != 1 {
+		t.Fatalf("SRV: %v", srv)
+	}
+	s := srv.Answer[0].(*dns.SRV)
+	if strconv.Itoa(int(s.Port)) != port || s.Target != "7f000001.addr.cell." || s.Hdr.Ttl == 0 || s.Hdr.Ttl > 5 {
+		t.Fatalf("SRV record: %v", s)
+	}
+	if len(srv.Extra) < 1 || srv.Extra[0].(*dns.A).A.String() != "127.0.0.1" {
+		t.Fatalf("SRV additional section: %v", srv.Extra)
+	}
+	aa := dnsQuery(t, a.DNSAddr(), "Exchange.ACME.cell.", dns.TypeA)
+	if aa.Rcode != dns.RcodeSuccess || len(aa.Answer) != 1 || aa.Answer[0].(*dns.A).A.String() != "127.0.0.1" {
+		t.Fatalf("A: %v", aa)
+	}
+
+	// A blocked watch wakes when the instance is withdrawn.
+	done := make(chan *WatchResult, 1)
+	go func() {
+		w2, err := cl.Watch(ctx, "acme/exchange", w.Index, time.Minute, FindOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- w2
+	}()
+	an.Stop(ctx)
+	w2 := <-done
+	if len(w2.Instances) != 0 || w2.Index == w.Index {
+		t.Fatalf("after the withdrawal: %+v", w2)
+	}
+	waitFor(t, "DNS to stop answering the withdrawn instance", func() bool {
+		return dnsQuery(t, a.DNSAddr(), "_exchange._tcp.acme.cell.", dns.TypeSRV).Rcode == dns.RcodeNameError
+	})
+
+	// Deregistering withdraws the agent's cell.
+	if err := cl.Deregister(ctx, "acme/ledger"); err != nil {
+		t.Fatal(err)
+	}
+	var ae *APIError
+	if err := cl.Deregister(ctx, "acme/ledger"); !errors.As(err, &ae) || ae.Status != 404 {
+		t.Fatalf("deregister twice: %v", err)
+	}
+	waitFor(t, "the deregistered cell to disappear", func() bool {
+		_, ok := findPeers(t, finder, "acme/ledger")[a.Node().ID().String()]
+		return !ok
+	})
+}
