@@ -771,6 +771,14 @@ func trusted(pub ed25519.PublicKey, list []ed25519.PublicKey) bool {
 // and counted once. Rejections are counted in rejected by Reason when it is
 // not nil. The result is ordered by peer ID.
 func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) []*Record {
+	return Live(Newest(name, raws, now, rejected))
+}
+
+// Newest is Merge keeping withdrawals: the newest valid record of each
+// node, withdrawn or not, ordered by peer ID. A finder that remembers what
+// it saw keeps the withdrawals too, so that a later find that misses one
+// does not bring the older record back.
+func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) []*Record {
 	best := map[peer.ID]*Record{}
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
@@ -792,10 +800,19 @@ func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) [
 	}
 	out := make([]*Record, 0, len(best))
 	for _, r := range best {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
+	return out
+}
+
+// Live returns the records of recs that are not withdrawals, in order.
+func Live(recs []*Record) []*Record {
+	out := make([]*Record, 0, len(recs))
+	for _, r := range recs {
 		if !r.Withdrawn {
 			out = append(out, r)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
 	return out
 }

@@ -146,8 +146,9 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 	// record seen in another.
 	var keep []*dht.Record
 	trusted := map[string]bool{} // by peer ID
-	merged := dht.Merge(name, raws, n.now(), res.Rejected)
-	n.recent.put(name, merged)
+	newest := dht.Newest(name, raws, n.now(), res.Rejected)
+	n.recent.put(name, newest) // withdrawals too: see recentRecords
+	merged := dht.Live(newest)
 	for _, r := range merged {
 		if pub := r.Publisher(); pub != nil && slices.ContainsFunc(opts.Publishers, func(p ed25519.PublicKey) bool { return pub.Equal(p) }) {
 			trusted[r.Peer.String()] = true
@@ -170,7 +171,9 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 	return res, nil
 }
 
-// recentRecords remembers, per cell name, the live records the node's last
+// recentRecords remembers, per cell name, the newest record of each
+// instance (withdrawals included, so that a later find that misses a
+// withdrawal does not bring the instance back) the node's last
 // find returned, for finds to come. Entries go with their records' expiry
 // (Merge verifies them again), and the table keeps at most 1024 names.
 type recentRecords struct {
