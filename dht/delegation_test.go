@@ -125,8 +125,17 @@ func FuzzDecodeDelegation(f *testing.F) {
 	f.Add([]byte{0xa2, 0x01, 0x40, 0x02, 0x40})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		d, err := DecodeDelegation(raw)
-		if err == nil && !bytes.Equal(d.Bytes(), raw) {
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(d.Bytes(), raw) {
 			t.Fatal("accepted bytes differ from Bytes()")
+		}
+		body, _, _ := openEnvelope(raw)
+		again, err := encMode.Marshal(delegationBody{Version: FormatVersion, Name: d.Name, Node: d.Node, Publisher: d.Publisher,
+			Issued: uint64(d.Issued.UnixMilli()), NotAfter: uint64(d.NotAfter.UnixMilli())})
+		if err != nil || !bytes.Equal(again, body) {
+			t.Fatal("the fields of an accepted delegation encode to other bytes")
 		}
 	})
 }

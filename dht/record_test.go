@@ -357,6 +357,14 @@ func FuzzDecode(f *testing.F) {
 		if checkKey(r.PublicKey) != nil {
 			t.Fatal("accepted a weak key")
 		}
+		// What was signed is what the fields say: they encode back to the
+		// body's bytes.
+		b, err := bodyOf(r)
+		again, err2 := encMode.Marshal(b)
+		body, _, _ := openEnvelope(raw)
+		if err != nil || err2 != nil || !bytes.Equal(again, body) {
+			t.Fatalf("the fields of an accepted record encode to other bytes: %v %v", err, err2)
+		}
 	})
 }
 
