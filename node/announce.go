@@ -147,6 +147,12 @@ func (an *Announcer) run() {
 	}()
 	for {
 		_, err := an.ep.probe(ctx, time.Second)
+		if ctx.Err() != nil {
+			// Stopping: the probe failed because it was cut, not because
+			// the service is down. Stop publishes the withdrawal (a
+			// withdrawal here would be cut too, and Stop would skip its own).
+			return
+		}
 		healthy := err == nil
 		s := an.Status()
 		switch {
