@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,6 +95,10 @@ func BenchmarkAgentWatch(b *testing.B) {
 			if kill {
 				ann.Lifetime, ann.Republish = 3*time.Second, time.Second
 			}
+			// Changes come at any time, not just after the agent's last
+			// find (which is when the previous watch returned): wait a
+			// random part of the refresh period first.
+			time.Sleep(time.Duration(rand.Int64N(int64(time.Second))))
 			start := time.Now()
 			an, err := n.Announce(ann)
 			if err != nil {
@@ -103,6 +108,7 @@ func BenchmarkAgentWatch(b *testing.B) {
 			res, at = watchUntil(b, cl, name, res.Index, func(r *WatchResult) bool { return has(r, n.ID()) })
 			added = append(added, at.Sub(start))
 			if !kill {
+				time.Sleep(time.Duration(rand.Int64N(int64(time.Second))))
 				start = time.Now()
 				an.Stop(context.Background())
 				res, at = watchUntil(b, cl, name, res.Index, func(r *WatchResult) bool { return !has(r, n.ID()) })
@@ -288,8 +294,8 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 		b.Skipf("no /proc: %v", err)
 	}
 	f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64) // utime, field 14
-	st, _ := strconv.ParseInt(f[12], 10, 64) // stime, field 15
+	ut, _ := strconv.ParseInt(f[11], 10, 64)        // utime, field 14
+	st, _ := strconv.ParseInt(f[12], 10, 64)        // stime, field 15
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 

@@ -3,11 +3,14 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,4 +184,82 @@ func TestAgentEndToEnd(t *testing.T) {
 		_, ok := findPeers(t, finder, "acme/ledger")[a.Node().ID().String()]
 		return !ok
 	})
+}
+
+// backlogZero listens on loopback TCP with a listen backlog of 0: once one
+// connection waits to be accepted, the kernel drops new SYNs, so a
+// connect (a health check) hangs until its timeout.
+func backlogZero(t *testing.T) (net.Listener, int) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, ln.Addr().(*net.TCPAddr).Port
+}
+
+// synSent reports whether a connection to port is waiting for its SYN to
+// be answered (/proc/net/tcp state 02).
+func synSent(t *testing.T, port int) bool {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skip("no /proc/net/tcp")
+	}
+	want := fmt.Sprintf(":%04X", port)
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(l)
+		if len(f) > 3 && strings.HasSuffix(f[2], want) && f[3] == "02" {
+			return true
+		}
+	}
+	return false
+}
+
+// TestStopDuringCheckWithdraws: stopping an announcer (deregistering a
+// cell) while a health check is under way still publishes the withdrawal:
+// the cut check is not taken for a service that went down.
+func TestStopDuringCheckWithdraws(t *testing.T) {
+	c := newCluster(t, nil)
+	others := []*Node{c.node(nil, t.TempDir()), c.node(nil, t.TempDir())}
+	n := c.node(nil, t.TempDir())
+	ln, port := backlogZero(t)
+	accept := make(chan bool, 1)
+	accept <- true
+	go func() {
+		for <-accept {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			accept <- true
+		}
+	}()
+	a := announce(t, n, "acme/slow", ln.Addr().String())
+	waitFor(t, "the record at every storer", func() bool { return a.Status().StoredAt == 3 })
+	<-accept // accept no more: the next checks fill the queue, then hang
+	t.Cleanup(func() { close(accept) })
+	waitFor(t, "a health check hanging on its SYN", func() bool { return synSent(t, port) })
+	a.Stop(context.Background())
+	// Every other storer holds the withdrawal (none the live record).
+	for _, m := range append([]*Node{c.boot}, others...) {
+		for _, r := range m.DHT().Store().GetFor("acme/slow", nil) {
+			if r.Peer == n.ID() && !r.Withdrawn {
+				t.Fatalf("stopped during a check, the instance is still live at %s", m.ID())
+			}
+		}
+	}
 }
