@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"runtime"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,21 +42,38 @@ type Packet struct {
 	Dst   netip.AddrPort
 }
 
-// read takes frames in from one port until its socket is closed.
+// read takes frames in from one port until its socket is closed. A
+// frame's time is the kernel's receive timestamp, so that a reader the
+// scheduler runs late does not delay the frame further.
 func (n *Network) read(p *port) {
 	defer n.wg.Done()
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		n.stats.errors.Add(1)
+		return
+	}
 	buf := make([]byte, 1<<16)
+	oob := make([]byte, 128)
 	for {
-		k, err := p.f.Read(buf)
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return
+		var k, oobn int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			k, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil { // the file is closed (RawConn reports poll's own error, not os.ErrClosed)
+			if !n.closing() {
+				n.stats.errors.Add(1)
+				n.log.Warn("port closed under the switch", "port", p.idx, "err", err)
 			}
+			return
+		}
+		if rerr != nil {
 			n.stats.errors.Add(1)
-			n.log.Debug("port read", "port", p.idx, "err", err)
+			n.log.Debug("port read", "port", p.idx, "err", rerr)
 			continue
 		}
-		now := time.Now()
+		at := rxTime(oob[:oobn])
 		n.stats.frames.Add(1)
 		n.stats.bytes.Add(uint64(k))
 		if k < 14 {
@@ -65,8 +84,23 @@ func (n *Network) read(p *port) {
 			n.stats.oversize.Add(1)
 			continue
 		}
-		n.forward(p, append([]byte(nil), buf[:k]...), now)
+		n.forward(p, append([]byte(nil), buf[:k]...), at)
 	}
+}
+
+// rxTime returns the kernel's receive timestamp from a recvmsg's control
+// messages, or now when there is none.
+func rxTime(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err == nil {
+		for _, m := range msgs {
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+				ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+				return time.Unix(ts.Unix())
+			}
+		}
+	}
+	return time.Now()
 }
 
 // forward learns the frame's source, answers ARP for known addresses, and
@@ -134,12 +168,23 @@ func (n *Network) enqueue(p *port, fr frame) {
 }
 
 // send writes a port's queued frames out, each at its due time, until the
-// queue is closed.
+// queue is closed. It keeps an OS thread of its own, at a higher priority
+// than the processes under test when it may (nice -10), and sleeps with
+// nanosleep: Go's timers wake on whole milliseconds, which would add up to
+// a millisecond to each frame.
 func (n *Network) send(p *port) {
 	defer n.egress.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10) // only this thread; fails harmlessly without CAP_SYS_NICE
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		n.stats.errors.Add(1)
+		for range p.out {
+		}
+		return
+	}
 	for fr := range p.out {
-		// nanosleep, on a thread of its own: Go's timers wake on whole
-		// milliseconds, which would add up to a millisecond to each frame.
 		if d := time.Until(fr.due); d > 0 && !n.closing() {
 			ts := unix.NsecToTimespec(int64(d))
 			for unix.Nanosleep(&ts, &ts) == unix.EINTR {
@@ -148,13 +193,24 @@ func (n *Network) send(p *port) {
 		late := time.Since(fr.due)
 		n.stats.late.Add(int64(late))
 		n.stats.lateN.Add(1)
+		if late > time.Millisecond {
+			n.stats.late1ms.Add(1)
+		}
 		for {
 			m := n.stats.maxLate.Load()
 			if int64(late) <= m || n.stats.maxLate.CompareAndSwap(m, int64(late)) {
 				break
 			}
 		}
-		if _, err := p.f.Write(fr.b); err != nil && !errors.Is(err, os.ErrClosed) {
+		var werr error
+		err := rc.Write(func(fd uintptr) bool {
+			_, werr = unix.Write(int(fd), fr.b)
+			return werr != unix.EAGAIN
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil && !n.closing() {
 			n.stats.errors.Add(1)
 			n.log.Debug("port write", "port", p.idx, "err", err)
 		}
