@@ -17,6 +17,14 @@
 // checksummed, and IPv6 is off on them (no DAD or router solicitation noise;
 // lo keeps ::1).
 //
+// Frames are held up when the switch's own process cannot run: its threads
+// run at real-time priority (SCHED_FIFO, else nice -10) so that the
+// processes under test do not delay them, but a garbage collection in the
+// hosting process can still hold a frame for milliseconds. A process that
+// hosts the switch should allocate little, or raise GOGC (the benchmark
+// turns the collector off below a memory limit); Stats reports how late
+// frames went out, so a run can be judged.
+//
 // Everything needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and the ip command.
 // Namespaces are named with a prefix that carries the creating process's
 // PID; Close deletes them, and New first deletes those left by a process
@@ -36,6 +44,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultDelay is the one-way delay of a zero Config.
@@ -99,6 +109,7 @@ type Network struct {
 	swNS   string
 
 	done chan struct{} // closed when Close begins: queued frames go out at once
+	wake int           // eventfd, written by Close to wake the readers
 
 	mu     sync.RWMutex
 	closed bool
@@ -144,7 +155,12 @@ func New(cfg Config) (*Network, error) {
 	prefix := fmt.Sprintf("%s%dx%d-", NamePrefix, os.Getpid(), runSeq.Add(1))
 	n := &Network{cfg: cfg, log: log, prefix: prefix, swNS: prefix + "sw", done: make(chan struct{}),
 		ports: map[int]*port{}, macs: map[[6]byte]*port{}, arp: map[[4]byte][6]byte{}}
+	var err error
+	if n.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("delaynet: eventfd: %w", err)
+	}
 	if err := ip("netns", "add", n.swNS); err != nil {
+		unix.Close(n.wake)
 		return nil, err
 	}
 	if err := inNS(n.swNS, func() error { return writeSysctl("net/ipv6/conf/all/disable_ipv6", "1") }); err != nil {
@@ -195,7 +211,7 @@ func (n *Network) Add() (*Node, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
-		p.f.Close()
+		unix.Close(p.fd)
 		return nil, ErrClosed
 	}
 	n.ports[i] = p
@@ -239,7 +255,7 @@ func (n *Network) setup(nd *Node) (*port, error) {
 	p := &port{idx: nd.Index, mac: [6]byte(nd.MAC), out: make(chan frame, n.cfg.QueueLen)}
 	err := inNS(n.swNS, func() error {
 		var err error
-		p.f, err = openPort(pname)
+		p.fd, err = openPort(pname)
 		return err
 	})
 	if err != nil {
@@ -294,14 +310,20 @@ func (n *Network) Close() error {
 	nodes := append([]*Node(nil), n.nodes...)
 	n.mu.Unlock()
 
-	for _, p := range ports {
-		p.f.Close() // readers return
+	var one [8]byte
+	one[7] = 1
+	if _, err := unix.Write(n.wake, one[:]); err != nil { // level-triggered: every reader wakes
+		n.log.Warn("could not wake the readers", "err", err)
 	}
 	n.wg.Wait()
 	for _, p := range ports {
 		close(p.out) // nothing sends any more
 	}
 	n.egress.Wait()
+	for _, p := range ports {
+		unix.Close(p.fd)
+	}
+	unix.Close(n.wake)
 
 	var errs []error
 	for _, nd := range nodes {

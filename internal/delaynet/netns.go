@@ -113,20 +113,21 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // openPort opens a non-blocking AF_PACKET socket that reads every frame
 // arriving on dev (not those sent out of it) in the calling thread's
-// namespace, and writes frames out of it. Go's poller serves it.
-func openPort(dev string) (*os.File, error) {
+// namespace, and writes frames out of it, with the kernel's receive
+// timestamp on each frame.
+func openPort(dev string) (int, error) {
 	ifi, err := net.InterfaceByName(dev)
 	if err != nil {
-		return nil, fmt.Errorf("port %s: %w", dev, err)
+		return -1, fmt.Errorf("port %s: %w", dev, err)
 	}
 	// Protocol 0 until bound, so that no frame of another interface slips in.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("port %s: AF_PACKET socket: %w", dev, err)
+		return -1, fmt.Errorf("port %s: AF_PACKET socket: %w", dev, err)
 	}
-	fail := func(what string, err error) (*os.File, error) {
+	fail := func(what string, err error) (int, error) {
 		unix.Close(fd)
-		return nil, fmt.Errorf("port %s: %s: %w", dev, what, err)
+		return -1, fmt.Errorf("port %s: %s: %w", dev, what, err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		return fail("PACKET_IGNORE_OUTGOING", err)
@@ -142,7 +143,7 @@ func openPort(dev string) (*os.File, error) {
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
 		return fail("bind", err)
 	}
-	return os.NewFile(uintptr(fd), "packet:"+dev), nil
+	return fd, nil
 }
 
 // deleteNS deletes a namespace; one already gone is not an error.

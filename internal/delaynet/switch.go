@@ -2,9 +2,7 @@ package delaynet
 
 import (
 	"encoding/binary"
-	"errors"
 	"net/netip"
-	"os"
 	"runtime"
 	"time"
 	"unsafe"
@@ -19,7 +17,7 @@ const maxFrame = 1500 + 14 + 4
 type port struct {
 	idx int
 	mac [6]byte
-	f   *os.File // AF_PACKET socket bound to the port's veth
+	fd  int // non-blocking AF_PACKET socket bound to the port's veth; closed by Network.Close
 	out chan frame
 }
 
@@ -42,50 +40,88 @@ type Packet struct {
 	Dst   netip.AddrPort
 }
 
-// read takes frames in from one port until its socket is closed. A
-// frame's time is the kernel's receive timestamp, so that a reader the
-// scheduler runs late does not delay the frame further.
+// read takes frames in from one port until the network closes. It keeps
+// an OS thread of its own (see switchThread) and blocks in poll(2) on the
+// socket and the network's wake-up eventfd. A frame's time is the kernel's
+// receive timestamp, so that a reader run late does not delay it further.
 func (n *Network) read(p *port) {
 	defer n.wg.Done()
-	rc, err := p.f.SyscallConn()
-	if err != nil {
-		n.stats.errors.Add(1)
-		return
-	}
+	defer switchThread()()
 	buf := make([]byte, 1<<16)
 	oob := make([]byte, 128)
+	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}, {Fd: int32(n.wake), Events: unix.POLLIN}}
 	for {
-		var k, oobn int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			k, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
-			return rerr != unix.EAGAIN
-		})
-		if err != nil { // the file is closed (RawConn reports poll's own error, not os.ErrClosed)
-			if !n.closing() {
-				n.stats.errors.Add(1)
-				n.log.Warn("port closed under the switch", "port", p.idx, "err", err)
-			}
+		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			n.stats.errors.Add(1)
+			n.log.Warn("port poll", "port", p.idx, "err", err)
 			return
 		}
-		if rerr != nil {
-			n.stats.errors.Add(1)
-			n.log.Debug("port read", "port", p.idx, "err", rerr)
-			continue
+		if fds[1].Revents != 0 {
+			return
 		}
-		at := rxTime(oob[:oobn])
-		n.stats.frames.Add(1)
-		n.stats.bytes.Add(uint64(k))
-		if k < 14 {
-			n.stats.dropped.Add(1)
-			continue
+		for {
+			k, oobn, _, _, err := unix.Recvmsg(p.fd, buf, oob, unix.MSG_DONTWAIT)
+			if err == unix.EAGAIN || err == unix.EINTR {
+				break
+			}
+			if err != nil {
+				n.stats.errors.Add(1)
+				n.log.Debug("port read", "port", p.idx, "err", err)
+				break
+			}
+			at := rxTime(oob[:oobn])
+			n.stats.frames.Add(1)
+			n.stats.bytes.Add(uint64(k))
+			switch {
+			case k < 14:
+				n.stats.dropped.Add(1)
+			case k > maxFrame:
+				n.stats.oversize.Add(1)
+			default:
+				n.forward(p, append([]byte(nil), buf[:k]...), at)
+			}
 		}
-		if k > maxFrame {
-			n.stats.oversize.Add(1)
-			continue
-		}
-		n.forward(p, append([]byte(nil), buf[:k]...), at)
 	}
+}
+
+// switchThread locks the calling goroutine to its OS thread and raises
+// that thread above the processes under test, so that frames are not held
+// up while those processes keep the CPUs busy: SCHED_FIFO at priority 10
+// when it may (root), else nice -10, else as it was. The switch's threads
+// only block (poll, nanosleep) or do a few microseconds of work per frame,
+// and the kernel's real-time throttling bounds them anyway. It returns the
+// function that lowers the thread again and unlocks it; a thread that
+// cannot be lowered stays locked, so Go ends it with its goroutine.
+func switchThread() func() {
+	runtime.LockOSThread()
+	raised := unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 10}, 0) == nil
+	if !raised {
+		raised = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10) == nil
+	}
+	return func() {
+		if !raised || unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_NORMAL}, 0) == nil {
+			runtime.UnlockOSThread()
+		}
+	}
+}
+
+// write sends one frame out of a port, waiting for room in its socket
+// buffer (at most a second) if need be.
+func (n *Network) write(p *port, b []byte) {
+	for range 1000 {
+		_, err := unix.Write(p.fd, b)
+		switch err {
+		case nil:
+			return
+		case unix.EAGAIN, unix.ENOBUFS, unix.EINTR:
+			_, _ = unix.Poll([]unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLOUT}}, 1)
+			continue
+		}
+		n.stats.errors.Add(1)
+		n.log.Debug("port write", "port", p.idx, "err", err)
+		return
+	}
+	n.stats.dropped.Add(1)
 }
 
 // rxTime returns the kernel's receive timestamp from a recvmsg's control
@@ -109,9 +145,7 @@ func (n *Network) forward(in *port, b []byte, now time.Time) {
 	dst, src := [6]byte(b[0:6]), [6]byte(b[6:12])
 	if reply := n.arpReply(b); reply != nil {
 		n.stats.arp.Add(1)
-		if _, err := in.f.Write(reply); err != nil && !errors.Is(err, os.ErrClosed) {
-			n.stats.errors.Add(1)
-		}
+		n.write(in, reply)
 		return
 	}
 	fr := frame{due: now.Add(n.cfg.Delay), b: b}
@@ -168,22 +202,12 @@ func (n *Network) enqueue(p *port, fr frame) {
 }
 
 // send writes a port's queued frames out, each at its due time, until the
-// queue is closed. It keeps an OS thread of its own, at a higher priority
-// than the processes under test when it may (nice -10), and sleeps with
-// nanosleep: Go's timers wake on whole milliseconds, which would add up to
-// a millisecond to each frame.
+// queue is closed. It keeps an OS thread of its own (see switchThread) and
+// sleeps with nanosleep: Go's timers wake on whole milliseconds, which
+// would add up to a millisecond to each frame.
 func (n *Network) send(p *port) {
 	defer n.egress.Done()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), -10) // only this thread; fails harmlessly without CAP_SYS_NICE
-	rc, err := p.f.SyscallConn()
-	if err != nil {
-		n.stats.errors.Add(1)
-		for range p.out {
-		}
-		return
-	}
+	defer switchThread()()
 	for fr := range p.out {
 		if d := time.Until(fr.due); d > 0 && !n.closing() {
 			ts := unix.NsecToTimespec(int64(d))
@@ -196,23 +220,15 @@ func (n *Network) send(p *port) {
 		if late > time.Millisecond {
 			n.stats.late1ms.Add(1)
 		}
+
 		for {
 			m := n.stats.maxLate.Load()
 			if int64(late) <= m || n.stats.maxLate.CompareAndSwap(m, int64(late)) {
 				break
 			}
 		}
-		var werr error
-		err := rc.Write(func(fd uintptr) bool {
-			_, werr = unix.Write(int(fd), fr.b)
-			return werr != unix.EAGAIN
-		})
-		if err == nil {
-			err = werr
-		}
-		if err != nil && !n.closing() {
-			n.stats.errors.Add(1)
-			n.log.Debug("port write", "port", p.idx, "err", err)
+		if !n.closing() {
+			n.write(p, fr.b)
 		}
 	}
 }
