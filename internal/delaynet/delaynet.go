@@ -97,6 +97,7 @@ type Stats struct {
 	Oversize uint64        // frames longer than the MTU allows (offloads left on)
 	Errors   uint64        // read and write errors
 	Late     uint64        // frames sent more than 1 ms after their due time
+	Late5    uint64        // frames sent more than 5 ms after their due time
 	MaxLate  time.Duration // the longest a frame was sent after its due time
 	MeanLate time.Duration // the mean of that lateness (due: the kernel's receive time plus Delay)
 }
@@ -123,7 +124,7 @@ type Network struct {
 	stats struct {
 		frames, bytes, flooded, arp, dropped, oversize, errors atomic.Uint64
 		late, lateN, maxLate                                   atomic.Int64
-		late1ms                                                atomic.Uint64
+		late1ms, late5ms                                       atomic.Uint64
 	}
 }
 
@@ -283,7 +284,7 @@ func (n *Network) Stats() Stats {
 	s := Stats{
 		Frames: n.stats.frames.Load(), Bytes: n.stats.bytes.Load(), Flooded: n.stats.flooded.Load(),
 		ARP: n.stats.arp.Load(), Dropped: n.stats.dropped.Load(), Oversize: n.stats.oversize.Load(),
-		Errors: n.stats.errors.Load(), Late: n.stats.late1ms.Load(), MaxLate: time.Duration(n.stats.maxLate.Load()),
+		Errors: n.stats.errors.Load(), Late: n.stats.late1ms.Load(), Late5: n.stats.late5ms.Load(), MaxLate: time.Duration(n.stats.maxLate.Load()),
 	}
 	if k := n.stats.lateN.Load(); k > 0 {
 		s.MeanLate = time.Duration(n.stats.late.Load() / k)

@@ -220,6 +220,9 @@ func (n *Network) send(p *port) {
 		if late > time.Millisecond {
 			n.stats.late1ms.Add(1)
 		}
+		if late > 5*time.Millisecond {
+			n.stats.late5ms.Add(1)
+		}
 
 		for {
 			m := n.stats.maxLate.Load()
