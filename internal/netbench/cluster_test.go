@@ -240,8 +240,9 @@ func listen(tb testing.TB, nd *delaynet.Node) net.Listener {
 // `cellnode run` beside it, with default flags but --bootstrap.
 func (c *cluster) startSidecar(nd *delaynet.Node, tag, cell string) *proc {
 	ln := listen(c.tb, nd)
-	p := c.start(nd, tag, "run", "--name", cell, "--endpoint", fmt.Sprintf(":%d", servicePort),
-		"--bootstrap", strings.Join(c.boot, ","))
+	args := []string{"run", "--name", cell, "--endpoint", fmt.Sprintf(":%d", servicePort), "--bootstrap", strings.Join(c.boot, ",")}
+	args = append(args, strings.Fields(os.Getenv("CELLNODE_NETBENCH_RUN_ARGS"))...)
+	p := c.start(nd, tag, args...)
 	p.service, p.cell = ln, cell
 	return p
 }

@@ -27,6 +27,7 @@ import (
 //	CELLNODE_NETBENCH_SLOW=10      samples after the kills (each can take 10 s)
 //	CELLNODE_NETBENCH_STARTS=8     start-to-findable samples (sidecars started late)
 //	CELLNODE_NETBENCH_BIN=PATH     use this binary instead of building one
+//	CELLNODE_NETBENCH_RUN_ARGS=..  extra flags for every `cellnode run` (e.g. --dht-mode server)
 //	CELLNODE_NETBENCH_KEEP=1       keep homes and logs (the path is logged)
 func envInt(tb testing.TB, key string, def int) int {
 	v := os.Getenv(key)
