@@ -450,7 +450,11 @@ func (c *cluster) apiFind(ctx context.Context, p *proc, name string) run {
 		r.exit = 1
 		c.tb.Logf("API find of %s: %v", name, err)
 	} else {
-		r.res = res
+		fr := res.FindResult
+		for _, si := range res.Instances {
+			fr.Instances = append(fr.Instances, si.Instance)
+		}
+		r.res = &fr
 	}
 	r.packets = tl.get()
 	return r
