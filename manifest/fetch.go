@@ -301,6 +301,9 @@ func (f *Fetcher) withProviders(ctx context.Context, c cid.Cid, hints []peer.ID,
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, err)
 	}
+	if len(errs) == 0 {
+		return fmt.Errorf("%w for %s: no provider found (none hinted, none in the DHT)", ErrNoProvider, c)
+	}
 	return fmt.Errorf("%w for %s: %w", ErrNoProvider, c, errors.Join(errs...))
 }
 
