@@ -111,6 +111,8 @@ func BenchmarkNetns(b *testing.B) {
 	cells := max(steadyN/3, 1)
 	cellName := func(i int) string { return fmt.Sprintf("bench/c%02d", i%cells) }
 
+	rep := &report{rtt: rtt, net: c.net}
+	rep.phase("setup")
 	setup := time.Now()
 	boot := c.startBootstrap(ctx, bootNd)
 	var sidecars []*proc
@@ -127,9 +129,6 @@ func BenchmarkNetns(b *testing.B) {
 	}
 	b.Logf("network: %d namespaces, %v one way; %d cellnode processes up in %v (1 bootstrap, %d sidecars of %d cells)",
 		len(nodes), c.net.Delay(), 1+steadyN, time.Since(setup).Round(time.Millisecond), steadyN, cells)
-
-	rep := &report{rtt: rtt, net: c.net}
-	rep.phase("setup")
 
 	rep.phase("start to findable")
 	// Start of `cellnode run` to findable: a late sidecar starts while three
