@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -198,8 +200,8 @@ func (a *Agent) DNSAddr() string {
 	return a.dns.Addr()
 }
 
-// Close stops the DNS server and the API, withdraws every cell (bounded as
-// Node.Close bounds it) and stops the node. It is safe to call twice.
+// Close stops the DNS server and the API, withdraws every cell (16 at a
+// time, within 5 s) and stops the node. It is safe to call twice.
 func (a *Agent) Close() error {
 	a.closeOnce.Do(func() {
 		if a.dns != nil {
@@ -209,6 +211,23 @@ func (a *Agent) Close() error {
 		for _, s := range a.servers {
 			s.close()
 		}
+		// Withdraw the cells 16 at a time (Node.Close withdraws one after
+		// another, within 3 s in all: not enough for many cells).
+		a.mu.Lock()
+		entries := slices.Collect(maps.Values(a.cells))
+		a.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for _, e := range entries {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				e.an.Stop(ctx)
+			})
+		}
+		wg.Wait()
+		cancel()
 		a.closeErr = errors.Join(a.closeErr, a.n.Close())
 	})
 	return a.closeErr
