@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -75,19 +77,22 @@ type Agent struct {
 	servers []*agentServer
 	watches chan struct{} // one token per blocked watch
 
-	opMu  sync.Mutex // serialises Register, Deregister and Reload
-	mu    sync.Mutex
-	cells map[string]*cellEntry
-	trust map[string][]ed25519.PublicKey
+	opMu      sync.Mutex   // serialises Register, Deregister and Reload
+	defs      *Definitions // the config directory as NewAgent read it, until Bootstrap applies it
+	startOnce sync.Once
+	mu        sync.Mutex
+	cells     map[string]*cellEntry
+	trust     map[string][]ed25519.PublicKey
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// NewAgent starts an agent: its node (with its local API), the cells of
-// the config directory, the shared API socket, the TCP API if asked and
-// DNS. It starts everything or nothing; a bad config directory is an
-// error. It does not dial anyone: call Bootstrap.
+// NewAgent starts an agent: its node (with its local API), the shared API
+// socket, the TCP API if asked and DNS, and reads the config directory. It
+// starts everything or nothing; a bad config directory is an error
+// wrapping ErrConfig. It does not dial anyone: call Bootstrap, which also
+// starts the config directory's cells.
 func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 	if cfg.MaxCells <= 0 {
 		cfg.MaxCells = 1024
@@ -147,15 +152,7 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 			return nil, fmt.Errorf("node: DNS: %w", err)
 		}
 	}
-	a.opMu.Lock()
-	res, err := a.apply(context.Background(), defs)
-	a.opMu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	if cfg.ConfigDir != "" {
-		a.log.Info("config directory read", "dir", cfg.ConfigDir, "result", res.String())
-	}
+	a.defs = defs
 	a.log.Info("agent started", "peer", n.ID(), "api", cfg.API, "api_tcp", cfg.APITCP, "dns", a.DNSAddr())
 	return a, nil
 }
@@ -163,8 +160,24 @@ func NewAgent(cfg AgentConfig) (_ *Agent, err error) {
 // Node returns the agent's node.
 func (a *Agent) Node() *Node { return a.n }
 
-// Bootstrap joins the network (Node.Bootstrap).
-func (a *Agent) Bootstrap(ctx context.Context) error { return a.n.Bootstrap(ctx) }
+// Bootstrap joins the network (Node.Bootstrap), then starts announcing the
+// cells of the config directory read by NewAgent (also when it fails: the
+// cells are then visible on this machine until a peer answers). Cells
+// announced before the node has a peer would wait for their next
+// republish (20 s) to reach the network.
+func (a *Agent) Bootstrap(ctx context.Context) error {
+	err := a.n.Bootstrap(ctx)
+	a.startOnce.Do(func() {
+		a.opMu.Lock()
+		defer a.opMu.Unlock()
+		res, aerr := a.apply(context.Background(), a.defs)
+		if a.cfg.ConfigDir != "" {
+			a.log.Info("config directory read", "dir", a.cfg.ConfigDir, "result", res.String(), "err", aerr)
+		}
+		a.defs = nil
+	})
+	return err
+}
 
 // APIAddr returns the path of the shared API socket.
 func (a *Agent) APIAddr() string { return a.cfg.API }
@@ -187,8 +200,8 @@ func (a *Agent) DNSAddr() string {
 	return a.dns.Addr()
 }
 
-// Close stops the DNS server and the API, withdraws every cell (bounded as
-// Node.Close bounds it) and stops the node. It is safe to call twice.
+// Close stops the DNS server and the API, withdraws every cell (16 at a
+// time, within 5 s) and stops the node. It is safe to call twice.
 func (a *Agent) Close() error {
 	a.closeOnce.Do(func() {
 		if a.dns != nil {
@@ -198,6 +211,23 @@ func (a *Agent) Close() error {
 		for _, s := range a.servers {
 			s.close()
 		}
+		// Withdraw the cells 16 at a time (Node.Close withdraws one after
+		// another, within 3 s in all: not enough for many cells).
+		a.mu.Lock()
+		entries := slices.Collect(maps.Values(a.cells))
+		a.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
+		for _, e := range entries {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				e.an.Stop(ctx)
+			})
+		}
+		wg.Wait()
+		cancel()
 		a.closeErr = errors.Join(a.closeErr, a.n.Close())
 	})
 	return a.closeErr

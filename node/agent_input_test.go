@@ -92,6 +92,7 @@ func TestAgentBadRegistrations(t *testing.T) {
 	if code, msg := rawAPI(t, api, "PUT", "/v1/cells/acme/keep", `{"endpoint":"`+keep+`","check":{"interval":"50ms"}}`); code != 201 {
 		t.Fatalf("good registration: %d %s", code, msg)
 	}
+	waitFor(t, "the first publish", func() bool { c, _ := a.Cell("acme/keep"); return c.Status.Announcing })
 	other, _ := delegation(t, "acme/keep", c.boot.PublicKey(), time.Now().Add(time.Hour))
 	wrongCell, _ := delegation(t, "acme/other", a.Node().PublicKey(), time.Now().Add(time.Hour))
 	expired, _ := delegation(t, "acme/keep", a.Node().PublicKey(), time.Now().Add(-time.Minute))

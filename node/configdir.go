@@ -164,6 +164,7 @@ func (a *Agent) Reload(ctx context.Context) (ReloadResult, error) {
 	if err != nil {
 		return ReloadResult{}, err
 	}
+	a.startOnce.Do(func() { a.defs = nil }) // a reload before Bootstrap replaces what NewAgent read
 	a.opMu.Lock()
 	defer a.opMu.Unlock()
 	return a.apply(ctx, defs)
