@@ -298,18 +298,25 @@ func (a *Agent) deregister(ctx context.Context, name, source string) error {
 
 // Cells lists the registered cells by name.
 func (a *Agent) Cells() []CellInfo {
+	// The entries' fields are read under a.mu (register updates a
+	// cell's source under it); each announcer's status has its own lock.
 	a.mu.Lock()
 	entries := slices.Collect(maps.Values(a.cells))
-	a.mu.Unlock()
 	out := make([]CellInfo, 0, len(entries))
+	ans := make([]*Announcer, 0, len(entries))
 	for _, e := range entries {
 		ci := CellInfo{Name: e.reg.Name, Endpoint: e.reg.Endpoint, Region: e.reg.Region, Manifest: e.reg.Manifest,
-			CheckInterval: e.ann.CheckInterval.String(), Source: e.source, Status: e.an.Status()}
+			CheckInterval: e.ann.CheckInterval.String(), Source: e.source}
 		if d := e.ann.Delegation; d != nil {
 			ci.Publisher = base64.StdEncoding.EncodeToString(d.Publisher)
 			ci.NotAfter = d.NotAfter
 		}
 		out = append(out, ci)
+		ans = append(ans, e.an)
+	}
+	a.mu.Unlock()
+	for i, an := range ans {
+		out[i].Status = an.Status()
 	}
 	slices.SortFunc(out, func(x, y CellInfo) int { return strings.Compare(x.Name, y.Name) })
 	return out
