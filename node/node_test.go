@@ -74,16 +74,20 @@ func service(t testing.TB) net.Listener {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	return ln
+}
+
+// acceptAndClose accepts connections on ln and closes them, until ln closes:
+// a service that answers health checks.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
 }
 
 func announce(t *testing.T, n *Node, name, endpoint string) *Announcer {
