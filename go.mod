@@ -1,6 +1,8 @@
 module github.com/cellnode/cellnode
 
-go 1.26.8
+go 1.26.0
+
+toolchain go1.26.8
 
 require (
 	github.com/Masterminds/semver/v3 v3.5.0
