@@ -132,8 +132,8 @@ func (n *Node) Announce(a Announcement) (*Announcer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(a.Region) > dht.MaxRegionLen {
-		return nil, fmt.Errorf("node: region longer than %d bytes", dht.MaxRegionLen)
+	if err := dht.CheckRegion(a.Region); err != nil {
+		return nil, fmt.Errorf("node: announce %s: %w", a.Name, err)
 	}
 	if a.CheckInterval <= 0 {
 		a.CheckInterval = 2 * time.Second
@@ -402,9 +402,12 @@ func (an *Announcer) mayBeLive() bool {
 
 // sign makes the next record of the announcement.
 func (an *Announcer) sign(withdrawn bool) (*dht.Record, []string, error) {
-	seq, err := an.n.seq.Next()
+	seq, warn, err := an.n.seq.take(withdrawn)
 	if err != nil {
 		return nil, nil, err
+	}
+	if warn != nil {
+		an.n.log.Warn("sequence file not saved", "cell", an.a.Name, "seq", seq, "err", warn)
 	}
 	now := an.n.now()
 	an.mu.Lock()
@@ -451,6 +454,12 @@ func (an *Announcer) backoff(k int) time.Duration {
 func (an *Announcer) publish(ctx context.Context) {
 	r, eps, err := an.sign(false)
 	if err != nil {
+		// Not every check: a full disk or exhausted numbers last. The
+		// records sent so far stay live until they expire, and a
+		// withdrawal can still be signed (see Sequencer).
+		an.mu.Lock()
+		an.retry = an.n.now().Add(an.a.Republish)
+		an.mu.Unlock()
 		an.fail(err)
 		return
 	}

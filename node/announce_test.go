@@ -418,7 +418,7 @@ func TestSequencerSkip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := s2.Next(); b != held+1 {
+	if b, _ := s2.Next(); b <= held {
 		t.Fatalf("after Skip(%d) and a restart: %d", held, b)
 	}
 }

@@ -4,13 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -130,58 +127,6 @@ func lockHome(home string) (*os.File, error) {
 	_ = f.Truncate(0)
 	_, _ = f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
 	return f, nil
-}
-
-// Sequencer hands out record sequence numbers that never go back, also
-// across restarts: the current time in microseconds, or one more than the
-// last number handed out if the clock is behind it. The last number is kept
-// in a file. It is safe for concurrent use.
-type Sequencer struct {
-	mu   sync.Mutex
-	path string // "" keeps nothing on disk
-	last uint64
-	now  func() time.Time
-}
-
-// NewSequencer loads the last sequence number from path ("" for none).
-func NewSequencer(path string, now func() time.Time) (*Sequencer, error) {
-	s := &Sequencer{path: path, now: now}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	if path == "" {
-		return s, nil
-	}
-	b, err := safefile.ReadFile(path, maxSeqFile)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("node: read sequence: %w", err)
-	}
-	if len(b) > 0 {
-		if s.last, err = strconv.ParseUint(string(trimSpace(b)), 10, 64); err != nil {
-			return nil, fmt.Errorf("node: sequence file %s is corrupt: %w", path, err)
-		}
-	}
-	return s, nil
-}
-
-// Next returns the next sequence number and records it.
-func (s *Sequencer) Next() (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.last == math.MaxUint64 {
-		return 0, fmt.Errorf("node: sequence numbers exhausted (%s holds the largest one); remove it only if the clock is right", s.path)
-	}
-	n := uint64(s.now().UnixMicro())
-	if n <= s.last {
-		n = s.last + 1
-	}
-	s.last = n
-	if s.path != "" {
-		if err := writeFileAtomic(s.path, []byte(strconv.FormatUint(n, 10)+"\n"), 0o600); err != nil {
-			return 0, fmt.Errorf("node: save sequence: %w", err)
-		}
-	}
-	return n, nil
 }
 
 func trimSpace(b []byte) []byte {

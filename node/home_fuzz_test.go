@@ -2,7 +2,6 @@ package node
 
 import (
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,9 +66,14 @@ func FuzzSequenceFile(f *testing.F) {
 		}
 		last := s.last
 		n, err := s.Next()
-		if last == math.MaxUint64 {
+		if last >= dht.MaxSeq-withdrawalReserve {
 			if err == nil {
-				t.Fatalf("sequence went past the largest uint64 to %d", n)
+				t.Fatalf("sequence went past the numbers records allow, from %d to %d", last, n)
+			}
+			// Withdrawals may take what is left, never past dht.MaxSeq.
+			w, err := s.NextWithdrawal()
+			if last >= dht.MaxSeq && err == nil || err == nil && (w <= last || w > dht.MaxSeq) {
+				t.Fatalf("withdrawal after %d: %d", last, w)
 			}
 			return // no number above it: a clear error, never a wrap to 0
 		}
@@ -78,6 +82,9 @@ func FuzzSequenceFile(f *testing.F) {
 		}
 		if n <= last {
 			t.Fatalf("sequence went from %d to %d", last, n)
+		}
+		if w, err := s.NextWithdrawal(); err != nil || w != n+1 {
+			t.Fatalf("withdrawal after %d: %d, %v", n, w, err)
 		}
 	})
 }
