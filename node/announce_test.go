@@ -442,3 +442,34 @@ func TestStaleRefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestAnnounceRegion: a region that records may not carry (not printable
+// ASCII, or too long) is refused by Announce with the record rule's
+// reason, before anything is signed; a valid one is published.
+func TestAnnounceRegion(t *testing.T) {
+	n := loneNode(t, nil, &logRecorder{})
+	ep := service(t).Addr().String()
+	for _, tc := range []struct{ region, want string }{
+		{"zürich", "printable ASCII only"},
+		{"eu\nwest", "printable ASCII only"},
+		{strings.Repeat("r", dht.MaxRegionLen+1), "limit"},
+	} {
+		_, err := n.Announce(Announcement{Name: "acme/region", Endpoint: ep, Region: tc.region})
+		if err == nil || !errors.Is(err, dht.ErrMalformed) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "region") {
+			t.Errorf("region %q: %v, want an error with %q", tc.region, err, tc.want)
+		}
+	}
+	if st := n.Status(); len(st.Cells) != 0 {
+		t.Fatalf("a refused announcement left cells: %+v", st.Cells)
+	}
+	b, err := n.Announce(Announcement{Name: "acme/region", Endpoint: ep, Region: "eu-west-1 (Zurich)", CheckInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop(context.Background())
+	// A lone node: the record is signed and stored here only.
+	waitFor(t, "a signed record with the region", func() bool {
+		r := remoteRecord(n, "acme/region", n.ID())
+		return r != nil && r.Region == "eu-west-1 (Zurich)"
+	})
+}
