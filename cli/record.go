@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -350,8 +349,13 @@ func guessKind(raw []byte) string {
 // readRecordInput reads INPUT: "-" is standard input, an existing path is a
 // file (at most maxRecordInput bytes, a regular file), anything else the
 // record itself in hex or base64. File and stdin contents may be raw bytes,
-// hex, base64 or a PEM block.
+// hex, base64 or a PEM block. What it returns begins as every record and
+// delegation does, with a CBOR map; anything else is bad input, not an
+// invalid record (so that a word like "zz", which base64 reads as one byte,
+// is refused as input instead of reported as a malformed record).
 func readRecordInput(arg string, stdin io.Reader) ([]byte, error) {
+	// isMap: the first byte is a CBOR map's (major type 5).
+	isMap := func(b []byte) bool { return len(b) > 0 && b[0]>>5 == 5 }
 	var content []byte
 	switch fi, err := os.Stat(arg); {
 	case arg == "-":
@@ -373,24 +377,30 @@ func readRecordInput(arg string, stdin io.Reader) ([]byte, error) {
 			return nil, fmt.Errorf("%s: %w", arg, err)
 		}
 	default:
-		if b, ok := decodeText(arg); ok {
+		if b, ok := decodeText(arg); ok && isMap(b) {
 			return b, nil
 		}
-		return nil, fmt.Errorf("%q is not a file, nor a record in hex or base64", shorten(arg))
+		return nil, fmt.Errorf("%q is not a file, nor a record in hex or base64 (a record or delegation begins with a CBOR map: hex a…–b…, base64 o…–v…)", shorten(arg))
+	}
+	if arg == "-" {
+		arg = "standard input"
 	}
 	if len(content) > maxRecordInput {
 		return nil, fmt.Errorf("%s: more than %d bytes: not a record", arg, maxRecordInput)
 	}
-	if blk, _ := pem.Decode(content); blk != nil {
+	if len(content) == 0 {
+		return nil, fmt.Errorf("%s: empty input", arg)
+	}
+	if isMap(content) {
+		return content, nil // raw bytes
+	}
+	if blk, _ := pem.Decode(content); blk != nil && isMap(blk.Bytes) {
 		return blk.Bytes, nil
 	}
-	if b, ok := decodeText(string(content)); ok {
+	if b, ok := decodeText(string(content)); ok && isMap(b) {
 		return b, nil
 	}
-	if len(content) == 0 {
-		return nil, errors.New("empty input")
-	}
-	return content, nil
+	return nil, fmt.Errorf("%s holds neither a record nor a delegation: not raw CBOR (a map), hex, base64 or PEM of one", arg)
 }
 
 // decodeText decodes s (surrounding space ignored) as hex, or else as

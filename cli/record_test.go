@@ -87,6 +87,10 @@ func TestRecordCommand(t *testing.T) {
 		{"inspect an expired record still shows its fields", []string{"inspect", rawFile}, 1, "endpoint   192.0.2.7:9000"},
 		{"inspect garbage shows the diagnostic", []string{"inspect", hex.EncodeToString([]byte{0xa1, 0x01, 0x41, 0x00})}, 1, "unverified content"},
 		{"not hex, not base64, not a file", []string{"verify", "no such record!"}, 2, "not a file"},
+		{"a word base64 reads as one byte", []string{"verify", "zz"}, 2, `"zz" is not a file, nor a record in hex or base64`},
+		{"hex that is no CBOR map", []string{"verify", "00ff"}, 2, "begins with a CBOR map"},
+		{"a text file that is no record", []string{"verify", write("words.txt", []byte("zz\n"))}, 2, "holds neither a record nor a delegation"},
+		{"an empty file", []string{"verify", write("empty", nil)}, 2, "empty input"},
 		{"over the input limit", []string{"verify", hugeFile}, 2, "not a record"},
 		{"a directory", []string{"verify", dir}, 2, "not a regular file"},
 		{"bad --now", []string{"verify", rawFile, "--now", "yesterday"}, 2, "--now"},
@@ -126,6 +130,9 @@ func TestReadRecordInputStdin(t *testing.T) {
 	}
 	if _, err := readRecordInput("-", bytes.NewReader(make([]byte, maxRecordInput+10))); err == nil {
 		t.Fatal("oversized standard input accepted")
+	}
+	if _, err := readRecordInput("-", strings.NewReader("zz\n")); err == nil || !strings.Contains(err.Error(), "standard input holds neither") {
+		t.Fatalf("a word on standard input: %v", err)
 	}
 }
 
