@@ -346,36 +346,18 @@ func (r *FindReply) Result() *FindResult {
 	return &out
 }
 
-// FindSigned is FindWith with each instance's signed record. An instance
-// whose record this node no longer holds (a find of the same name running
-// at the same moment replaced it) is left out.
+// FindSigned is FindWith with each instance's signed record: the one the
+// instance was made from, carried with it, so that a find of the same name
+// running at the same moment cannot take it away.
 func (n *Node) FindSigned(ctx context.Context, name string, opts FindOptions) (*FindReply, error) {
 	res, err := n.FindWith(ctx, name, opts)
 	if err != nil {
 		return nil, err
 	}
-	raws := n.recent.get(name)
-	for _, c := range n.localCells() {
-		if c.Name == name && len(c.Record) > 0 {
-			raws = append(raws, c.Record)
-		}
-	}
-	type key struct {
-		peer string
-		seq  uint64
-	}
-	byKey := map[key][]byte{}
-	for _, raw := range raws {
-		if r, err := dht.Decode(raw); err == nil {
-			byKey[key{r.Peer.String(), r.Seq}] = r.Bytes()
-		}
-	}
-	reply := &FindReply{FindResult: *res, Instances: []SignedInstance{}}
+	reply := &FindReply{FindResult: *res, Instances: make([]SignedInstance, 0, len(res.Instances))}
 	reply.FindResult.Instances = nil
 	for _, in := range res.Instances {
-		if raw, ok := byKey[key{in.Peer, in.Seq}]; ok {
-			reply.Instances = append(reply.Instances, SignedInstance{Instance: in, Record: raw})
-		}
+		reply.Instances = append(reply.Instances, SignedInstance{Instance: in, Record: in.record})
 	}
 	return reply, nil
 }

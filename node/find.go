@@ -29,6 +29,8 @@ type Instance struct {
 	// unreachable 12s ago (…)", a unix socket or loopback endpoint in a
 	// record from the network, over the probes of one find or of the node).
 	Probe map[string]string `json:"probe,omitempty"`
+
+	record []byte // the signed record the instance was made from (FindSigned)
 }
 
 // FindResult is the answer to a find.
@@ -145,7 +147,8 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 	// One merge over every set: a withdrawal seen in one hides an older
 	// record seen in another.
 	var keep []*dht.Record
-	trusted := map[string]bool{} // by peer ID
+	trusted := map[string]bool{}  // by peer ID
+	signed := map[string][]byte{} // by peer ID: the record each instance comes from
 	newest := dht.Newest(name, raws, n.now(), res.Rejected)
 	n.recent.put(name, newest) // withdrawals too: see recentRecords
 	merged := dht.Live(newest)
@@ -159,11 +162,13 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 			}
 		}
 		keep = append(keep, r)
+		signed[r.Peer.String()] = r.Bytes()
 	}
 	trustedFirst(keep, opts.Publishers)
 	res.Instances = n.rank(ctx, keep)
 	for i := range res.Instances {
 		res.Instances[i].Trusted = trusted[res.Instances[i].Peer]
+		res.Instances[i].record = signed[res.Instances[i].Peer]
 	}
 	if len(res.Rejected) == 0 {
 		res.Rejected = nil
