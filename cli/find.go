@@ -17,6 +17,7 @@ import (
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/node/resolve"
 	"github.com/spf13/cobra"
 )
 
@@ -63,9 +64,9 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 			}
 			ctx, cancel := context.WithTimeout(c.Context(), timeout)
 			defer cancel()
-			filt, err := newFilter(fingerprint, version)
+			filt, err := resolve.NewFilter(fingerprint, version)
 			if err != nil {
-				return err
+				return usageErr("%v", err)
 			}
 			opts := node.FindOptions{All: all}
 			for _, k := range publishers {
@@ -130,32 +131,13 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 // find runs a find through a session, and keeps only the instances whose
 // manifest matches the filter when one is given. Each instance carries its
 // signed record.
-func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt filter) (*node.FindReply, error) {
+func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt resolve.Filter) (*node.FindReply, error) {
 	s, err := openSession(ctx, e, nf, true)
 	if err != nil {
 		return nil, err
 	}
-	defer s.close()
-	reply, err := s.findSigned(ctx, name, opts)
-	if err != nil || filt.empty() {
-		return reply, err
-	}
-	res, err := filt.apply(ctx, e, s, reply.Result())
-	if err != nil {
-		return nil, err
-	}
-	kept := map[string]bool{}
-	for _, in := range res.Instances {
-		kept[in.Peer] = true
-	}
-	out := *reply
-	out.Instances = []node.SignedInstance{}
-	for _, in := range reply.Instances {
-		if kept[in.Peer] {
-			out.Instances = append(out.Instances, in)
-		}
-	}
-	return &out, nil
+	defer s.Close()
+	return s.FindMatching(ctx, name, opts, filt)
 }
 
 func printTable(w io.Writer, res *node.FindResult) {

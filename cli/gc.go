@@ -9,15 +9,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cellnode/cellnode/node/spawn"
+
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
 
 // Caches under a home that gc prunes.
 const (
-	buildsDir  = "builds"  // sources resolve checked out and built, one per dependency and commit
-	reposDir   = "repos"   // git remotes resolve fetched (manifest.Remotes)
-	spawnedDir = "spawned" // what resolve started (spawnedCell)
+	buildsDir  = "builds"       // sources resolve checked out and built, one per dependency and commit
+	reposDir   = "repos"        // git remotes resolve fetched (manifest.Remotes)
+	spawnedDir = spawn.StateDir // what resolve started (spawn.Cell)
 )
 
 func gcCmd(e *env) *cobra.Command {
@@ -88,9 +90,9 @@ recently than that. --dry-run lists what it would remove.`,
 // and why.
 func gcPlan(home string, before time.Time) (remove []string, kept []string) {
 	inUse := map[string]bool{} // build directories of running spawned cells
-	for _, sc := range readSpawned(home) {
+	for _, sc := range spawn.List(home) {
 		path := filepath.Join(home, spawnedDir, sc.Name+".json")
-		if alive(sc.PID) {
+		if spawn.Alive(sc.PID) {
 			inUse[sc.Name+"-"+sc.Commit] = true
 		} else {
 			remove = append(remove, path)

@@ -10,9 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cellnode/cellnode/internal/progress"
+
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/node/resolve"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
@@ -123,10 +126,10 @@ the commits announced (give --publisher, a commit CID, or --untrusted).`,
 			if err != nil {
 				return failErr(err)
 			}
-			defer s.close()
+			defer s.Close()
 			var infos []*node.ManifestInfo
 			if targets.name == "" {
-				info, err := s.manifest(ctx, targets.cid, nil)
+				info, err := s.ManifestInfo(ctx, targets.cid, nil)
 				if err != nil {
 					return failErr(err)
 				}
@@ -137,7 +140,7 @@ the commits announced (give --publisher, a commit CID, or --untrusted).`,
 					return err
 				}
 				for _, cc := range commits {
-					info, err := s.manifest(ctx, cc.CID, node.HintsFor(res, cc.CID))
+					info, err := s.ManifestInfo(ctx, cc.CID, node.HintsFor(res, cc.CID))
 					if err == nil {
 						err = checkChosen(info, targets.name, pins)
 					}
@@ -208,7 +211,7 @@ a failed clone leaves nothing behind.`,
 			if err != nil {
 				return failErr(err)
 			}
-			defer s.close()
+			defer s.Close()
 			var hints []peer.ID
 			if t.name != "" {
 				commits, res, err := cellCommits(ctx, e, s, t.name, pins, tf.untrusted, "clone")
@@ -217,7 +220,7 @@ a failed clone leaves nothing behind.`,
 				}
 				cc := commits[0]
 				t.cid, hints = cc.CID, node.HintsFor(res, cc.CID)
-				info, err := s.manifest(ctx, t.cid, hints)
+				info, err := s.ManifestInfo(ctx, t.cid, hints)
 				if err == nil {
 					err = checkChosen(info, t.name, pins)
 				}
@@ -230,7 +233,10 @@ a failed clone leaves nothing behind.`,
 				}
 				fmt.Fprintf(e.stderr, "cellnode: %s: commit %s, announced by %d live instance(s) %s\n", t.name, t.cid, cc.Instances, who)
 			}
-			if err := s.n.Clone(ctx, t.cid, hints, args[1]); err != nil {
+			bar := progress.Spinner(e.stderr, "cloning "+t.cid.String())
+			err = s.Clone(ctx, t.cid, hints, args[1])
+			bar.Done()
+			if err != nil {
 				return failErr(err)
 			}
 			fmt.Fprintf(e.stdout, "cloned %s into %s\n", t.cid, args[1])
@@ -285,8 +291,8 @@ func parseTarget(s string) (target, error) {
 // instances those publishers delegated; with none it refuses unless
 // untrusted is set, listing what is announced so the user can choose a
 // commit knowingly.
-func cellCommits(ctx context.Context, e *env, s *session, name string, pins []ed25519.PublicKey, untrusted bool, cmd string) ([]node.CommitCount, *node.FindResult, error) {
-	res, err := s.find(ctx, name, node.FindOptions{Publishers: pins})
+func cellCommits(ctx context.Context, e *env, s *resolve.Session, name string, pins []ed25519.PublicKey, untrusted bool, cmd string) ([]node.CommitCount, *node.FindResult, error) {
+	res, err := s.Find(ctx, name, node.FindOptions{Publishers: pins})
 	if err != nil {
 		return nil, nil, failErr(err)
 	}
