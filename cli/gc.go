@@ -42,43 +42,7 @@ recently than that. --dry-run lists what it would remove.`,
 		Example: `  cellnode gc --dry-run
   cellnode gc --home /var/lib/cellnode --older-than 168h`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
-			if home == "" {
-				home = node.DefaultHome()
-			}
-			if olderThan < 0 {
-				return usageErr("--older-than must not be negative")
-			}
-			if fi, err := os.Stat(home); err != nil || !fi.IsDir() {
-				return usageErr("--home %s: not a directory", home)
-			}
-			plan, kept := gcPlan(home, time.Now().Add(-olderThan))
-			verb := "removed"
-			if dryRun {
-				verb = "would remove"
-			}
-			var freed int64
-			for _, p := range plan {
-				size := dirSize(p)
-				if !dryRun {
-					if err := os.RemoveAll(p); err != nil {
-						return failErr(fmt.Errorf("gc: %w", err))
-					}
-				}
-				freed += size
-				rel, _ := filepath.Rel(home, p)
-				fmt.Fprintf(e.stdout, "%s %s (%s)\n", verb, rel, fmtBytes(size))
-			}
-			for _, k := range kept {
-				fmt.Fprintf(e.stdout, "kept %s\n", k)
-			}
-			if len(plan) == 0 {
-				fmt.Fprintf(e.stdout, "nothing to remove in %s\n", home)
-				return nil
-			}
-			fmt.Fprintf(e.stdout, "%s %s in all\n", map[bool]string{true: "would free", false: "freed"}[dryRun], fmtBytes(freed))
-			return nil
-		},
+		RunE: func(*cobra.Command, []string) error { return gcHome(e, home, dryRun, olderThan) },
 	}
 	c.Flags().StringVar(&home, "home", "", "state directory (default $CELLNODE_HOME or ~/.cellnode)")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be removed, remove nothing")
@@ -151,4 +115,43 @@ func fmtBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return strings.TrimSpace(fmt.Sprintf("%d B", n))
+}
+
+// gcHome removes what the caches of home no longer need.
+func gcHome(e *env, home string, dryRun bool, olderThan time.Duration) error {
+	if home == "" {
+		home = node.DefaultHome()
+	}
+	if olderThan < 0 {
+		return usageErr("--older-than must not be negative")
+	}
+	if fi, err := os.Stat(home); err != nil || !fi.IsDir() {
+		return usageErr("--home %s: not a directory", home)
+	}
+	plan, kept := gcPlan(home, time.Now().Add(-olderThan))
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	var freed int64
+	for _, p := range plan {
+		size := dirSize(p)
+		if !dryRun {
+			if err := os.RemoveAll(p); err != nil {
+				return failErr(fmt.Errorf("gc: %w", err))
+			}
+		}
+		freed += size
+		rel, _ := filepath.Rel(home, p)
+		fmt.Fprintf(e.stdout, "%s %s (%s)\n", verb, rel, fmtBytes(size))
+	}
+	for _, k := range kept {
+		fmt.Fprintf(e.stdout, "kept %s\n", k)
+	}
+	if len(plan) == 0 {
+		fmt.Fprintf(e.stdout, "nothing to remove in %s\n", home)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s %s in all\n", map[bool]string{true: "would free", false: "freed"}[dryRun], fmtBytes(freed))
+	return nil
 }

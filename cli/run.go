@@ -44,81 +44,7 @@ Other cellnode commands on this machine use the node through its local API
   cellnode run --name acme/exchange --endpoint 127.0.0.1:9000 --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...`,
 		Args: exactArgs(0, "no arguments (use --name and --endpoint)"),
 		RunE: func(c *cobra.Command, _ []string) error {
-			log := e.logger(slog.LevelInfo)
-			if endpoint == "" {
-				return usageErr("--endpoint is required (HOST:PORT, :PORT or unix:PATH)")
-			}
-			if _, err := node.ParseEndpoint(endpoint); err != nil {
-				return usageErr("%v", err)
-			}
-			if err := dht.CheckRegion(region); err != nil {
-				return usageErr("--region: %v", err)
-			}
-			dm, err := parseMode(mode)
-			if err != nil {
-				return err
-			}
-			if err := checkListenFlag(nf.listen); err != nil {
-				return err
-			}
-			cellName, commit, publishers, err := cellIdentity(name, dir, ref, log)
-			if err != nil {
-				return err
-			}
-			var deleg *dht.Delegation
-			if delegFile != "" {
-				if deleg, err = readDelegation(delegFile); err != nil {
-					return usageErr("--delegation: %v", err)
-				}
-				if len(publishers) > 0 && !slices.ContainsFunc(publishers, func(p ed25519.PublicKey) bool { return p.Equal(deleg.Publisher) }) {
-					return usageErr("--delegation is signed by %s, which Cell.json does not list as a publisher", base64.StdEncoding.EncodeToString(deleg.Publisher))
-				}
-			} else if len(publishers) > 0 {
-				log.Warn("Cell.json lists publishers but no --delegation was given: finders that trust them will not show this instance")
-			}
-			peers, err := nf.peers(c.Context(), log)
-			if err != nil {
-				return err
-			}
-			cfg := node.Config{Home: nf.home, Listen: nf.listen, Bootstrap: peers, API: true, Logger: log, Metrics: metricsAddr}
-			cfg.DHT.Mode = dm
-			n, err := node.New(cfg)
-			if err != nil {
-				return failErr(err)
-			}
-			defer n.Close()
-			if commit.Defined() {
-				if err := n.ServeManifest(dir, commit); err != nil {
-					log.Warn("not serving the manifest commit", "cid", commit, "err", err)
-				}
-			}
-			if nf.offlineByChoice() {
-				log.Info("offline by choice (--bootstrap none): the cell is visible on this machine only")
-			} else {
-				bctx, cancel := context.WithTimeout(c.Context(), 15*time.Second)
-				if err := n.Bootstrap(bctx); err != nil {
-					log.Warn("offline: the cell is visible on this machine only until a peer answers", "err", err)
-				}
-				cancel()
-			}
-			a, err := n.Announce(node.Announcement{Name: cellName, Endpoint: endpoint, Region: region, Manifest: commit,
-				CheckInterval: check, Delegation: deleg})
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			if delegFile != "" {
-				go watchDelegation(c.Context(), delegFile, a, log)
-			}
-			fmt.Fprintf(e.stdout, "cellnode: running %s as %s; endpoint %s\n", cellName, n.ID(), endpoint)
-			for _, addr := range n.Addrs() {
-				fmt.Fprintf(e.stdout, "  listening on %s\n", addr)
-			}
-			<-c.Context().Done()
-			log.Info("stopping: withdrawing", "cell", cellName)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			a.Stop(ctx)
-			return nil
+			return runCell(c, e, &nf, name, endpoint, dir, ref, region, mode, delegFile, metricsAddr, check)
 		},
 	}
 	nf.add(c.Flags(), true)
@@ -229,4 +155,83 @@ func watchDelegation(ctx context.Context, path string, a *node.Announcer, log *s
 		}
 		log.Info("delegation renewed", "not_after", d.NotAfter)
 	}
+}
+
+// runCell announces a cell's service while it answers, until the command's context ends.
+func runCell(c *cobra.Command, e *env, nf *netFlags, name string, endpoint string, dir string, ref string, region string, mode string, delegFile string, metricsAddr string, check time.Duration) error {
+	log := e.logger(slog.LevelInfo)
+	if endpoint == "" {
+		return usageErr("--endpoint is required (HOST:PORT, :PORT or unix:PATH)")
+	}
+	if _, err := node.ParseEndpoint(endpoint); err != nil {
+		return usageErr("%v", err)
+	}
+	if err := dht.CheckRegion(region); err != nil {
+		return usageErr("--region: %v", err)
+	}
+	dm, err := parseMode(mode)
+	if err != nil {
+		return err
+	}
+	if err := checkListenFlag(nf.listen); err != nil {
+		return err
+	}
+	cellName, commit, publishers, err := cellIdentity(name, dir, ref, log)
+	if err != nil {
+		return err
+	}
+	var deleg *dht.Delegation
+	if delegFile != "" {
+		if deleg, err = readDelegation(delegFile); err != nil {
+			return usageErr("--delegation: %v", err)
+		}
+		if len(publishers) > 0 && !slices.ContainsFunc(publishers, func(p ed25519.PublicKey) bool { return p.Equal(deleg.Publisher) }) {
+			return usageErr("--delegation is signed by %s, which Cell.json does not list as a publisher", base64.StdEncoding.EncodeToString(deleg.Publisher))
+		}
+	} else if len(publishers) > 0 {
+		log.Warn("Cell.json lists publishers but no --delegation was given: finders that trust them will not show this instance")
+	}
+	peers, err := nf.peers(c.Context(), log)
+	if err != nil {
+		return err
+	}
+	cfg := node.Config{Home: nf.home, Listen: nf.listen, Bootstrap: peers, API: true, Logger: log, Metrics: metricsAddr}
+	cfg.DHT.Mode = dm
+	n, err := node.New(cfg)
+	if err != nil {
+		return failErr(err)
+	}
+	defer n.Close()
+	if commit.Defined() {
+		if err := n.ServeManifest(dir, commit); err != nil {
+			log.Warn("not serving the manifest commit", "cid", commit, "err", err)
+		}
+	}
+	if nf.offlineByChoice() {
+		log.Info("offline by choice (--bootstrap none): the cell is visible on this machine only")
+	} else {
+		bctx, cancel := context.WithTimeout(c.Context(), 15*time.Second)
+		if err := n.Bootstrap(bctx); err != nil {
+			log.Warn("offline: the cell is visible on this machine only until a peer answers", "err", err)
+		}
+		cancel()
+	}
+	a, err := n.Announce(node.Announcement{Name: cellName, Endpoint: endpoint, Region: region, Manifest: commit,
+		CheckInterval: check, Delegation: deleg})
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	if delegFile != "" {
+		go watchDelegation(c.Context(), delegFile, a, log)
+	}
+	fmt.Fprintf(e.stdout, "cellnode: running %s as %s; endpoint %s\n", cellName, n.ID(), endpoint)
+	for _, addr := range n.Addrs() {
+		fmt.Fprintf(e.stdout, "  listening on %s\n", addr)
+	}
+	<-c.Context().Done()
+	log.Info("stopping: withdrawing", "cell", cellName)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.Stop(ctx)
+	return nil
 }
