@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -202,7 +203,7 @@ func idCmd(e *env) *cobra.Command {
 // printID prints the peer ID of home's node key.
 func printID(e *env, home string) error {
 	if home == "" {
-		home = node.DefaultHome()
+		home = dirs.Home()
 	}
 	sk, err := node.LoadIdentity(home)
 	if err != nil {
@@ -257,7 +258,7 @@ func keyDelegate(e *env, keyFile string, name string, nodeID string, home string
 func keyNew(e *env, out string, home string) error {
 	if out == "" {
 		if home == "" {
-			home = node.DefaultHome()
+			home = dirs.Home()
 		}
 		out = filepath.Join(home, "keys", "publisher.key")
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/internal/buildinfo"
+	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/logs"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
@@ -178,7 +179,7 @@ func printStatus(w io.Writer, st *node.Status, now time.Time) {
 // showStatus prints the status of the node running with home.
 func showStatus(c *cobra.Command, e *env, asJSON bool, home string) error {
 	if home == "" {
-		home = node.DefaultHome()
+		home = dirs.Home()
 	}
 	cl, err := node.Dial(home)
 	if err != nil {

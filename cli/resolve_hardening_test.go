@@ -195,7 +195,7 @@ func TestResolveLocalPins(t *testing.T) {
 	bg("run", "--name", "acme/exchange", "--endpoint", "unix:"+sock, "--delegation", deleg, "--home", home,
 		"--bootstrap", "none", "--listen", "/ip4/127.0.0.1/tcp/0", "--check-interval", "100ms")
 	waitUntil(t, func() bool {
-		cells := node.LocalCells(node.DefaultRuntimeDir())
+		cells := node.LocalCells(dirs.Runtime())
 		return len(cells) == 1 && len(cells[0].Record) > 0
 	})
 	code, _, stderr = run(t, "resolve", "--dir", trader, "--out", t.TempDir(), "--bootstrap", "none")

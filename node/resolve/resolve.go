@@ -198,7 +198,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	}
 
 	// 2. The manifest at the tag.
-	remotes := manifest.NewRemotes(filepath.Join(r.Home, "repos"))
+	remotes := manifest.NewRemotes(filepath.Join(r.Home, ReposDir))
 	var commit cid.Cid
 	var m *manifest.Manifest
 	local := isLocalURL(d.Git)
@@ -368,14 +368,14 @@ func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit c
 	if m.Build == nil {
 		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: the manifest of %s has no build section", m.Name)
 	}
-	src := filepath.Join(r.Home, "builds", k+"-"+commit.String())
+	src := filepath.Join(r.Home, BuildsDir, k+"-"+commit.String())
 	if _, err := os.Stat(filepath.Join(src, manifest.FileName)); err != nil {
 		os.RemoveAll(src)
 		if err := os.MkdirAll(filepath.Dir(src), 0o700); err != nil {
 			return manifest.LockedEndpoint{}, err
 		}
 		// From the git cache when it has the commit, else from peers.
-		err := manifest.NewRemotes(filepath.Join(r.Home, "repos")).Checkout(d.Git, h, src)
+		err := manifest.NewRemotes(filepath.Join(r.Home, ReposDir)).Checkout(d.Git, h, src)
 		if err != nil {
 			os.RemoveAll(src)
 			err = r.cloneFromPeers(ctx, commit, res, src)
