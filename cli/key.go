@@ -16,12 +16,13 @@ import (
 	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/node/sidecar"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 )
 
-const delegationPEM = "CELLNODE DELEGATION"
+const delegationPEM = sidecar.DelegationPEM
 
 func keyCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
@@ -170,20 +171,6 @@ func peerOf(k ed25519.PublicKey) string {
 	}
 	id, _ := peer.IDFromPublicKey(pk)
 	return id.String()
-}
-
-// readDelegation reads a delegation file written by key delegate: a regular
-// file of at most 16 KiB (never /dev/zero or a FIFO).
-func readDelegation(path string) (*dht.Delegation, error) {
-	b, err := safefile.ReadFile(path, maxKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != delegationPEM {
-		return nil, fmt.Errorf("%s: not a %s PEM block", path, delegationPEM)
-	}
-	return dht.DecodeDelegation(blk.Bytes)
 }
 
 func idCmd(e *env) *cobra.Command {
