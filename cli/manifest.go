@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
@@ -140,23 +139,6 @@ a failed clone leaves nothing behind.`,
 	return c
 }
 
-// checkChosen checks the manifest of a commit chosen by cell name: it must
-// name the cell and, when publishers are pinned, list one of them.
-func checkChosen(info *node.ManifestInfo, name string, pins []ed25519.PublicKey) error {
-	if info.Manifest.Name != name {
-		return fmt.Errorf("its Cell.json names %s, not %s", info.Manifest.Name, name)
-	}
-	if len(pins) == 0 {
-		return nil
-	}
-	for _, p := range info.Manifest.Publishers {
-		if k, err := dht.ParsePublicKey(p); err == nil && slices.ContainsFunc(pins, func(q ed25519.PublicKey) bool { return q.Equal(k) }) {
-			return nil
-		}
-	}
-	return fmt.Errorf("its Cell.json lists none of the pinned publishers")
-}
-
 // target is a commit CID or a cell name.
 type target struct {
 	cid  cid.Cid
@@ -268,7 +250,7 @@ func cloneCommit(c *cobra.Command, args []string, e *env, nf *netFlags, tf *trus
 		t.cid, hints = cc.CID, node.HintsFor(res, cc.CID)
 		info, err := s.ManifestInfo(ctx, t.cid, hints)
 		if err == nil {
-			err = checkChosen(info, t.name, pins)
+			err = resolve.CheckManifest(info.Manifest, t.name, pins)
 		}
 		if err != nil {
 			return failErr(fmt.Errorf("commit %s: %w", t.cid, err))
@@ -323,7 +305,7 @@ func manifestShow(c *cobra.Command, args []string, e *env, nf *netFlags, tf *tru
 		for _, cc := range commits {
 			info, err := s.ManifestInfo(ctx, cc.CID, node.HintsFor(res, cc.CID))
 			if err == nil {
-				err = checkChosen(info, targets.name, pins)
+				err = resolve.CheckManifest(info.Manifest, targets.name, pins)
 			}
 			if err != nil {
 				fmt.Fprintf(e.stderr, "cellnode: manifest %s: %v\n", cc.CID, err)

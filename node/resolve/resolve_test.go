@@ -2,6 +2,8 @@ package resolve
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -57,5 +59,23 @@ func TestGoIdent(t *testing.T) {
 		if got := goIdent(in); got != want {
 			t.Errorf("goIdent(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestCheckManifest(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(nil)
+	other, _, _ := ed25519.GenerateKey(nil)
+	m := &manifest.Manifest{Name: "acme/x", Publishers: []string{base64.StdEncoding.EncodeToString(pub)}}
+	if err := CheckManifest(m, "acme/x", nil); err != nil {
+		t.Fatalf("nothing pinned: %v", err)
+	}
+	if err := CheckManifest(m, "acme/x", []ed25519.PublicKey{pub}); err != nil {
+		t.Fatalf("pinned publisher listed: %v", err)
+	}
+	if err := CheckManifest(m, "acme/x", []ed25519.PublicKey{other}); err == nil {
+		t.Fatal("a manifest without the pinned publisher passed")
+	}
+	if err := CheckManifest(m, "acme/y", nil); err == nil {
+		t.Fatal("a manifest naming another cell passed")
 	}
 }
