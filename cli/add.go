@@ -25,36 +25,7 @@ local name: the socket NAME.sock and the file NAME_instances.* use it.
 Run cellnode resolve afterwards.`,
 		Example: `  cellnode add exchange --git https://git.example.com/acme/exchange.git --tag v1.0.0 --max-latency-ms 50 --auto-spawn`,
 		Args:    exactArgs(1, "one dependency name"),
-		RunE: func(c *cobra.Command, args []string) error {
-			path := filepath.Join(dir, manifest.DepsFile)
-			old, err := os.ReadFile(path)
-			if err != nil {
-				return usageErr("%v (run cellnode init first, or pass --dir)", err)
-			}
-			deps, err := manifest.ParseDeps(old)
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			prev, exists := deps.Cells[args[0]]
-			d = mergeDep(prev, d, c.Flags().Changed)
-			if d.Git == "" {
-				return usageErr("--git is required for a new dependency")
-			}
-			updated, err := manifest.AddDep(old, args[0], d)
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			fi, _ := os.Stat(path)
-			if err := node.WriteFileAtomic(path, updated, fi.Mode().Perm()); err != nil {
-				return failErr(err)
-			}
-			verb := "added"
-			if exists {
-				verb = "updated"
-			}
-			fmt.Fprintf(e.stdout, "%s %s in %s; run cellnode resolve\n", verb, args[0], path)
-			return nil
-		},
+		RunE:    func(c *cobra.Command, args []string) error { return addDep(c, args, e, dir, d) },
 	}
 	f := c.Flags()
 	f.StringVar(&dir, "dir", ".", "the cell's directory")
@@ -86,4 +57,36 @@ func mergeDep(prev, flags manifest.Dep, changed func(string) bool) manifest.Dep 
 		out.AutoSpawn = flags.AutoSpawn
 	}
 	return out
+}
+
+// addDep adds the dependency args[0] to Cell.toml in dir, or merges the flags given into it.
+func addDep(c *cobra.Command, args []string, e *env, dir string, d manifest.Dep) error {
+	path := filepath.Join(dir, manifest.DepsFile)
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return usageErr("%v (run cellnode init first, or pass --dir)", err)
+	}
+	deps, err := manifest.ParseDeps(old)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	prev, exists := deps.Cells[args[0]]
+	d = mergeDep(prev, d, c.Flags().Changed)
+	if d.Git == "" {
+		return usageErr("--git is required for a new dependency")
+	}
+	updated, err := manifest.AddDep(old, args[0], d)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	fi, _ := os.Stat(path)
+	if err := node.WriteFileAtomic(path, updated, fi.Mode().Perm()); err != nil {
+		return failErr(err)
+	}
+	verb := "added"
+	if exists {
+		verb = "updated"
+	}
+	fmt.Fprintf(e.stdout, "%s %s in %s; run cellnode resolve\n", verb, args[0], path)
+	return nil
 }

@@ -25,28 +25,7 @@ knows nothing the DHT does not. It prints its full multiaddrs (with
   cellnode bootstrap --home /var/lib/cellnode --addr-file /run/cellnode/addrs`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, _ []string) error {
-			log := e.logger(slog.LevelInfo)
-			if err := checkListenFlag(listen); err != nil {
-				return err
-			}
-			cfg := node.Config{Home: home, Listen: listen, API: true, Logger: log, Metrics: metricsAddr}
-			cfg.DHT.Mode = dht.ModeServer
-			n, err := node.New(cfg)
-			if err != nil {
-				return failErr(err)
-			}
-			defer n.Close()
-			addrs := n.Addrs()
-			for _, a := range addrs {
-				fmt.Fprintln(e.stdout, a)
-			}
-			if addrFile != "" {
-				if err := node.WriteFileAtomic(addrFile, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
-					return failErr(fmt.Errorf("write --addr-file: %w", err))
-				}
-			}
-			<-c.Context().Done()
-			return nil
+			return runBootstrap(c, e, home, addrFile, metricsAddr, listen)
 		},
 	}
 	c.Flags().StringVar(&home, "home", "", "state directory (default $CELLNODE_HOME or ~/.cellnode)")
@@ -54,4 +33,30 @@ knows nothing the DHT does not. It prints its full multiaddrs (with
 	c.Flags().StringVar(&metricsAddr, "metrics", "", "also serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; the local API serves them too)")
 	c.Flags().StringVar(&addrFile, "addr-file", "", "write the node's multiaddrs to this file, one per line")
 	return c
+}
+
+// runBootstrap runs a bootstrap node until the command's context ends.
+func runBootstrap(c *cobra.Command, e *env, home string, addrFile string, metricsAddr string, listen []string) error {
+	log := e.logger(slog.LevelInfo)
+	if err := checkListenFlag(listen); err != nil {
+		return err
+	}
+	cfg := node.Config{Home: home, Listen: listen, API: true, Logger: log, Metrics: metricsAddr}
+	cfg.DHT.Mode = dht.ModeServer
+	n, err := node.New(cfg)
+	if err != nil {
+		return failErr(err)
+	}
+	defer n.Close()
+	addrs := n.Addrs()
+	for _, a := range addrs {
+		fmt.Fprintln(e.stdout, a)
+	}
+	if addrFile != "" {
+		if err := node.WriteFileAtomic(addrFile, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
+			return failErr(fmt.Errorf("write --addr-file: %w", err))
+		}
+	}
+	<-c.Context().Done()
+	return nil
 }

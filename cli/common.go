@@ -2,16 +2,14 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/cellnode/cellnode/bootstrap"
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/node/resolve"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/pflag"
 )
@@ -78,34 +76,17 @@ func fmtAge(d time.Duration) string {
 	return fmt.Sprintf("%ds", int(d.Round(time.Second).Seconds()))
 }
 
-// lockFile takes an exclusive lock (flock) on path, created with mode 0600
-// if missing, waiting until ctx ends; it tells w once that it waits, naming
-// what holds it. The lock goes when the returned function is called or the
-// process ends; children started meanwhile do not inherit it.
-func lockFile(ctx context.Context, path, what string, w io.Writer) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	told := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if !told {
-			fmt.Fprintf(w, "cellnode: waiting for %s to finish (%s is locked)\n", what, path)
-			told = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for %s (%s): %w", what, path, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+// openSession opens a resolve.Session with the network flags: through the
+// node running on this machine when useLocal is set and no --bootstrap was
+// given, else with an ephemeral node of its own.
+func openSession(ctx context.Context, e *env, nf *netFlags, useLocal bool) (*resolve.Session, error) {
+	log := e.logger(slog.LevelWarn)
+	return resolve.Open(ctx, resolve.SessionConfig{
+		Home:            nf.home,
+		Local:           useLocal && len(nf.bootstrap) == 0,
+		Peers:           func(ctx context.Context) ([]peer.AddrInfo, error) { return nf.peers(ctx, log) },
+		OfflineByChoice: nf.offlineByChoice(),
+		Logger:          log,
+		Warn:            e.stderr,
+	})
 }

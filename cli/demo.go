@@ -35,14 +35,7 @@ and exits on its own.`,
 		Example: `  cellnode demo
   cellnode demo --instances 5`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(c *cobra.Command, _ []string) error {
-			if instances < 1 || instances > 50 {
-				return usageErr("--instances must be between 1 and 50")
-			}
-			ctx, cancel := context.WithTimeout(c.Context(), 2*time.Minute)
-			defer cancel()
-			return runDemo(ctx, e, instances)
-		},
+		RunE: func(c *cobra.Command, _ []string) error { return demo(c, e, instances) },
 	}
 	c.Flags().IntVar(&instances, "instances", 3, "instances of acme/exchange to start")
 	return c
@@ -221,4 +214,14 @@ func until(ctx context.Context, cond func() bool) error {
 		}
 	}
 	return nil
+}
+
+// demo runs the demo.
+func demo(c *cobra.Command, e *env, instances int) error {
+	if instances < 1 || instances > 50 {
+		return usageErr("--instances must be between 1 and 50")
+	}
+	ctx, cancel := context.WithTimeout(c.Context(), 2*time.Minute)
+	defer cancel()
+	return runDemo(ctx, e, instances)
 }

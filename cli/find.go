@@ -17,6 +17,7 @@ import (
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/node/resolve"
 	"github.com/spf13/cobra"
 )
 
@@ -55,65 +56,7 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
   cellnode find acme/exchange --bootstrap /ip4/203.0.113.9/tcp/4001/p2p/12D3KooW...`,
 		Args: exactArgs(1, "one cell name (ORG/NAME)"),
 		RunE: func(c *cobra.Command, args []string) error {
-			if err := checkName(args[0]); err != nil {
-				return err
-			}
-			if timeout <= 0 {
-				return usageErr("--timeout must be positive")
-			}
-			ctx, cancel := context.WithTimeout(c.Context(), timeout)
-			defer cancel()
-			filt, err := newFilter(fingerprint, version)
-			if err != nil {
-				return err
-			}
-			opts := node.FindOptions{All: all}
-			for _, k := range publishers {
-				pub, err := dht.ParsePublicKey(k)
-				if err != nil {
-					return usageErr("--publisher: %v", err)
-				}
-				opts.Publishers = append(opts.Publishers, pub)
-			}
-			if len(publishers) == 0 {
-				pins, err := lockPins(lockFile, args[0])
-				if err != nil {
-					return usageErr("%v", err)
-				}
-				opts.Publishers = pins
-			}
-			res, err := find(ctx, e, &nf, args[0], opts, filt)
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.Context().Err() == nil {
-				return failErr(fmt.Errorf("find %s: timed out after %v (raise --timeout); not listing a partial answer", args[0], timeout))
-			}
-			if err != nil {
-				return failErr(err)
-			}
-			if res.Offline {
-				fmt.Fprintln(e.stderr, offlineNote(&nf))
-			}
-			switch {
-			case !res.Pinned && len(res.Instances) > 0:
-				fmt.Fprintln(e.stderr, "cellnode: nothing is pinned: these instances are grouped by the publisher that delegated them, and none is verified against a manifest you trust (use --publisher, or a Cell.lock)")
-			case res.Untrusted > 0 && !all:
-				fmt.Fprintf(e.stderr, "cellnode: %d untrusted instances not shown (--all lists them)\n", res.Untrusted)
-			}
-			if asJSON {
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(res); err != nil {
-					return err
-				}
-			} else {
-				printTable(e.stdout, res.Result())
-			}
-			if len(res.Instances) == 0 {
-				if !asJSON {
-					fmt.Fprintf(e.stderr, "cellnode: no live instance of %s\n", args[0])
-				}
-				return silentExit(ExitFailure)
-			}
-			return nil
+			return findCell(c, args, e, &nf, asJSON, timeout, fingerprint, version, publishers, all, lockFile)
 		},
 	}
 	nf.add(c.Flags(), false)
@@ -130,32 +73,13 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 // find runs a find through a session, and keeps only the instances whose
 // manifest matches the filter when one is given. Each instance carries its
 // signed record.
-func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt filter) (*node.FindReply, error) {
+func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt resolve.Filter) (*node.FindReply, error) {
 	s, err := openSession(ctx, e, nf, true)
 	if err != nil {
 		return nil, err
 	}
-	defer s.close()
-	reply, err := s.findSigned(ctx, name, opts)
-	if err != nil || filt.empty() {
-		return reply, err
-	}
-	res, err := filt.apply(ctx, e, s, reply.Result())
-	if err != nil {
-		return nil, err
-	}
-	kept := map[string]bool{}
-	for _, in := range res.Instances {
-		kept[in.Peer] = true
-	}
-	out := *reply
-	out.Instances = []node.SignedInstance{}
-	for _, in := range reply.Instances {
-		if kept[in.Peer] {
-			out.Instances = append(out.Instances, in)
-		}
-	}
-	return &out, nil
+	defer s.Close()
+	return s.FindMatching(ctx, name, opts, filt)
 }
 
 func printTable(w io.Writer, res *node.FindResult) {
@@ -240,4 +164,67 @@ func lockPins(path, name string) ([]ed25519.PublicKey, error) {
 		}
 	}
 	return out, nil
+}
+
+// findCell finds the cell args[0] and prints its instances.
+func findCell(c *cobra.Command, args []string, e *env, nf *netFlags, asJSON bool, timeout time.Duration, fingerprint string, version string, publishers []string, all bool, lockFile string) error {
+	if err := checkName(args[0]); err != nil {
+		return err
+	}
+	if timeout <= 0 {
+		return usageErr("--timeout must be positive")
+	}
+	ctx, cancel := context.WithTimeout(c.Context(), timeout)
+	defer cancel()
+	filt, err := resolve.NewFilter(fingerprint, version)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	opts := node.FindOptions{All: all}
+	for _, k := range publishers {
+		pub, err := dht.ParsePublicKey(k)
+		if err != nil {
+			return usageErr("--publisher: %v", err)
+		}
+		opts.Publishers = append(opts.Publishers, pub)
+	}
+	if len(publishers) == 0 {
+		pins, err := lockPins(lockFile, args[0])
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		opts.Publishers = pins
+	}
+	res, err := find(ctx, e, nf, args[0], opts, filt)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.Context().Err() == nil {
+		return failErr(fmt.Errorf("find %s: timed out after %v (raise --timeout); not listing a partial answer", args[0], timeout))
+	}
+	if err != nil {
+		return failErr(err)
+	}
+	if res.Offline {
+		fmt.Fprintln(e.stderr, offlineNote(nf))
+	}
+	switch {
+	case !res.Pinned && len(res.Instances) > 0:
+		fmt.Fprintln(e.stderr, "cellnode: nothing is pinned: these instances are grouped by the publisher that delegated them, and none is verified against a manifest you trust (use --publisher, or a Cell.lock)")
+	case res.Untrusted > 0 && !all:
+		fmt.Fprintf(e.stderr, "cellnode: %d untrusted instances not shown (--all lists them)\n", res.Untrusted)
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		printTable(e.stdout, res.Result())
+	}
+	if len(res.Instances) == 0 {
+		if !asJSON {
+			fmt.Fprintf(e.stderr, "cellnode: no live instance of %s\n", args[0])
+		}
+		return silentExit(ExitFailure)
+	}
+	return nil
 }

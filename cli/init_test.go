@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/node/spawn"
 )
 
 func TestInitAddPs(t *testing.T) {
@@ -81,9 +82,9 @@ func TestInitAddPs(t *testing.T) {
 
 	// ps: a cell that resolve started, by its registry entry (this
 	// process stands in for it, so the pid is alive).
-	writeSpawned(home, spawnedCell{Name: "hello", Cell: "acme/hello", PID: os.Getpid(), Socket: "/tmp/x/hello.sock", Version: "0.1.0"})
+	spawn.Write(home, spawn.Cell{Name: "hello", Cell: "acme/hello", PID: os.Getpid(), Socket: "/tmp/x/hello.sock", Version: "0.1.0"})
 	code, out, _ = run(t, "ps", "--json", "--home", home)
-	var ps struct{ Cells []psRow }
+	var ps struct{ Cells []spawn.Running }
 	if code != 0 || json.Unmarshal([]byte(out), &ps) != nil || len(ps.Cells) != 1 || ps.Cells[0].Name != "acme/hello" || ps.Cells[0].PID != os.Getpid() {
 		t.Fatalf("ps --json: %s", out)
 	}

@@ -13,14 +13,16 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/node/sidecar"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 )
 
-const delegationPEM = "CELLNODE DELEGATION"
+const delegationPEM = sidecar.DelegationPEM
 
 func keyCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
@@ -50,27 +52,7 @@ directory (which may be a cell's repository). Keep the file off the
 service nodes.`,
 		Example: `  cellnode key new --out ~/.cellnode/acme-exchange.key`,
 		Args:    exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
-			if out == "" {
-				if home == "" {
-					home = node.DefaultHome()
-				}
-				out = filepath.Join(home, "keys", "publisher.key")
-			}
-			pub, priv, err := ed25519.GenerateKey(rand.Reader)
-			if err != nil {
-				return err
-			}
-			if err := writePublisherKey(out, priv); err != nil {
-				if errors.Is(err, os.ErrExist) {
-					return failErr(fmt.Errorf("%w; pass --out for another file", err))
-				}
-				return failErr(err)
-			}
-			fmt.Fprintln(e.stdout, base64.StdEncoding.EncodeToString(pub))
-			fmt.Fprintf(e.stderr, "cellnode: wrote %s; add the public key above to \"publishers\" in Cell.json\n", out)
-			return nil
-		},
+		RunE:    func(*cobra.Command, []string) error { return keyNew(e, out, home) },
 	}
 	c.Flags().StringVar(&out, "out", "", "file to write the private key to (default keys/publisher.key in the state directory)")
 	c.Flags().StringVar(&home, "home", "", "state directory for the default --out (default $CELLNODE_HOME or ~/.cellnode)")
@@ -141,41 +123,7 @@ changes, so renewing is writing a new one in its place.`,
 		Example: `  cellnode key delegate --key acme.key --name acme/exchange --home /var/lib/cellnode --out exchange.delegation
   cellnode key delegate --key acme.key --name acme/exchange --node 12D3KooW... --ttl 72h`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
-			if err := checkName(name); err != nil {
-				return err
-			}
-			if keyFile == "" || (nodeID == "") == (home == "") {
-				return usageErr("give --key, and one of --node or --home")
-			}
-			if ttl <= 0 || ttl > dht.MaxDelegationTTL {
-				return usageErr("--ttl must be between 0 and %v", dht.MaxDelegationTTL)
-			}
-			priv, err := readPublisherKey(keyFile)
-			if err != nil {
-				return usageErr("--key: %v", err)
-			}
-			nodeKey, err := nodePublicKey(nodeID, home)
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			now := time.Now()
-			d, err := dht.SignDelegation(priv, dht.Delegation{Name: name, Node: nodeKey, Issued: now, NotAfter: now.Add(ttl)})
-			if err != nil {
-				return failErr(err)
-			}
-			blk := pem.EncodeToMemory(&pem.Block{Type: delegationPEM, Headers: map[string]string{
-				"Cell": name, "Not-After": d.NotAfter.Format(time.RFC3339)}, Bytes: d.Bytes()})
-			if out == "" {
-				_, err = e.stdout.Write(blk)
-				return err
-			}
-			if err := node.WriteFileAtomic(out, blk, 0o644); err != nil {
-				return failErr(err)
-			}
-			fmt.Fprintf(e.stderr, "cellnode: wrote %s: %s may announce %s until %s\n", out, shortPeer(peerOf(nodeKey)), name, d.NotAfter.Format(time.RFC3339))
-			return nil
-		},
+		RunE: func(*cobra.Command, []string) error { return keyDelegate(e, keyFile, name, nodeID, home, out, ttl) },
 	}
 	f := c.Flags()
 	f.StringVar(&keyFile, "key", "", "the publisher key file (from 'cellnode key new')")
@@ -225,20 +173,6 @@ func peerOf(k ed25519.PublicKey) string {
 	return id.String()
 }
 
-// readDelegation reads a delegation file written by key delegate: a regular
-// file of at most 16 KiB (never /dev/zero or a FIFO).
-func readDelegation(path string) (*dht.Delegation, error) {
-	b, err := safefile.ReadFile(path, maxKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != delegationPEM {
-		return nil, fmt.Errorf("%s: not a %s PEM block", path, delegationPEM)
-	}
-	return dht.DecodeDelegation(blk.Bytes)
-}
-
 func idCmd(e *env) *cobra.Command {
 	var home string
 	c := &cobra.Command{
@@ -247,22 +181,85 @@ func idCmd(e *env) *cobra.Command {
 		Example: `  cellnode id --home /var/lib/cellnode
   cellnode key delegate --key acme.key --name acme/exchange --node "$(cellnode id --home /var/lib/cellnode)"`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
-			if home == "" {
-				home = node.DefaultHome()
-			}
-			sk, err := node.LoadIdentity(home)
-			if err != nil {
-				return failErr(err)
-			}
-			id, err := peer.IDFromPrivateKey(sk)
-			if err != nil {
-				return failErr(err)
-			}
-			fmt.Fprintln(e.stdout, id)
-			return nil
-		},
+		RunE: func(*cobra.Command, []string) error { return printID(e, home) },
 	}
 	c.Flags().StringVar(&home, "home", "", "state directory (default $CELLNODE_HOME or ~/.cellnode)")
 	return c
+}
+
+// printID prints the peer ID of home's node key.
+func printID(e *env, home string) error {
+	if home == "" {
+		home = dirs.Home()
+	}
+	sk, err := node.LoadIdentity(home)
+	if err != nil {
+		return failErr(err)
+	}
+	id, err := peer.IDFromPrivateKey(sk)
+	if err != nil {
+		return failErr(err)
+	}
+	fmt.Fprintln(e.stdout, id)
+	return nil
+}
+
+// keyDelegate writes a delegation from a publisher key to a node.
+func keyDelegate(e *env, keyFile string, name string, nodeID string, home string, out string, ttl time.Duration) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if keyFile == "" || (nodeID == "") == (home == "") {
+		return usageErr("give --key, and one of --node or --home")
+	}
+	if ttl <= 0 || ttl > dht.MaxDelegationTTL {
+		return usageErr("--ttl must be between 0 and %v", dht.MaxDelegationTTL)
+	}
+	priv, err := readPublisherKey(keyFile)
+	if err != nil {
+		return usageErr("--key: %v", err)
+	}
+	nodeKey, err := nodePublicKey(nodeID, home)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	now := time.Now()
+	d, err := dht.SignDelegation(priv, dht.Delegation{Name: name, Node: nodeKey, Issued: now, NotAfter: now.Add(ttl)})
+	if err != nil {
+		return failErr(err)
+	}
+	blk := pem.EncodeToMemory(&pem.Block{Type: delegationPEM, Headers: map[string]string{
+		"Cell": name, "Not-After": d.NotAfter.Format(time.RFC3339)}, Bytes: d.Bytes()})
+	if out == "" {
+		_, err = e.stdout.Write(blk)
+		return err
+	}
+	if err := node.WriteFileAtomic(out, blk, 0o644); err != nil {
+		return failErr(err)
+	}
+	fmt.Fprintf(e.stderr, "cellnode: wrote %s: %s may announce %s until %s\n", out, shortPeer(peerOf(nodeKey)), name, d.NotAfter.Format(time.RFC3339))
+	return nil
+}
+
+// keyNew makes a publisher key.
+func keyNew(e *env, out string, home string) error {
+	if out == "" {
+		if home == "" {
+			home = dirs.Home()
+		}
+		out = filepath.Join(home, "keys", "publisher.key")
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	if err := writePublisherKey(out, priv); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return failErr(fmt.Errorf("%w; pass --out for another file", err))
+		}
+		return failErr(err)
+	}
+	fmt.Fprintln(e.stdout, base64.StdEncoding.EncodeToString(pub))
+	fmt.Fprintf(e.stderr, "cellnode: wrote %s; add the public key above to \"publishers\" in Cell.json\n", out)
+	return nil
 }

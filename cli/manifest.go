@@ -6,13 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/progress"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/node/resolve"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
@@ -41,14 +43,7 @@ func manifestCIDCmd(e *env) *cobra.Command {
 		Example: `  cellnode manifest cid
   cellnode manifest cid --dir ./exchange --ref v1.4.0`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
-			c, err := manifest.CommitCID(dir, ref)
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			fmt.Fprintln(e.stdout, c)
-			return nil
-		},
+		RunE: func(*cobra.Command, []string) error { return manifestCID(e, dir, ref) },
 	}
 	c.Flags().StringVar(&dir, "dir", ".", "a directory in the git repository")
 	c.Flags().StringVar(&ref, "ref", "HEAD", "the commit: a branch, tag, hash, or REF~N")
@@ -107,62 +102,7 @@ the commits announced (give --publisher, a commit CID, or --untrusted).`,
   cellnode manifest show acme/exchange --publisher 7ZQ3p9b7M0h6Jx0t1Zp1cV7pWm4W5lWmN0bcq1kQK6A= --json`,
 		Args: exactArgs(1, "a commit CID or a cell name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(c.Context(), timeout)
-			defer cancel()
-			targets, err := parseTarget(args[0])
-			if err != nil {
-				return err
-			}
-			var pins []ed25519.PublicKey
-			if targets.name != "" {
-				if pins, err = tf.pins(targets.name); err != nil {
-					return err
-				}
-			}
-			s, err := openSession(ctx, e, &nf, true)
-			if err != nil {
-				return failErr(err)
-			}
-			defer s.close()
-			var infos []*node.ManifestInfo
-			if targets.name == "" {
-				info, err := s.manifest(ctx, targets.cid, nil)
-				if err != nil {
-					return failErr(err)
-				}
-				infos = append(infos, info)
-			} else {
-				commits, res, err := cellCommits(ctx, e, s, targets.name, pins, tf.untrusted, "manifest show")
-				if err != nil {
-					return err
-				}
-				for _, cc := range commits {
-					info, err := s.manifest(ctx, cc.CID, node.HintsFor(res, cc.CID))
-					if err == nil {
-						err = checkChosen(info, targets.name, pins)
-					}
-					if err != nil {
-						fmt.Fprintf(e.stderr, "cellnode: manifest %s: %v\n", cc.CID, err)
-						continue
-					}
-					infos = append(infos, info)
-				}
-				if len(infos) == 0 {
-					return failErr(fmt.Errorf("no manifest of %s could be fetched", targets.name))
-				}
-			}
-			if asJSON {
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				if targets.name == "" {
-					return enc.Encode(infos[0])
-				}
-				return enc.Encode(infos)
-			}
-			for _, info := range infos {
-				printManifest(e.stdout, info)
-			}
-			return nil
+			return manifestShow(c, args, e, &nf, &tf, asJSON, timeout)
 		},
 	}
 	nf.add(c.Flags(), false)
@@ -191,73 +131,12 @@ a failed clone leaves nothing behind.`,
 		Example: `  cellnode clone baf4bcfgqidw7b5cuprjlo5xgvnvveumwpttkc3i ./exchange
   cellnode clone acme/exchange ./exchange --publisher 7ZQ3p9b7M0h6Jx0t1Zp1cV7pWm4W5lWmN0bcq1kQK6A=`,
 		Args: exactArgs(2, "a commit CID or a cell name, and a directory"),
-		RunE: func(c *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(c.Context(), timeout)
-			defer cancel()
-			t, err := parseTarget(args[0])
-			if err != nil {
-				return err
-			}
-			var pins []ed25519.PublicKey
-			if t.name != "" {
-				if pins, err = tf.pins(t.name); err != nil {
-					return err
-				}
-			}
-			s, err := openSession(ctx, e, &nf, false)
-			if err != nil {
-				return failErr(err)
-			}
-			defer s.close()
-			var hints []peer.ID
-			if t.name != "" {
-				commits, res, err := cellCommits(ctx, e, s, t.name, pins, tf.untrusted, "clone")
-				if err != nil {
-					return err
-				}
-				cc := commits[0]
-				t.cid, hints = cc.CID, node.HintsFor(res, cc.CID)
-				info, err := s.manifest(ctx, t.cid, hints)
-				if err == nil {
-					err = checkChosen(info, t.name, pins)
-				}
-				if err != nil {
-					return failErr(fmt.Errorf("commit %s: %w", t.cid, err))
-				}
-				who := "delegated by a pinned publisher"
-				if len(pins) == 0 {
-					who = "UNTRUSTED: nothing pinned (--untrusted)"
-				}
-				fmt.Fprintf(e.stderr, "cellnode: %s: commit %s, announced by %d live instance(s) %s\n", t.name, t.cid, cc.Instances, who)
-			}
-			if err := s.n.Clone(ctx, t.cid, hints, args[1]); err != nil {
-				return failErr(err)
-			}
-			fmt.Fprintf(e.stdout, "cloned %s into %s\n", t.cid, args[1])
-			return nil
-		},
+		RunE: func(c *cobra.Command, args []string) error { return cloneCommit(c, args, e, &nf, &tf, timeout) },
 	}
 	nf.add(c.Flags(), false)
 	tf.add(c.Flags())
 	c.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
 	return c
-}
-
-// checkChosen checks the manifest of a commit chosen by cell name: it must
-// name the cell and, when publishers are pinned, list one of them.
-func checkChosen(info *node.ManifestInfo, name string, pins []ed25519.PublicKey) error {
-	if info.Manifest.Name != name {
-		return fmt.Errorf("its Cell.json names %s, not %s", info.Manifest.Name, name)
-	}
-	if len(pins) == 0 {
-		return nil
-	}
-	for _, p := range info.Manifest.Publishers {
-		if k, err := dht.ParsePublicKey(p); err == nil && slices.ContainsFunc(pins, func(q ed25519.PublicKey) bool { return q.Equal(k) }) {
-			return nil
-		}
-	}
-	return fmt.Errorf("its Cell.json lists none of the pinned publishers")
 }
 
 // target is a commit CID or a cell name.
@@ -285,8 +164,8 @@ func parseTarget(s string) (target, error) {
 // instances those publishers delegated; with none it refuses unless
 // untrusted is set, listing what is announced so the user can choose a
 // commit knowingly.
-func cellCommits(ctx context.Context, e *env, s *session, name string, pins []ed25519.PublicKey, untrusted bool, cmd string) ([]node.CommitCount, *node.FindResult, error) {
-	res, err := s.find(ctx, name, node.FindOptions{Publishers: pins})
+func cellCommits(ctx context.Context, e *env, s *resolve.Session, name string, pins []ed25519.PublicKey, untrusted bool, cmd string) ([]node.CommitCount, *node.FindResult, error) {
+	res, err := s.Find(ctx, name, node.FindOptions{Publishers: pins})
 	if err != nil {
 		return nil, nil, failErr(err)
 	}
@@ -340,4 +219,124 @@ func printManifest(w io.Writer, info *node.ManifestInfo) {
 	if m.Build != nil {
 		fmt.Fprintf(w, "  build        %s\n", strings.Join(m.Build.Command, " "))
 	}
+}
+
+// cloneCommit clones a commit (by CID, or the one a cell's instances announce) from peers.
+func cloneCommit(c *cobra.Command, args []string, e *env, nf *netFlags, tf *trustFlags, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(c.Context(), timeout)
+	defer cancel()
+	t, err := parseTarget(args[0])
+	if err != nil {
+		return err
+	}
+	var pins []ed25519.PublicKey
+	if t.name != "" {
+		if pins, err = tf.pins(t.name); err != nil {
+			return err
+		}
+	}
+	s, err := openSession(ctx, e, nf, false)
+	if err != nil {
+		return failErr(err)
+	}
+	defer s.Close()
+	var hints []peer.ID
+	if t.name != "" {
+		commits, res, err := cellCommits(ctx, e, s, t.name, pins, tf.untrusted, "clone")
+		if err != nil {
+			return err
+		}
+		cc := commits[0]
+		t.cid, hints = cc.CID, node.HintsFor(res, cc.CID)
+		info, err := s.ManifestInfo(ctx, t.cid, hints)
+		if err == nil {
+			err = resolve.CheckManifest(info.Manifest, t.name, pins)
+		}
+		if err != nil {
+			return failErr(fmt.Errorf("commit %s: %w", t.cid, err))
+		}
+		who := "delegated by a pinned publisher"
+		if len(pins) == 0 {
+			who = "UNTRUSTED: nothing pinned (--untrusted)"
+		}
+		fmt.Fprintf(e.stderr, "cellnode: %s: commit %s, announced by %d live instance(s) %s\n", t.name, t.cid, cc.Instances, who)
+	}
+	bar := progress.Spinner(e.stderr, "cloning "+t.cid.String())
+	err = s.Clone(ctx, t.cid, hints, args[1])
+	bar.Done()
+	if err != nil {
+		return failErr(err)
+	}
+	fmt.Fprintf(e.stdout, "cloned %s into %s\n", t.cid, args[1])
+	return nil
+}
+
+// manifestShow prints the manifest of a commit or of a cell's instances.
+func manifestShow(c *cobra.Command, args []string, e *env, nf *netFlags, tf *trustFlags, asJSON bool, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(c.Context(), timeout)
+	defer cancel()
+	targets, err := parseTarget(args[0])
+	if err != nil {
+		return err
+	}
+	var pins []ed25519.PublicKey
+	if targets.name != "" {
+		if pins, err = tf.pins(targets.name); err != nil {
+			return err
+		}
+	}
+	s, err := openSession(ctx, e, nf, true)
+	if err != nil {
+		return failErr(err)
+	}
+	defer s.Close()
+	var infos []*node.ManifestInfo
+	if targets.name == "" {
+		info, err := s.ManifestInfo(ctx, targets.cid, nil)
+		if err != nil {
+			return failErr(err)
+		}
+		infos = append(infos, info)
+	} else {
+		commits, res, err := cellCommits(ctx, e, s, targets.name, pins, tf.untrusted, "manifest show")
+		if err != nil {
+			return err
+		}
+		for _, cc := range commits {
+			info, err := s.ManifestInfo(ctx, cc.CID, node.HintsFor(res, cc.CID))
+			if err == nil {
+				err = resolve.CheckManifest(info.Manifest, targets.name, pins)
+			}
+			if err != nil {
+				fmt.Fprintf(e.stderr, "cellnode: manifest %s: %v\n", cc.CID, err)
+				continue
+			}
+			infos = append(infos, info)
+		}
+		if len(infos) == 0 {
+			return failErr(fmt.Errorf("no manifest of %s could be fetched", targets.name))
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if targets.name == "" {
+			return enc.Encode(infos[0])
+		}
+		return enc.Encode(infos)
+	}
+	for _, info := range infos {
+		printManifest(e.stdout, info)
+	}
+	return nil
+}
+
+// manifestCID prints the CID of the manifest commit in dir.
+func manifestCID(e *env, dir string, ref string) error {
+	c, err := manifest.CommitCID(dir, ref)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	fmt.Fprintln(e.stdout, c)
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cellnode/cellnode/bootstrap"
+	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -25,7 +26,7 @@ func offlineNote(f *netFlags) string {
 	if f.offlineByChoice() {
 		home := f.home
 		if home == "" {
-			home = node.DefaultHome()
+			home = dirs.Home()
 		}
 		// Through a running node, the node's own bootstrap list counts.
 		if _, err := node.Dial(home); len(f.bootstrap) > 0 || err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/internal/buildinfo"
+	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/logs"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
@@ -69,14 +70,7 @@ stamped into the binary, and the Go version.`,
 		Example: `  cellnode version
   cellnode version --json`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
-			in := buildinfo.Read()
-			if asJSON {
-				return json.NewEncoder(e.stdout).Encode(in)
-			}
-			fmt.Fprintln(e.stdout, in)
-			return nil
-		},
+		RunE: func(*cobra.Command, []string) error { return printVersion(e, asJSON) },
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c
@@ -97,29 +91,7 @@ storers and last publish. It fails (exit 1) when no node runs there.`,
 		Example: `  cellnode status
   cellnode status --home /var/lib/cellnode --json`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(c *cobra.Command, _ []string) error {
-			if home == "" {
-				home = node.DefaultHome()
-			}
-			cl, err := node.Dial(home)
-			if err != nil {
-				if errors.Is(err, node.ErrNoLocalNode) {
-					return failErr(fmt.Errorf("no node is running with home %s (%v); start one with 'cellnode run' or 'cellnode bootstrap', or pass the --home it runs with", home, err))
-				}
-				return failErr(err)
-			}
-			st, err := cl.Status(c.Context())
-			if err != nil {
-				return failErr(err)
-			}
-			if asJSON {
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			printStatus(e.stdout, st, time.Now())
-			return nil
-		},
+		RunE: func(c *cobra.Command, _ []string) error { return showStatus(c, e, asJSON, home) },
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	c.Flags().StringVar(&home, "home", "", "the running node's state directory (default $CELLNODE_HOME or ~/.cellnode)")
@@ -202,4 +174,39 @@ func printStatus(w io.Writer, st *node.Status, now time.Time) {
 			s.Checks, s.CheckFailures, dash(s.LastError))
 	}
 	tw.Flush()
+}
+
+// showStatus prints the status of the node running with home.
+func showStatus(c *cobra.Command, e *env, asJSON bool, home string) error {
+	if home == "" {
+		home = dirs.Home()
+	}
+	cl, err := node.Dial(home)
+	if err != nil {
+		if errors.Is(err, node.ErrNoLocalNode) {
+			return failErr(fmt.Errorf("no node is running with home %s (%v); start one with 'cellnode run' or 'cellnode bootstrap', or pass the --home it runs with", home, err))
+		}
+		return failErr(err)
+	}
+	st, err := cl.Status(c.Context())
+	if err != nil {
+		return failErr(err)
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(e.stdout, st, time.Now())
+	return nil
+}
+
+// printVersion prints the version.
+func printVersion(e *env, asJSON bool) error {
+	in := buildinfo.Read()
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(in)
+	}
+	fmt.Fprintln(e.stdout, in)
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cellnode/cellnode/bootstrap"
 	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/node/spawn"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -252,8 +253,8 @@ func TestGC(t *testing.T) {
 	mk("builds/dead-bafB/main.go")
 	mk("repos/abc/HEAD")
 	mk("objects.git/HEAD")
-	writeSpawned(home, spawnedCell{Name: "live", Commit: "bafA", PID: os.Getpid()}) // this process stands in for the cell
-	writeSpawned(home, spawnedCell{Name: "dead", Commit: "bafB", PID: 1 << 30})
+	spawn.Write(home, spawn.Cell{Name: "live", Commit: "bafA", PID: os.Getpid()}) // this process stands in for the cell
+	spawn.Write(home, spawn.Cell{Name: "dead", Commit: "bafB", PID: 1 << 30})
 	exists := func(rel string) bool { _, err := os.Stat(filepath.Join(home, rel)); return err == nil }
 
 	code, out, _ := run(t, "gc", "--home", home, "--dry-run")

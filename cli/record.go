@@ -55,57 +55,7 @@ func recordSubCmd(e *env, verb string) *cobra.Command {
   cellnode record ` + verb + ` a2015901… --now 2026-11-26T12:00:10Z --publisher 7ZQ3p9b7M0h6Jx0t1Zp1cV7pWm4W5lWmN0bcq1kQK6A=`,
 		Args: exactArgs(1, "one INPUT (a file, - for stdin, or hex or base64)"),
 		RunE: func(c *cobra.Command, args []string) error {
-			var o recordOpts
-			var err error
-			if o.raw, err = readRecordInput(args[0], c.InOrStdin()); err != nil {
-				return usageErr("%v", err)
-			}
-			if name != "" {
-				if err := checkName(name); err != nil {
-					return err
-				}
-			}
-			o.name = name
-			if o.now, err = parseNow(now); err != nil {
-				return usageErr("--now: %v", err)
-			}
-			for _, k := range publishers {
-				pub, err := dht.ParsePublicKey(k)
-				if err != nil {
-					return usageErr("--publisher: %v", err)
-				}
-				o.publishers = append(o.publishers, pub)
-			}
-			if nodeKey != "" {
-				if o.node, err = dht.ParsePublicKey(nodeKey); err != nil {
-					return usageErr("--node: %v", err)
-				}
-			}
-			switch kind {
-			case "auto":
-				o.kind = guessKind(o.raw)
-			case "record", "delegation":
-				o.kind = kind
-			default:
-				return usageErr("--kind %q: want auto, record or delegation", kind)
-			}
-			rep := checkRecord(o)
-			switch {
-			case asJSON:
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
-					return err
-				}
-			case verb == "inspect":
-				rep.print(e.stdout)
-			default:
-				fmt.Fprintln(e.stdout, rep.verdict())
-			}
-			if !rep.Valid {
-				return silentExit(ExitFailure)
-			}
-			return nil
+			return recordVerb(c, args, e, verb, name, now, kind, nodeKey, publishers, asJSON)
 		},
 	}
 	if verb == "inspect" {
@@ -442,4 +392,59 @@ func parseNow(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q: want RFC 3339 (2026-11-26T12:00:00Z) or milliseconds since the epoch", s)
 	}
 	return t, nil
+}
+
+// recordVerb makes or checks a record (verb).
+func recordVerb(c *cobra.Command, args []string, e *env, verb string, name string, now string, kind string, nodeKey string, publishers []string, asJSON bool) error {
+	var o recordOpts
+	var err error
+	if o.raw, err = readRecordInput(args[0], c.InOrStdin()); err != nil {
+		return usageErr("%v", err)
+	}
+	if name != "" {
+		if err := checkName(name); err != nil {
+			return err
+		}
+	}
+	o.name = name
+	if o.now, err = parseNow(now); err != nil {
+		return usageErr("--now: %v", err)
+	}
+	for _, k := range publishers {
+		pub, err := dht.ParsePublicKey(k)
+		if err != nil {
+			return usageErr("--publisher: %v", err)
+		}
+		o.publishers = append(o.publishers, pub)
+	}
+	if nodeKey != "" {
+		if o.node, err = dht.ParsePublicKey(nodeKey); err != nil {
+			return usageErr("--node: %v", err)
+		}
+	}
+	switch kind {
+	case "auto":
+		o.kind = guessKind(o.raw)
+	case "record", "delegation":
+		o.kind = kind
+	default:
+		return usageErr("--kind %q: want auto, record or delegation", kind)
+	}
+	rep := checkRecord(o)
+	switch {
+	case asJSON:
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	case verb == "inspect":
+		rep.print(e.stdout)
+	default:
+		fmt.Fprintln(e.stdout, rep.verdict())
+	}
+	if !rep.Valid {
+		return silentExit(ExitFailure)
+	}
+	return nil
 }

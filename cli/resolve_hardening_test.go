@@ -5,11 +5,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 )
@@ -100,7 +102,7 @@ func TestResolveConcurrent(t *testing.T) {
 }
 
 // TestResolveSocketDirOwner is the attack: another user made the
-// cell socket directory (here, $TMPDIR/cell with CELL_SOCKET_DIR and
+// cell socket directory (here, $TMPDIR/cell-<uid> with CELL_SOCKET_DIR and
 // XDG_RUNTIME_DIR unset) and put exchange.sock in it. Resolve does not use
 // it and says why; a directory others can write to is refused the same
 // way, and auto_spawn will not start a cell there.
@@ -111,7 +113,10 @@ func TestResolveSocketDirOwner(t *testing.T) {
 	t.Setenv(SocketDirEnv, "")
 	t.Setenv("XDG_RUNTIME_DIR", "")
 	t.Setenv("TMPDIR", tmp)
-	dir := filepath.Join(tmp, "cell")
+	dir := dirs.Socket()
+	if dir != filepath.Join(tmp, "cell-"+strconv.Itoa(os.Getuid())) {
+		t.Fatalf("socket directory %s: not the default under $TMPDIR", dir)
+	}
 	os.Mkdir(dir, 0o700)
 	unixService(t, filepath.Join(dir, "exchange.sock"))
 	cases := []struct {
@@ -190,7 +195,7 @@ func TestResolveLocalPins(t *testing.T) {
 	bg("run", "--name", "acme/exchange", "--endpoint", "unix:"+sock, "--delegation", deleg, "--home", home,
 		"--bootstrap", "none", "--listen", "/ip4/127.0.0.1/tcp/0", "--check-interval", "100ms")
 	waitUntil(t, func() bool {
-		cells := node.LocalCells(node.DefaultRuntimeDir())
+		cells := node.LocalCells(dirs.Runtime())
 		return len(cells) == 1 && len(cells[0].Record) > 0
 	})
 	code, _, stderr = run(t, "resolve", "--dir", trader, "--out", t.TempDir(), "--bootstrap", "none")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/node/spawn"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
@@ -214,7 +215,7 @@ func TestResolveMilestone(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("resolve: %d %s", code, stderr)
 		}
-		spawned := readSpawned(home)
+		spawned := spawn.List(home)
 		if len(spawned) != 1 {
 			t.Fatalf("spawned registry: %+v", spawned)
 		}

@@ -62,74 +62,7 @@ Progress goes to stderr; the report to stdout (one JSON object with --json).`,
   cellnode sim --sweep 50,100,200,500,1000 --baseline --plot latency.png`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, _ []string) error {
-			sc := simDefaults
-			if scenarioFile != "" {
-				var err error
-				if sc, err = sim.LoadScenario(scenarioFile); err != nil {
-					return usageErr("%v", err)
-				}
-			}
-			f.apply(c, &sc)
-			if baseline {
-				sc.Baseline = true
-			}
-			if err := sc.Validate(); err != nil {
-				return usageErr("%v", err)
-			}
-			if os.Getenv("GOGC") == "" {
-				// Many nodes in one process make garbage fast; collecting
-				// less often halves the setup time for 24 GiB of room.
-				defer debug.SetGCPercent(debug.SetGCPercent(400))
-			}
-			ctx := c.Context()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
-			start := time.Now()
-			progress := func(s string) {
-				fmt.Fprintf(e.stderr, "sim %5.1fs: %s\n", time.Since(start).Seconds(), s)
-			}
-			if len(sweep) == 0 {
-				rep, err := sim.RunWith(ctx, sc, progress)
-				if err != nil {
-					return failErr(err)
-				}
-				progress("done")
-				if plotFile != "" {
-					if err := writePlot(plotFile, []*sim.Report{rep}); err != nil {
-						return failErr(err)
-					}
-				}
-				if asJSON {
-					return writeJSON(e, rep)
-				}
-				return rep.WriteText(e.stdout)
-			}
-			var reps []*sim.Report
-			for _, n := range sweep {
-				sc := sc
-				sc.Nodes = n
-				if err := sc.Validate(); err != nil {
-					return usageErr("--sweep %d: %v", n, err)
-				}
-				rep, err := sim.RunWith(ctx, sc, func(s string) { progress(fmt.Sprintf("%d nodes: %s", n, s)) })
-				if err != nil {
-					return failErr(err)
-				}
-				reps = append(reps, rep)
-			}
-			progress("done")
-			if plotFile != "" {
-				if err := writePlot(plotFile, reps); err != nil {
-					return failErr(err)
-				}
-			}
-			if asJSON {
-				return writeJSON(e, map[string]any{"sweep": reps})
-			}
-			return writeSweep(e, reps)
+			return runSim(c, e, scenarioFile, asJSON, baseline, timeout, sweep, plotFile, f)
 		},
 	}
 	fs := c.Flags()
@@ -229,4 +162,76 @@ func writeSweep(e *env, reps []*sim.Report) error {
 			r.Memory.Goroutines, r.Staleness.MaxMS/1000, base)
 	}
 	return tw.Flush()
+}
+
+// runSim runs a simulation and prints its report.
+func runSim(c *cobra.Command, e *env, scenarioFile string, asJSON bool, baseline bool, timeout time.Duration, sweep []int, plotFile string, f simFlags) error {
+	sc := simDefaults
+	if scenarioFile != "" {
+		var err error
+		if sc, err = sim.LoadScenario(scenarioFile); err != nil {
+			return usageErr("%v", err)
+		}
+	}
+	f.apply(c, &sc)
+	if baseline {
+		sc.Baseline = true
+	}
+	if err := sc.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	if os.Getenv("GOGC") == "" {
+		// Many nodes in one process make garbage fast; collecting
+		// less often halves the setup time for 24 GiB of room.
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
+	}
+	ctx := c.Context()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	progress := func(s string) {
+		fmt.Fprintf(e.stderr, "sim %5.1fs: %s\n", time.Since(start).Seconds(), s)
+	}
+	if len(sweep) == 0 {
+		rep, err := sim.RunWith(ctx, sc, progress)
+		if err != nil {
+			return failErr(err)
+		}
+		progress("done")
+		if plotFile != "" {
+			if err := writePlot(plotFile, []*sim.Report{rep}); err != nil {
+				return failErr(err)
+			}
+		}
+		if asJSON {
+			return writeJSON(e, rep)
+		}
+		return rep.WriteText(e.stdout)
+	}
+	var reps []*sim.Report
+	for _, n := range sweep {
+		sc := sc
+		sc.Nodes = n
+		if err := sc.Validate(); err != nil {
+			return usageErr("--sweep %d: %v", n, err)
+		}
+		rep, err := sim.RunWith(ctx, sc, func(s string) { progress(fmt.Sprintf("%d nodes: %s", n, s)) })
+		if err != nil {
+			return failErr(err)
+		}
+		reps = append(reps, rep)
+	}
+	progress("done")
+	if plotFile != "" {
+		if err := writePlot(plotFile, reps); err != nil {
+			return failErr(err)
+		}
+	}
+	if asJSON {
+		return writeJSON(e, map[string]any{"sweep": reps})
+	}
+	return writeSweep(e, reps)
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
@@ -24,21 +25,13 @@ const (
 )
 
 // HomeEnv names the environment variable that sets the state directory.
-const HomeEnv = "CELLNODE_HOME"
+const HomeEnv = dirs.HomeEnv
 
 // ErrHomeInUse is returned by New when another node holds the home's lock.
 var ErrHomeInUse = errors.New("node: home directory in use by another cellnode")
 
-// DefaultHome returns $CELLNODE_HOME, or ~/.cellnode.
-func DefaultHome() string {
-	if h := os.Getenv(HomeEnv); h != "" {
-		return h
-	}
-	if d, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(d, ".cellnode")
-	}
-	return ".cellnode"
-}
+// DefaultHome returns $CELLNODE_HOME, or ~/.cellnode (dirs.Home).
+func DefaultHome() string { return dirs.Home() }
 
 // Size limits of the state files read from a home.
 const (

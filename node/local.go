@@ -2,30 +2,21 @@ package node
 
 import (
 	"encoding/json"
-	"fmt"
+	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
 // RuntimeDirEnv names the environment variable that sets the runtime
 // directory where running cells register themselves on this machine.
-const RuntimeDirEnv = "CELLNODE_RUNTIME_DIR"
+const RuntimeDirEnv = dirs.RuntimeEnv
 
 // DefaultRuntimeDir returns $CELLNODE_RUNTIME_DIR, else
-// $XDG_RUNTIME_DIR/cellnode, else <tmp>/cellnode-<uid>.
-func DefaultRuntimeDir() string {
-	if d := os.Getenv(RuntimeDirEnv); d != "" {
-		return d
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "cellnode")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("cellnode-%d", os.Getuid()))
-}
+// $XDG_RUNTIME_DIR/cellnode, else <tmp>/cellnode-<uid> (dirs.Runtime).
+func DefaultRuntimeDir() string { return dirs.Runtime() }
 
 // LocalCell is what a running announcer leaves in the runtime directory:
 // enough for a finder on this machine to find the cell with no network,
@@ -113,13 +104,5 @@ func (n *Node) localCells() []LocalCell {
 // ownDir checks that dir belongs to this user and only this user can write
 // to it: in a shared /tmp, another user could create it first.
 func ownDir(dir string) error {
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || (ok && int(st.Uid) != os.Getuid()) || fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("node: runtime directory %s is not a directory that only this user can write to", dir)
-	}
-	return nil
+	return dirs.Own("node: runtime directory", dir)
 }

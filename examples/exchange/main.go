@@ -15,10 +15,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 )
 
+// socketDir is the cell socket directory: $CELL_SOCKET_DIR, else
+// $XDG_RUNTIME_DIR/cell, else <tmp>/cell-<uid> (cellnode's rule; a test
+// holds this copy to it).
 func socketDir() string {
 	if d := os.Getenv("CELL_SOCKET_DIR"); d != "" {
 		return d
@@ -26,7 +30,7 @@ func socketDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "cell")
 	}
-	return filepath.Join(os.TempDir(), "cell")
+	return filepath.Join(os.TempDir(), "cell-"+strconv.Itoa(os.Getuid()))
 }
 
 func main() {

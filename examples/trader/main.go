@@ -16,10 +16,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
 
+// socketDir is the cell socket directory: $CELL_SOCKET_DIR, else
+// $XDG_RUNTIME_DIR/cell, else <tmp>/cell-<uid> (cellnode's rule; a test
+// holds this copy to it).
 func socketDir() string {
 	if d := os.Getenv("CELL_SOCKET_DIR"); d != "" {
 		return d
@@ -27,7 +31,7 @@ func socketDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "cell")
 	}
-	return filepath.Join(os.TempDir(), "cell")
+	return filepath.Join(os.TempDir(), "cell-"+strconv.Itoa(os.Getuid()))
 }
 
 // dial connects to an endpoint as cellnode resolve writes them:

@@ -1,4 +1,4 @@
-package cli
+package resolve
 
 import (
 	"context"
@@ -11,33 +11,39 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// filter keeps the instances whose manifest is compatible.
-type filter struct {
+// Filter keeps the instances whose manifest is compatible: a schema
+// fingerprint, a semantic version range, or both. The zero Filter keeps
+// everything.
+type Filter struct {
 	fingerprint string              // normalised hex, "" for any
 	version     *semver.Constraints // nil for any
 	raw         string
 }
 
-func newFilter(fingerprint, version string) (filter, error) {
-	f := filter{raw: version}
+// NewFilter returns the filter for a fingerprint (up to 16 hex digits)
+// and a version constraint (1.2.3, or a range such as '>=1.2, <2'); ""
+// means any.
+func NewFilter(fingerprint, version string) (Filter, error) {
+	f := Filter{raw: version}
 	if fingerprint != "" {
 		fp, ok := normFingerprint(fingerprint)
 		if !ok {
-			return f, usageErr("--fingerprint %q: want up to 16 hex digits, e.g. 9f2c44d1a07be311", fingerprint)
+			return f, fmt.Errorf("--fingerprint %q: want up to 16 hex digits, e.g. 9f2c44d1a07be311", fingerprint)
 		}
 		f.fingerprint = fp
 	}
 	if version != "" {
 		c, err := semver.NewConstraint(version)
 		if err != nil {
-			return f, usageErr("--version %q: %v (want 1.2.3 or a range such as '>=1.2, <2')", version, err)
+			return f, fmt.Errorf("--version %q: %v (want 1.2.3 or a range such as '>=1.2, <2')", version, err)
 		}
 		f.version = c
 	}
 	return f, nil
 }
 
-func (f filter) empty() bool { return f.fingerprint == "" && f.version == nil }
+// Empty reports whether f keeps everything.
+func (f Filter) Empty() bool { return f.fingerprint == "" && f.version == nil }
 
 // normFingerprint lower-cases fp, drops a 0x prefix and leading zeros.
 func normFingerprint(fp string) (string, bool) {
@@ -51,7 +57,8 @@ func normFingerprint(fp string) (string, bool) {
 	return fp, true
 }
 
-func (f filter) match(m *manifest.Manifest) bool {
+// Match reports whether m passes f.
+func (f Filter) Match(m *manifest.Manifest) bool {
 	if f.fingerprint != "" {
 		fp, ok := normFingerprint(m.Fingerprint)
 		if !ok || fp != f.fingerprint {
@@ -67,10 +74,11 @@ func (f filter) match(m *manifest.Manifest) bool {
 	return true
 }
 
-// apply fetches the manifest of each distinct commit in res once and keeps
+// Apply fetches the manifest of each distinct commit in res once and keeps
 // the instances whose manifest matches. A commit whose manifest cannot be
-// fetched is reported on stderr and its instances are left out.
-func (f filter) apply(ctx context.Context, e *env, s *session, res *node.FindResult) (*node.FindResult, error) {
+// fetched is reported to the session's warnings and its instances are left
+// out.
+func (f Filter) Apply(ctx context.Context, s *Session, res *node.FindResult) (*node.FindResult, error) {
 	verdict := map[string]bool{}
 	kept := res.Instances[:0:0]
 	for _, in := range res.Instances {
@@ -82,12 +90,12 @@ func (f filter) apply(ctx context.Context, e *env, s *session, res *node.FindRes
 			c, err := cid.Decode(in.Manifest)
 			if err == nil {
 				var info *node.ManifestInfo
-				if info, err = s.manifest(ctx, c, node.HintsFor(res, c)); err == nil {
-					ok = f.match(info.Manifest)
+				if info, err = s.ManifestInfo(ctx, c, node.HintsFor(res, c)); err == nil {
+					ok = f.Match(info.Manifest)
 				}
 			}
 			if err != nil {
-				fmt.Fprintf(e.stderr, "cellnode: manifest %s: %v\n", in.Manifest, err)
+				fmt.Fprintf(s.warn, "cellnode: manifest %s: %v\n", in.Manifest, err)
 			}
 			verdict[in.Manifest] = ok
 		}
