@@ -12,6 +12,7 @@ import (
 
 	"github.com/cellnode/cellnode/bootstrap"
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/pflag"
 )
@@ -65,7 +66,7 @@ func parseMode(s string) (dht.Mode, error) {
 }
 
 func checkName(name string) error {
-	if _, err := dht.ParseName(name); err != nil {
+	if _, err := record.ParseName(name); err != nil {
 		return usageErr("%v", err)
 	}
 	return nil

@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
@@ -69,7 +69,7 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 			}
 			opts := node.FindOptions{All: all}
 			for _, k := range publishers {
-				pub, err := dht.ParsePublicKey(k)
+				pub, err := record.ParsePublicKey(k)
 				if err != nil {
 					return usageErr("--publisher: %v", err)
 				}
@@ -232,7 +232,7 @@ func lockPins(path, name string) ([]ed25519.PublicKey, error) {
 			continue
 		}
 		for _, p := range c.Publishers {
-			k, err := dht.ParsePublicKey(p)
+			k, err := record.ParsePublicKey(p)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", path, err)
 			}

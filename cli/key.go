@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -148,8 +148,8 @@ changes, so renewing is writing a new one in its place.`,
 			if keyFile == "" || (nodeID == "") == (home == "") {
 				return usageErr("give --key, and one of --node or --home")
 			}
-			if ttl <= 0 || ttl > dht.MaxDelegationTTL {
-				return usageErr("--ttl must be between 0 and %v", dht.MaxDelegationTTL)
+			if ttl <= 0 || ttl > record.MaxDelegationTTL {
+				return usageErr("--ttl must be between 0 and %v", record.MaxDelegationTTL)
 			}
 			priv, err := readPublisherKey(keyFile)
 			if err != nil {
@@ -160,7 +160,7 @@ changes, so renewing is writing a new one in its place.`,
 				return usageErr("%v", err)
 			}
 			now := time.Now()
-			d, err := dht.SignDelegation(priv, dht.Delegation{Name: name, Node: nodeKey, Issued: now, NotAfter: now.Add(ttl)})
+			d, err := record.SignDelegation(priv, record.Delegation{Name: name, Node: nodeKey, Issued: now, NotAfter: now.Add(ttl)})
 			if err != nil {
 				return failErr(err)
 			}
@@ -227,7 +227,7 @@ func peerOf(k ed25519.PublicKey) string {
 
 // readDelegation reads a delegation file written by key delegate: a regular
 // file of at most 16 KiB (never /dev/zero or a FIFO).
-func readDelegation(path string) (*dht.Delegation, error) {
+func readDelegation(path string) (*record.Delegation, error) {
 	b, err := safefile.ReadFile(path, maxKeyFile)
 	if err != nil {
 		return nil, err
@@ -236,7 +236,7 @@ func readDelegation(path string) (*dht.Delegation, error) {
 	if blk == nil || blk.Type != delegationPEM {
 		return nil, fmt.Errorf("%s: not a %s PEM block", path, delegationPEM)
 	}
-	return dht.DecodeDelegation(blk.Bytes)
+	return record.DecodeDelegation(blk.Bytes)
 }
 
 func idCmd(e *env) *cobra.Command {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 	"github.com/ipfs/go-cid"
@@ -73,7 +73,7 @@ func (f *trustFlags) add(fs *pflag.FlagSet) {
 func (f *trustFlags) pins(name string) ([]ed25519.PublicKey, error) {
 	var out []ed25519.PublicKey
 	for _, k := range f.publishers {
-		pub, err := dht.ParsePublicKey(k)
+		pub, err := record.ParsePublicKey(k)
 		if err != nil {
 			return nil, usageErr("--publisher: %v", err)
 		}
@@ -253,7 +253,7 @@ func checkChosen(info *node.ManifestInfo, name string, pins []ed25519.PublicKey)
 		return nil
 	}
 	for _, p := range info.Manifest.Publishers {
-		if k, err := dht.ParsePublicKey(p); err == nil && slices.ContainsFunc(pins, func(q ed25519.PublicKey) bool { return q.Equal(k) }) {
+		if k, err := record.ParsePublicKey(p); err == nil && slices.ContainsFunc(pins, func(q ed25519.PublicKey) bool { return q.Equal(k) }) {
 			return nil
 		}
 	}

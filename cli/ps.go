@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/cellnode/cellnode/internal/safefile"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,7 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/internal/safefile"
+
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
@@ -122,7 +123,7 @@ func psRows(home string) []psRow {
 			continue
 		}
 		r := psRow{Name: lc.Name, Endpoint: lc.Endpoint, PID: lc.PID, Started: lc.Started, Source: "cellnode run"}
-		if rec, err := dht.Verify(lc.Record, lc.Name, now); err == nil {
+		if rec, err := record.Verify(lc.Record, lc.Name, now); err == nil {
 			r.Announced = !rec.Withdrawn
 			if rec.Manifest.Defined() {
 				r.Manifest = rec.Manifest.String()

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/spf13/cobra"
 )
@@ -22,7 +22,7 @@ import (
 // maxRecordInput is the most bytes record inspect|verify reads from a file
 // or standard input: a record in hex with room for whitespace and a PEM
 // wrapping. More is bad input, not a record.
-const maxRecordInput = 4*dht.MaxRecordSize + 4096
+const maxRecordInput = 4*record.MaxRecordSize + 4096
 
 func recordCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
@@ -71,14 +71,14 @@ func recordSubCmd(e *env, verb string) *cobra.Command {
 				return usageErr("--now: %v", err)
 			}
 			for _, k := range publishers {
-				pub, err := dht.ParsePublicKey(k)
+				pub, err := record.ParsePublicKey(k)
 				if err != nil {
 					return usageErr("--publisher: %v", err)
 				}
 				o.publishers = append(o.publishers, pub)
 			}
 			if nodeKey != "" {
-				if o.node, err = dht.ParsePublicKey(nodeKey); err != nil {
+				if o.node, err = record.ParsePublicKey(nodeKey); err != nil {
 					return usageErr("--node: %v", err)
 				}
 			}
@@ -185,11 +185,11 @@ func checkRecord(o recordOpts) *recordReport {
 	rep := &recordReport{Kind: o.kind, Bytes: len(o.raw), Valid: true}
 	fail := func(err error) {
 		rep.Valid, rep.Error = false, err.Error()
-		rep.Reason = dht.Reason(err)
+		rep.Reason = record.Reason(err)
 		if o.kind == "delegation" {
-			rep.Reason = dht.DelegationReason(err)
+			rep.Reason = record.DelegationReason(err)
 		} else {
-			rep.DelegationReason = dht.DelegationReason(err)
+			rep.DelegationReason = record.DelegationReason(err)
 		}
 	}
 	trusted := func(pub ed25519.PublicKey) error {
@@ -201,10 +201,10 @@ func checkRecord(o recordOpts) *recordReport {
 				return nil
 			}
 		}
-		return dht.ErrWrongPublisher
+		return record.ErrWrongPublisher
 	}
 	if o.kind == "delegation" {
-		d, err := dht.DecodeDelegation(o.raw)
+		d, err := record.DecodeDelegation(o.raw)
 		if err != nil {
 			fail(err)
 			rep.Unverified = diagnose(o.raw)
@@ -221,11 +221,11 @@ func checkRecord(o recordOpts) *recordReport {
 		if err := d.CheckFor(name, node, o.now); err != nil {
 			fail(err)
 		} else if err := trusted(d.Publisher); err != nil {
-			rep.Valid, rep.Reason, rep.Error = false, dht.Reason(err), err.Error()
+			rep.Valid, rep.Reason, rep.Error = false, record.Reason(err), err.Error()
 		}
 		return rep
 	}
-	r, err := dht.Decode(o.raw)
+	r, err := record.Decode(o.raw)
 	if err != nil {
 		fail(err)
 		rep.Unverified = diagnose(o.raw)
@@ -243,16 +243,16 @@ func checkRecord(o recordOpts) *recordReport {
 	live := r.Check(o.now)
 	switch {
 	case o.name != "" && r.Name != o.name:
-		fail(fmt.Errorf("%w: record for %q, want %q", dht.ErrWrongName, r.Name, o.name))
+		fail(fmt.Errorf("%w: record for %q, want %q", record.ErrWrongName, r.Name, o.name))
 	case live != nil:
 		fail(live)
 	case trusted(r.Publisher()) != nil:
-		fail(fmt.Errorf("%w: not delegated by a publisher given with --publisher", dht.ErrWrongPublisher))
+		fail(fmt.Errorf("%w: not delegated by a publisher given with --publisher", record.ErrWrongPublisher))
 	}
 	return rep
 }
 
-func delegationOf(d *dht.Delegation) *delegationFields {
+func delegationOf(d *record.Delegation) *delegationFields {
 	return &delegationFields{Name: d.Name, Node: b64(d.Node), NodePeer: peerOf(d.Node), Publisher: b64(d.Publisher),
 		Issued: d.Issued, NotAfter: d.NotAfter}
 }
@@ -310,7 +310,7 @@ func (r *recordReport) print(w io.Writer) {
 // diagnose renders what it can of raw as CBOR diagnostic notation: the
 // envelope, and the body or delegation inside it.
 func diagnose(raw []byte) string {
-	if len(raw) > dht.MaxRecordSize {
+	if len(raw) > record.MaxRecordSize {
 		return ""
 	}
 	dm, err := cbor.DiagOptions{ByteStringEncoding: cbor.ByteStringBase16Encoding, MaxNestedLevels: 8}.DiagMode()

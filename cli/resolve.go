@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
@@ -256,7 +256,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	// 3. Live instances, trusted publishers only.
 	var pubs []ed25519.PublicKey
 	for _, p := range m.Publishers {
-		k, err := dht.ParsePublicKey(p)
+		k, err := record.ParsePublicKey(p)
 		if err != nil {
 			return outcome{}, fmt.Errorf("manifest publishers: %w", err)
 		}
@@ -499,7 +499,7 @@ func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell
 	}
 	var pins []ed25519.PublicKey
 	for _, p := range old.Publishers {
-		if key, err := dht.ParsePublicKey(p); err == nil {
+		if key, err := record.ParsePublicKey(p); err == nil {
 			pins = append(pins, key)
 		}
 	}
@@ -508,7 +508,7 @@ func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell
 		if cell != "" && lc.Name != cell {
 			continue
 		}
-		rec, err := dht.Verify(lc.Record, lc.Name, time.Now())
+		rec, err := record.Verify(lc.Record, lc.Name, time.Now())
 		if err != nil || rec.Withdrawn || !slices.Contains(rec.Endpoints, "unix:"+path) {
 			continue
 		}

@@ -12,7 +12,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 	"github.com/ipfs/go-cid"
@@ -51,7 +51,7 @@ Other cellnode commands on this machine use the node through its local API
 			if _, err := node.ParseEndpoint(endpoint); err != nil {
 				return usageErr("%v", err)
 			}
-			if err := dht.CheckRegion(region); err != nil {
+			if err := record.CheckRegion(region); err != nil {
 				return usageErr("--region: %v", err)
 			}
 			dm, err := parseMode(mode)
@@ -65,7 +65,7 @@ Other cellnode commands on this machine use the node through its local API
 			if err != nil {
 				return err
 			}
-			var deleg *dht.Delegation
+			var deleg *record.Delegation
 			if delegFile != "" {
 				if deleg, err = readDelegation(delegFile); err != nil {
 					return usageErr("--delegation: %v", err)
@@ -147,7 +147,7 @@ func cellIdentity(name, dir, ref string, log *slog.Logger) (string, cid.Cid, []e
 	}
 	var pubs []ed25519.PublicKey
 	for _, p := range m.Publishers {
-		k, err := dht.ParsePublicKey(p)
+		k, err := record.ParsePublicKey(p)
 		if err != nil {
 			return "", cid.Undef, nil, usageErr("Cell.json publishers: %v", err)
 		}

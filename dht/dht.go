@@ -14,10 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p-kad-dht/dual"
 	kb "github.com/libp2p/go-libp2p-kbucket"
-	record "github.com/libp2p/go-libp2p-record"
+	p2precord "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -170,7 +171,7 @@ func kadOptions(cfg Config) []kaddht.Option {
 	mode := map[Mode]kaddht.ModeOpt{ModeAuto: kaddht.ModeAuto, ModeServer: kaddht.ModeServer, ModeClient: kaddht.ModeClient}[cfg.Mode]
 	opts := []kaddht.Option{
 		kaddht.ProtocolPrefix(ProtocolPrefix),
-		kaddht.Validator(record.NamespacedValidator{"cell": Validator{Now: cfg.Store.Now}}),
+		kaddht.Validator(p2precord.NamespacedValidator{"cell": Validator{Now: cfg.Store.Now}}),
 		kaddht.Mode(mode),
 		kaddht.BucketSize(cfg.BucketSize),
 		// kad-dht serves value records by age only; our 60 s expiry is
@@ -452,14 +453,14 @@ var ErrNotStored = errors.New("dht: no remote peer stored the record")
 // PublisherKey returns the DHT key of the set of one publisher's records
 // for the cell name: "/cell/<org>/<name>/@<hex publisher key>".
 func PublisherKey(name string, publisher ed25519.PublicKey) string {
-	return Key(name) + "/@" + hex.EncodeToString(publisher)
+	return record.Key(name) + "/@" + hex.EncodeToString(publisher)
 }
 
 // setKey returns the DHT key of the name's set (publisher nil) or of the
 // publisher's set for the name.
 func setKey(name string, publisher ed25519.PublicKey) string {
 	if publisher == nil {
-		return Key(name)
+		return record.Key(name)
 	}
 	return PublisherKey(name, publisher)
 }
@@ -471,9 +472,9 @@ func setKey(name string, publisher ed25519.PublicKey) string {
 // holds peers (WAN and LAN, in parallel). It stores r in the local store
 // too when this node is a DHT server. It fails, wrapping ErrNotStored and
 // the first refusal, when no remote peer took the record.
-func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
+func (d *DHT) Publish(ctx context.Context, r *record.Record) (PublishStats, error) {
 	var st PublishStats
-	if r.raw == nil {
+	if r.Bytes() == nil {
 		return st, errors.New("dht: publish: record is not signed")
 	}
 	targets := []ed25519.PublicKey{nil}
@@ -483,7 +484,7 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 	var first error
 	if d.Server() {
 		for _, pub := range targets {
-			if _, err := d.store.PutFor(r.Name, pub, r.raw); err != nil {
+			if _, err := d.store.PutFor(r.Name, pub, r.Bytes()); err != nil {
 				first = err
 			} else {
 				st.Local = true
@@ -547,7 +548,7 @@ func (d *DHT) closerKnown(sp *space, key string, storers []peer.ID) bool {
 // lookup hears of them, so that it can be found before the lookup ends;
 // the lookup's closest peers are sent it at the end. It returns the first
 // error seen.
-func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
+func (d *DHT) publishAt(ctx context.Context, sp *space, r *record.Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
 	key := setKey(r.Name, pub)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -564,7 +565,7 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 		go func() {
 			defer wg.Done()
 			d.count.add("put_sent", 1)
-			_, err := d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.raw, Publisher: pub})
+			_, err := d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub})
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
@@ -648,7 +649,7 @@ var ErrNoPeers = errors.New("dht: no peer to ask")
 // the local store, each verified at the time now. Withdrawn instances are
 // left out. Records that fail verification are dropped and counted in
 // FindStats.Rejected.
-func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*Record, FindStats, error) {
+func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*record.Record, FindStats, error) {
 	return d.FindFrom(ctx, name, nil, now)
 }
 
@@ -665,7 +666,7 @@ func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*R
 // non-empty set (a set is replicated at the closest peers, so the rest of
 // the lookup would only confirm it). The closest peers of a key are
 // remembered for a minute, so a repeated find asks them directly.
-func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*Record, FindStats, error) {
+func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*record.Record, FindStats, error) {
 	if now == nil {
 		now = time.Now
 	}
@@ -680,7 +681,7 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 			if trusted(r.Publisher(), publishers) {
 				kept = append(kept, r)
 			} else {
-				st.Rejected[Reason(ErrWrongPublisher)]++
+				st.Rejected[record.Reason(record.ErrWrongPublisher)]++
 			}
 		}
 		recs = kept
@@ -698,7 +699,7 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 // the lookup failed; the local records are returned with it.
 func (d *DHT) Collect(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([][]byte, FindStats, error) {
 	st := FindStats{Rejected: map[string]int{}}
-	if _, err := ParseName(name); err != nil {
+	if _, err := record.ParseName(name); err != nil {
 		return nil, st, err
 	}
 	if now == nil {
@@ -713,7 +714,7 @@ func (d *DHT) Collect(ctx context.Context, name string, publishers []ed25519.Pub
 	var lookupErr error
 	for _, pub := range targets {
 		for _, r := range d.store.GetFor(name, pub) {
-			raws = append(raws, r.raw)
+			raws = append(raws, r.Bytes())
 		}
 	}
 	ctx = d.dialBudget(ctx)
@@ -770,7 +771,7 @@ func trusted(pub ed25519.PublicKey, list []ed25519.PublicKey) bool {
 // each node, dropping withdrawn instances. Identical copies are verified
 // and counted once. Rejections are counted in rejected by Reason when it is
 // not nil. The result is ordered by peer ID.
-func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) []*Record {
+func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) []*record.Record {
 	return Live(Newest(name, raws, now, rejected))
 }
 
@@ -778,8 +779,8 @@ func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) [
 // node, withdrawn or not, ordered by peer ID. A finder that remembers what
 // it saw keeps the withdrawals too, so that a later find that misses one
 // does not bring the older record back.
-func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) []*Record {
-	best := map[peer.ID]*Record{}
+func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) []*record.Record {
+	best := map[peer.ID]*record.Record{}
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
 		// The closest peers mostly hold the same bytes: verify each once.
@@ -787,10 +788,10 @@ func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) 
 			continue
 		}
 		seen[string(raw)] = true
-		r, err := Verify(raw, name, now)
+		r, err := record.Verify(raw, name, now)
 		if err != nil {
 			if rejected != nil {
-				rejected[Reason(err)]++
+				rejected[record.Reason(err)]++
 			}
 			continue
 		}
@@ -798,7 +799,7 @@ func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) 
 			best[r.Peer] = r
 		}
 	}
-	out := make([]*Record, 0, len(best))
+	out := make([]*record.Record, 0, len(best))
 	for _, r := range best {
 		out = append(out, r)
 	}
@@ -807,8 +808,8 @@ func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) 
 }
 
 // Live returns the records of recs that are not withdrawals, in order.
-func Live(recs []*Record) []*Record {
-	out := make([]*Record, 0, len(recs))
+func Live(recs []*record.Record) []*record.Record {
+	out := make([]*record.Record, 0, len(recs))
 	for _, r := range recs {
 		if !r.Withdrawn {
 			out = append(out, r)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -114,10 +115,10 @@ type gatherer struct {
 	asked    map[peer.ID]bool
 	holders  []peer.ID // peers that answered with valid records
 	raws     [][]byte
-	seen     map[string]*Record // raw record → the record if valid for this set, else nil
-	seenPeer map[peer.ID]bool   // the instances seen, with a valid record
-	answers  []answer           // near peers' answers with valid records
-	agreers  []peer.ID          // near peers whose answers agree (see tally)
+	seen     map[string]*record.Record // raw record → the record if valid for this set, else nil
+	seenPeer map[peer.ID]bool          // the instances seen, with a valid record
+	answers  []answer                  // near peers' answers with valid records
+	agreers  []peer.ID                 // near peers whose answers agree (see tally)
 	answered int
 	lastAsk  time.Time     // when the last GET was sent
 	slowest  time.Duration // the slowest answer so far, from its ask
@@ -252,13 +253,13 @@ func (g *gatherer) crowded() bool {
 
 // valid returns raw decoded if it is a live record of the set asked for,
 // and nil otherwise.
-func (g *gatherer) valid(raw []byte, now time.Time) *Record {
-	r, err := Verify(raw, g.req.Name, now)
+func (g *gatherer) valid(raw []byte, now time.Time) *record.Record {
+	r, err := record.Verify(raw, g.req.Name, now)
 	if err == nil && g.req.Publisher != nil && !bytes.Equal(r.Publisher(), g.req.Publisher) {
-		err = ErrWrongPublisher
+		err = record.ErrWrongPublisher
 	}
 	if err != nil {
-		g.rejected[Reason(err)]++
+		g.rejected[record.Reason(err)]++
 		return nil
 	}
 	return r
@@ -437,7 +438,7 @@ func (d *DHT) gather(ctx context.Context, sp *space, name string, pub ed25519.Pu
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
 		ctx: ctx, t0: time.Now(), now: now, near: d.nearPrefix(sp), done: make(chan struct{}), news: make(chan struct{}, 1),
-		asked: map[peer.ID]bool{}, seen: map[string]*Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
+		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
 	g.rank = newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cellnode/cellnode/internal/frame"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/fxamacker/cbor/v2"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
+
+	"github.com/cellnode/cellnode/internal/frame"
 )
 
 // ProtocolID is the stream protocol on which DHT servers store and serve
@@ -24,7 +26,7 @@ const (
 	opPut = 1
 	opGet = 2
 
-	maxRequestSize  = MaxRecordSize + 512
+	maxRequestSize  = record.MaxRecordSize + 512
 	maxResponseSize = 2 << 20
 )
 
@@ -57,6 +59,10 @@ var msgDec, _ = cbor.DecOptions{
 	MaxNestedLevels:  4,
 }.DecMode()
 
+// msgEnc encodes protocol messages in core deterministic encoding, as the
+// record format does its bodies.
+var msgEnc, _ = cbor.CoreDetEncOptions().EncMode()
+
 // handle serves one request stream. Every stream costs its peer a token of
 // the rate limiter, whatever it carries: a request that cannot be read or
 // decoded is counted ("request_malformed") and limited like any other.
@@ -88,7 +94,7 @@ func (d *DHT) handle(s network.Stream) {
 		resp.Error = "malformed request"
 	case req.Op == opPut:
 		d.count.add("put_received", 1)
-		if _, err := ParseName(req.Name); err != nil {
+		if _, err := record.ParseName(req.Name); err != nil {
 			resp.Error = err.Error()
 		} else if err := checkPublisher(req.Publisher); err != nil {
 			resp.Error = err.Error()
@@ -102,14 +108,14 @@ func (d *DHT) handle(s network.Stream) {
 	case req.Op == opGet:
 		d.count.add("get_received", 1)
 		for _, rec := range d.store.GetFor(req.Name, req.Publisher) {
-			resp.Records = append(resp.Records, rec.raw)
+			resp.Records = append(resp.Records, rec.Bytes())
 		}
 		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
 		d.count.add("records_served", uint64(len(resp.Records)))
 	default:
 		resp.Error = fmt.Sprintf("unknown op %d", req.Op)
 	}
-	out, _ := encMode.Marshal(resp)
+	out, _ := msgEnc.Marshal(resp)
 	if err := msgio.NewVarintWriter(s).WriteMsg(out); err != nil {
 		_ = s.Reset()
 	}
@@ -164,7 +170,7 @@ func (d *DHT) exchange(ctx context.Context, p peer.ID, req request) (*response, 
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
-	msg, _ := encMode.Marshal(req)
+	msg, _ := msgEnc.Marshal(req)
 	if err := msgio.NewVarintWriter(s).WriteMsg(msg); err != nil {
 		_ = s.Reset()
 		return nil, err

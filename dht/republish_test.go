@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 // A republish sends the record to the storers that took the previous one,
@@ -39,7 +41,7 @@ func TestRepublishReusesStorers(t *testing.T) {
 
 	// One remembered storer leaves: the next publish looks up again.
 	var gone *testNode
-	remembered := pub.dht.spaces[0].storers.get(Key("acme/re"), time.Now())
+	remembered := pub.dht.spaces[0].storers.get(record.Key("acme/re"), time.Now())
 	for _, n := range nodes {
 		if n != pub && n != finder && slices.Contains(remembered, n.host.ID()) {
 			gone = n
@@ -77,7 +79,7 @@ func TestWithdrawalReachesEveryHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Add(time.Second)
-	w, err := Sign(pub.priv, Record{Name: "acme/gone", PublicKey: pub.priv.Public().(ed25519.PublicKey), Seq: 2,
+	w, err := record.Sign(pub.priv, record.Record{Name: "acme/gone", PublicKey: pub.priv.Public().(ed25519.PublicKey), Seq: 2,
 		Issued: clk.Now(), Expires: clk.Now().Add(time.Minute), Withdrawn: true})
 	if err != nil {
 		t.Fatal(err)

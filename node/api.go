@@ -16,7 +16,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -106,7 +106,7 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 		}
 		var opts FindOptions
 		for _, k := range r.URL.Query()["publisher"] {
-			pub, err := dht.ParsePublicKey(k)
+			pub, err := record.ParsePublicKey(k)
 			if err != nil {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 				return
@@ -366,7 +366,7 @@ func (n *Node) FindSigned(ctx context.Context, name string, opts FindOptions) (*
 	}
 	byKey := map[key][]byte{}
 	for _, raw := range raws {
-		if r, err := dht.Decode(raw); err == nil {
+		if r, err := record.Decode(raw); err == nil {
 			byKey[key{r.Peer.String(), r.Seq}] = r.Bytes()
 		}
 	}
@@ -397,13 +397,13 @@ func VerifyReply(reply *FindReply, name string, opts FindOptions, now time.Time)
 	}
 	seen := map[string]bool{}
 	for _, in := range reply.Instances {
-		r, err := dht.Verify(in.Record, name, now)
+		r, err := record.Verify(in.Record, name, now)
 		switch {
 		case len(in.Record) == 0:
 			drop(in.Peer, "no signed record")
 			continue
 		case err != nil:
-			drop(in.Peer, fmt.Sprintf("record refused (%s): %v", dht.Reason(err), err))
+			drop(in.Peer, fmt.Sprintf("record refused (%s): %v", record.Reason(err), err))
 			continue
 		case r.Peer.String() != in.Peer:
 			drop(in.Peer, "the record is from peer "+r.Peer.String())

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -212,9 +213,9 @@ func BenchmarkAnnounce(b *testing.B) {
 			p := bn.finders[i%len(bn.finders)]
 			seq++
 			now := time.Now()
-			r, err := dht.Sign(p.priv, dht.Record{
+			r, err := record.Sign(p.priv, record.Record{
 				Name: "bench/announce", PublicKey: p.priv.Public().(ed25519.PublicKey),
-				Endpoints: []string{"127.0.0.1:9"}, Seq: seq, Issued: now, Expires: now.Add(dht.MaxLifetime),
+				Endpoints: []string{"127.0.0.1:9"}, Seq: seq, Issued: now, Expires: now.Add(record.MaxLifetime),
 			})
 			if err != nil {
 				b.Fatal(err)

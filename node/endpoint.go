@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
@@ -32,7 +32,7 @@ func ParseEndpoint(s string) (Endpoint, error) {
 		if p == "" {
 			return Endpoint{}, fmt.Errorf("node: endpoint %q: empty socket path", s)
 		}
-		if err := dht.CheckEndpoint(s); err != nil {
+		if err := record.CheckEndpoint(s); err != nil {
 			return Endpoint{}, fmt.Errorf("node: %w (want unix:/absolute/path)", err)
 		}
 		return Endpoint{Network: "unix", Address: p}, nil
@@ -47,7 +47,7 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	}
 	e := Endpoint{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(p))}
 	if host != "" {
-		if err := dht.CheckEndpoint(e.Address); err != nil {
+		if err := record.CheckEndpoint(e.Address); err != nil {
 			return Endpoint{}, fmt.Errorf("node: %w", err)
 		}
 	}

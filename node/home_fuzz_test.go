@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/bootstrap"
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
@@ -121,7 +121,7 @@ func FuzzLocalCells(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, c := range LocalCells(dir) {
-			if r, err := dht.Verify(c.Record, c.Name, time.Now()); err == nil && r.Name != c.Name {
+			if r, err := record.Verify(c.Record, c.Name, time.Now()); err == nil && r.Name != c.Name {
 				t.Fatalf("record of %s accepted for %s", r.Name, c.Name)
 			}
 		}

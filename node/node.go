@@ -13,6 +13,7 @@ import (
 
 	"github.com/cellnode/cellnode/bootstrap"
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -104,7 +105,7 @@ type Node struct {
 
 	// publishHook, when not nil, replaces the DHT's Publish for the
 	// announcers (tests: slow or failing publishes).
-	publishHook func(context.Context, *dht.Record) (dht.PublishStats, error)
+	publishHook func(context.Context, *record.Record) (dht.PublishStats, error)
 
 	mu         sync.Mutex
 	announcers map[*Announcer]struct{}

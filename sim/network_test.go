@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -176,7 +176,7 @@ func TestNetwork(t *testing.T) {
 			if gone {
 				break
 			}
-			if since := nw.Clock().Now().Sub(kill); since > 3*time.Second+dht.MaxSkew+time.Second {
+			if since := nw.Clock().Now().Sub(kill); since > 3*time.Second+record.MaxSkew+time.Second {
 				t.Fatalf("killed instance still found %v after the kill", since)
 			}
 		}

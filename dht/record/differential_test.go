@@ -1,4 +1,4 @@
-package dht
+package record
 
 import (
 	"bytes"
@@ -94,7 +94,7 @@ func TestDifferentialJS(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("node", "--test", "--test-reporter=dot")
-	cmd.Dir = "../internal/recordjs"
+	cmd.Dir = "../../internal/recordjs"
 	cmd.Env = append(os.Environ(), "CELLNODE_VECTORS="+path)
 	res, err := cmd.CombinedOutput()
 	if err != nil {

@@ -1,6 +1,6 @@
-package dht
+package record
 
-// Format 1, as dht/record.go implemented it before format 2 retired it
+// Format 1, as dht/record/record.go implemented it before format 2 retired it
 // (commit 361e972), kept here only so that the benchmarks can put the two
 // side by side: Ed25519ctx signatures, fxamacker/cbor decoding with
 // re-encoding, peer ID derived through libp2p's key types. Open records
