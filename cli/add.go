@@ -5,14 +5,14 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/project"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
 
 func addCmd(e *env) *cobra.Command {
 	var dir string
-	var d manifest.Dep
+	var d project.Dep
 	c := &cobra.Command{
 		Use:   "add NAME --git URL [--tag T] [--max-latency-ms N] [--auto-spawn]",
 		Short: "Add or update a dependency in Cell.toml, keeping its comments and layout",
@@ -26,12 +26,12 @@ Run cellnode resolve afterwards.`,
 		Example: `  cellnode add exchange --git https://git.example.com/acme/exchange.git --tag v1.0.0 --max-latency-ms 50 --auto-spawn`,
 		Args:    exactArgs(1, "one dependency name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			path := filepath.Join(dir, manifest.DepsFile)
+			path := filepath.Join(dir, project.DepsFile)
 			old, err := os.ReadFile(path)
 			if err != nil {
 				return usageErr("%v (run cellnode init first, or pass --dir)", err)
 			}
-			deps, err := manifest.ParseDeps(old)
+			deps, err := project.ParseDeps(old)
 			if err != nil {
 				return usageErr("%v", err)
 			}
@@ -40,7 +40,7 @@ Run cellnode resolve afterwards.`,
 			if d.Git == "" {
 				return usageErr("--git is required for a new dependency")
 			}
-			updated, err := manifest.AddDep(old, args[0], d)
+			updated, err := project.AddDep(old, args[0], d)
 			if err != nil {
 				return usageErr("%v", err)
 			}
@@ -68,7 +68,7 @@ Run cellnode resolve afterwards.`,
 
 // mergeDep returns prev with the fields whose flags were given (changed)
 // taken from flags.
-func mergeDep(prev, flags manifest.Dep, changed func(string) bool) manifest.Dep {
+func mergeDep(prev, flags project.Dep, changed func(string) bool) project.Dep {
 	out := prev
 	if changed("git") {
 		out.Git = flags.Git

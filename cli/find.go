@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
-	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/project"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
@@ -121,7 +121,7 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up after this long")
 	c.Flags().StringSliceVar(&publishers, "publisher", nil, "trust this publisher key (hex or base64), repeatable; only its instances are shown")
 	c.Flags().BoolVar(&all, "all", false, "with --publisher, also list untrusted instances, marked")
-	c.Flags().StringVar(&lockFile, "lock", manifest.LockFile, "trust the publishers this Cell.lock pins for the cell (when it exists and --publisher is not given)")
+	c.Flags().StringVar(&lockFile, "lock", project.LockFile, "trust the publishers this Cell.lock pins for the cell (when it exists and --publisher is not given)")
 	c.Flags().StringVar(&fingerprint, "fingerprint", "", "keep only instances whose manifest has this schema fingerprint (hex)")
 	c.Flags().StringVar(&version, "version", "", "keep only instances whose manifest version matches: 1.2.3, or a range such as '>=1.2, <2'")
 	return c
@@ -222,7 +222,7 @@ func lockPins(path, name string) ([]ed25519.PublicKey, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, nil
 	}
-	lock, err := manifest.LoadLock(filepath.Dir(path))
+	lock, err := project.LoadLock(filepath.Dir(path))
 	if err != nil {
 		return nil, err
 	}

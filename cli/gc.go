@@ -16,7 +16,7 @@ import (
 // Caches under a home that gc prunes.
 const (
 	buildsDir  = "builds"  // sources resolve checked out and built, one per dependency and commit
-	reposDir   = "repos"   // git remotes resolve fetched (manifest.Remotes)
+	reposDir   = "repos"   // git remotes resolve fetched (gitobj.Remotes)
 	spawnedDir = "spawned" // what resolve started (spawnedCell)
 )
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/project"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
@@ -59,7 +60,7 @@ refuses to touch a directory that already holds files.`,
 			}
 			files := map[string]string{
 				manifest.FileName: string(mj) + "\n",
-				manifest.DepsFile: fmt.Sprintf(cellTOML, args[0]),
+				project.DepsFile:  fmt.Sprintf(cellTOML, args[0]),
 				"go.mod":          fmt.Sprintf("module example.com/%s/%s\n\ngo 1.26\n", org, name),
 				"main.go":         strings.ReplaceAll(skeletonMain, "NAME", name),
 				"README.md": strings.NewReplacer("{{NAME}}", name, "{{CELL}}", args[0], "{{KEY}}", keyPath,

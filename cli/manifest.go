@@ -12,6 +12,8 @@ import (
 
 	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/gitobj"
+	"github.com/cellnode/cellnode/manifest/project"
 	"github.com/cellnode/cellnode/node"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -42,7 +44,7 @@ func manifestCIDCmd(e *env) *cobra.Command {
   cellnode manifest cid --dir ./exchange --ref v1.4.0`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(*cobra.Command, []string) error {
-			c, err := manifest.CommitCID(dir, ref)
+			c, err := gitobj.CommitCID(dir, ref)
 			if err != nil {
 				return usageErr("%v", err)
 			}
@@ -64,7 +66,7 @@ type trustFlags struct {
 
 func (f *trustFlags) add(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.publishers, "publisher", nil, "by name, trust only instances this publisher key (hex or base64) delegated; repeatable")
-	fs.StringVar(&f.lockFile, "lock", manifest.LockFile, "by name, trust the publishers this Cell.lock pins for the cell (when --publisher is not given)")
+	fs.StringVar(&f.lockFile, "lock", project.LockFile, "by name, trust the publishers this Cell.lock pins for the cell (when --publisher is not given)")
 	fs.BoolVar(&f.untrusted, "untrusted", false, "by name with nothing pinned, choose among every live instance: anyone can announce any name, so the commit may be an impostor's")
 }
 

@@ -18,6 +18,8 @@ import (
 	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/gitobj"
+	"github.com/cellnode/cellnode/manifest/project"
 	"github.com/cellnode/cellnode/node"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/ipfs/go-cid"
@@ -120,7 +122,7 @@ type resolver struct {
 
 // outcome is what resolving one dependency gave.
 type outcome struct {
-	locked manifest.LockedCell
+	locked project.LockedCell
 	how    string
 }
 
@@ -141,11 +143,11 @@ func (r *resolver) run(ctx context.Context) error {
 		return failErr(err)
 	}
 	defer unlock()
-	deps, err := manifest.LoadDeps(r.dir)
+	deps, err := project.LoadDeps(r.dir)
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	lock, err := manifest.LoadLock(r.dir)
+	lock, err := project.LoadLock(r.dir)
 	if err != nil {
 		return usageErr("%v", err)
 	}
@@ -186,14 +188,14 @@ func (r *resolver) run(ctx context.Context) error {
 	for _, o := range results {
 		lock.Put(o.locked)
 	}
-	if err := manifest.WriteLock(r.dir, lock); err != nil {
+	if err := project.WriteLock(r.dir, lock); err != nil {
 		return failErr(err)
 	}
 	return nil
 }
 
-func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old *manifest.LockedCell) (outcome, error) {
-	locked := manifest.LockedCell{Name: k, Cell: d.Cell, Git: d.Git, Tag: d.Tag, Resolved: time.Now().UTC().Truncate(time.Second)}
+func (r *resolver) resolveOne(ctx context.Context, k string, d project.Dep, old *project.LockedCell) (outcome, error) {
+	locked := project.LockedCell{Name: k, Cell: d.Cell, Git: d.Git, Tag: d.Tag, Resolved: time.Now().UTC().Truncate(time.Second)}
 	if old != nil && old.Git == d.Git && old.Tag == d.Tag {
 		locked.Cell, locked.Commit, locked.Fingerprint, locked.Publishers = firstNonEmpty(d.Cell, old.Cell), old.Commit, old.Fingerprint, old.Publishers
 	}
@@ -203,12 +205,12 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	case err != nil:
 		fmt.Fprintf(r.e.stderr, "cellnode: %s: not using the socket on this machine: %v\n", k, err)
 	case ok:
-		locked.Endpoints = []manifest.LockedEndpoint{{Endpoint: ep, LatencyMS: lat}}
+		locked.Endpoints = []project.LockedEndpoint{{Endpoint: ep, LatencyMS: lat}}
 		return outcome{locked, r.localTrust(k, d, old, filepath.Join(socketDir(), k+".sock"))}, nil
 	}
 
 	// 2. The manifest at the tag.
-	remotes := manifest.NewRemotes(filepath.Join(r.home, "repos"))
+	remotes := gitobj.NewRemotes(filepath.Join(r.home, "repos"))
 	var commit cid.Cid
 	var m *manifest.Manifest
 	local := isLocalURL(d.Git)
@@ -216,7 +218,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	if !r.offline || local {
 		h, err = remotes.Resolve(ctx, d.Git, d.Tag)
 	} else {
-		err = fmt.Errorf("%w: offline", manifest.ErrUnreachable)
+		err = fmt.Errorf("%w: offline", gitobj.ErrUnreachable)
 	}
 	switch {
 	case err == nil:
@@ -224,7 +226,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 		if m, err = remotes.Manifest(d.Git, h); err != nil {
 			return outcome{}, err
 		}
-	case errors.Is(err, manifest.ErrUnreachable):
+	case errors.Is(err, gitobj.ErrUnreachable):
 		if locked.Commit == "" {
 			if r.offline {
 				return outcome{}, fmt.Errorf("offline: only cells running on this machine resolve, %s is not running here (no %s in %s), and Cell.lock pins no commit for it", k, k+".sock", socketDir())
@@ -277,7 +279,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 		}
 	}
 	var seen string
-	var eps []manifest.LockedEndpoint
+	var eps []project.LockedEndpoint
 	for _, in := range res.Instances {
 		if !in.Reachable {
 			continue
@@ -288,7 +290,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 			}
 			continue
 		}
-		eps = append(eps, manifest.LockedEndpoint{Endpoint: in.Best, LatencyMS: in.LatencyMS})
+		eps = append(eps, project.LockedEndpoint{Endpoint: in.Best, LatencyMS: in.LatencyMS})
 	}
 	if len(eps) > 0 {
 		locked.Endpoints = eps
@@ -320,7 +322,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	if err != nil {
 		return outcome{}, err
 	}
-	locked.Endpoints = []manifest.LockedEndpoint{ep}
+	locked.Endpoints = []project.LockedEndpoint{ep}
 	return outcome{locked, "built from source and started here"}, nil
 }
 
@@ -342,7 +344,7 @@ func (r *resolver) manifestFromPeers(ctx context.Context, k string, commit cid.C
 }
 
 // checkPins holds the resolution to what Cell.lock pinned, unless --update.
-func (r *resolver) checkPins(k string, d manifest.Dep, commit cid.Cid, m *manifest.Manifest, old *manifest.LockedCell) error {
+func (r *resolver) checkPins(k string, d project.Dep, commit cid.Cid, m *manifest.Manifest, old *project.LockedCell) error {
 	if old == nil || r.update || old.Git != d.Git || old.Tag != d.Tag {
 		return nil
 	}
@@ -371,34 +373,34 @@ func (r *resolver) net(ctx context.Context) (*session, error) {
 // spawn builds the dependency from source at the commit (from the git URL,
 // or cloned from peers when it cannot be reached), starts it with
 // CELL_SOCKET_DIR set, and waits for its socket.
-func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit cid.Cid, h plumbing.Hash, m *manifest.Manifest, res *node.FindResult) (manifest.LockedEndpoint, error) {
+func (r *resolver) spawn(ctx context.Context, k string, d project.Dep, commit cid.Cid, h plumbing.Hash, m *manifest.Manifest, res *node.FindResult) (project.LockedEndpoint, error) {
 	if m.Build == nil {
-		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: the manifest of %s has no build section", m.Name)
+		return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: the manifest of %s has no build section", m.Name)
 	}
 	src := filepath.Join(r.home, "builds", k+"-"+commit.String())
 	if _, err := os.Stat(filepath.Join(src, manifest.FileName)); err != nil {
 		os.RemoveAll(src)
 		if err := os.MkdirAll(filepath.Dir(src), 0o700); err != nil {
-			return manifest.LockedEndpoint{}, err
+			return project.LockedEndpoint{}, err
 		}
 		// From the git cache when it has the commit, else from peers.
-		err := manifest.NewRemotes(filepath.Join(r.home, "repos")).Checkout(d.Git, h, src)
+		err := gitobj.NewRemotes(filepath.Join(r.home, "repos")).Checkout(d.Git, h, src)
 		if err != nil {
 			os.RemoveAll(src)
 			err = r.cloneFromPeers(ctx, commit, res, src)
 		}
 		if err != nil {
-			return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: get the source: %w", err)
+			return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: get the source: %w", err)
 		}
 	}
 	work := filepath.Join(src, m.Build.Dir)
 	sockDir := socketDir()
 	if err := safefile.EnsureDir("cell socket directory", sockDir); err != nil {
-		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: %w (or set %s to a directory of your own)", err, SocketDirEnv)
+		return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: %w (or set %s to a directory of your own)", err, SocketDirEnv)
 	}
 	unlock, err := lockFile(ctx, filepath.Join(sockDir, spawnLock), "another resolve spawning a cell in "+sockDir, r.e.stderr)
 	if err != nil {
-		return manifest.LockedEndpoint{}, err
+		return project.LockedEndpoint{}, err
 	}
 	defer unlock()
 	sock := m.Build.Socket
@@ -407,22 +409,22 @@ func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit c
 	}
 	// Another resolve (with another home) may have started it meanwhile.
 	if ep, lat, ok, _ := probeSocket(ctx, sock); ok {
-		return manifest.LockedEndpoint{Endpoint: ep, LatencyMS: lat}, nil
+		return project.LockedEndpoint{Endpoint: ep, LatencyMS: lat}, nil
 	}
 	env := append(os.Environ(), SocketDirEnv+"="+sockDir)
 	build := exec.CommandContext(ctx, m.Build.Command[0], m.Build.Command[1:]...)
 	build.Dir, build.Env = work, env
 	if out, err := build.CombinedOutput(); err != nil {
-		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: build of %s failed: %v\n%s", m.Name, err, tail(out, 40))
+		return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: build of %s failed: %v\n%s", m.Name, err, tail(out, 40))
 	}
 	if m.Build.Binary == "" {
-		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: the manifest of %s names no binary to start", m.Name)
+		return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: the manifest of %s names no binary to start", m.Name)
 	}
 	logPath := filepath.Join(r.home, "logs", k+".log")
 	os.MkdirAll(filepath.Dir(logPath), 0o700)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return manifest.LockedEndpoint{}, err
+		return project.LockedEndpoint{}, err
 	}
 	defer logf.Close()
 	bin := filepath.Join(work, m.Build.Binary)
@@ -430,7 +432,7 @@ func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit c
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = work, env, logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // outlives resolve, apart from its signals
 	if err := cmd.Start(); err != nil {
-		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: start %s: %w", bin, err)
+		return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: start %s: %w", bin, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -439,17 +441,17 @@ func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit c
 		if ep, lat, ok, _ := probeSocket(ctx, sock); ok {
 			writeSpawned(r.home, spawnedCell{Name: k, Cell: m.Name, PID: cmd.Process.Pid, Socket: filepath.Join(sockDir, sock),
 				Commit: commit.String(), Version: m.Version, Started: time.Now().UTC(), Log: logPath})
-			return manifest.LockedEndpoint{Endpoint: ep, LatencyMS: lat}, nil
+			return project.LockedEndpoint{Endpoint: ep, LatencyMS: lat}, nil
 		}
 		select {
 		case err := <-exited:
-			return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: %s exited before opening its socket (%v); its log: %s\n%s", bin, err, logPath, tailFile(logPath))
+			return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: %s exited before opening its socket (%v); its log: %s\n%s", bin, err, logPath, tailFile(logPath))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
-			return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: %s did not open %s within %v; stopped it (log: %s)", bin, filepath.Join(sockDir, sock), spawnTimeout, logPath)
+			return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: %s did not open %s within %v; stopped it (log: %s)", bin, filepath.Join(sockDir, sock), spawnTimeout, logPath)
 		}
 	}
 }
@@ -488,7 +490,7 @@ func probeSocket(ctx context.Context, name string) (endpoint string, latencyMS f
 // be: resolve built and started it from the pinned commit, or a node on
 // this machine announces it under a delegation from a pinned publisher.
 // Otherwise it says plainly that the socket was not verified.
-func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell, path string) string {
+func (r *resolver) localTrust(k string, d project.Dep, old *project.LockedCell, path string) string {
 	if old == nil || (old.Commit == "" && len(old.Publishers) == 0) {
 		return "running on this machine; not verified: Cell.lock pins nothing for it yet"
 	}
@@ -520,7 +522,7 @@ func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell
 }
 
 // render returns the endpoint file of one dependency in the chosen format.
-func (r *resolver) render(c manifest.LockedCell) (string, []byte, error) {
+func (r *resolver) render(c project.LockedCell) (string, []byte, error) {
 	eps := endpointsOf(c)
 	base := filepath.Join(r.out, c.Name+"_instances")
 	switch r.format {
@@ -548,7 +550,7 @@ func (r *resolver) render(c manifest.LockedCell) (string, []byte, error) {
 	return base + ".json", append(out, '\n'), err
 }
 
-func endpointsOf(c manifest.LockedCell) []string {
+func endpointsOf(c project.LockedCell) []string {
 	out := make([]string, len(c.Endpoints))
 	for i, e := range c.Endpoints {
 		out[i] = e.Endpoint

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/gitobj"
 	"github.com/cellnode/cellnode/node"
 	"github.com/ipfs/go-cid"
 	"github.com/spf13/cobra"
@@ -176,16 +177,16 @@ func cellManifest(name, dir, ref string, log *slog.Logger) (string, cid.Cid, *ma
 	if err := checkName(name); err != nil {
 		return "", cid.Undef, nil, err
 	}
-	commit, err := manifest.CommitCID(dir, ref)
+	commit, err := gitobj.CommitCID(dir, ref)
 	if err != nil {
-		if ref == "" && (errors.Is(err, manifest.ErrNotRepo) || errors.Is(err, manifest.ErrNoCommits)) {
+		if ref == "" && (errors.Is(err, gitobj.ErrNotRepo) || errors.Is(err, gitobj.ErrNoCommits)) {
 			return name, cid.Undef, m, nil
 		}
 		return "", cid.Undef, nil, usageErr("--ref: %v", err)
 	}
-	at, err := manifest.AtCommit(dir, commit)
+	at, err := gitobj.AtCommit(dir, commit)
 	switch {
-	case errors.Is(err, manifest.ErrNoManifest):
+	case errors.Is(err, gitobj.ErrNoManifest):
 		log.Warn("the commit has no Cell.json at its root; announcing without a manifest", "cid", commit)
 		return name, cid.Undef, m, nil
 	case err != nil:
@@ -193,7 +194,7 @@ func cellManifest(name, dir, ref string, log *slog.Logger) (string, cid.Cid, *ma
 	case at.Name != name:
 		return "", cid.Undef, nil, usageErr("the Cell.json committed at %s names %s, not %s", commit, at.Name, name)
 	}
-	if dirty, derr := manifest.Dirty(dir); derr == nil && dirty {
+	if dirty, derr := gitobj.Dirty(dir); derr == nil && dirty {
 		log.Warn("Cell.json has uncommitted changes; the record names the committed manifest", "cid", commit)
 	}
 	return name, commit, at, nil

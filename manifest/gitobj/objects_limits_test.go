@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -57,7 +58,7 @@ func blobsRepo(t *testing.T, n, size int) (string, plumbing.Hash, []plumbing.Has
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string]string{FileName: cellV1}
+	files := map[string]string{manifest.FileName: cellV1}
 	var blobs []plumbing.Hash
 	for i := range n {
 		b := make([]byte, size)
@@ -98,7 +99,7 @@ func TestServerBudgets(t *testing.T) {
 		t.Fatalf("one request for 6 blobs twice, budget 2.5 blobs: %d bytes sent, stats %+v", n, st)
 	}
 	f, _ := NewFetcher(client, nil, "", nil)
-	if err := f.Clone(ctx, CIDOf(head), []peer.ID{srvHost.ID()}, filepath.Join(t.TempDir(), "c")); err != nil {
+	if err := f.Clone(ctx, manifest.CIDOf(head), []peer.ID{srvHost.ID()}, filepath.Join(t.TempDir(), "c")); err != nil {
 		t.Fatalf("clone across budgets: %v", err)
 	}
 	if st := srv.Stats(); st.Requests < 4 {

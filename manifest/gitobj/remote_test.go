@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -32,10 +33,10 @@ func newUpstream(t *testing.T) *upstream {
 		t.Fatal(err)
 	}
 	const when = "2025-01-02T03:04:05Z"
-	u.c1 = commit(t, u.repo, map[string]string{FileName: cellV1, "main.go": mainGo}, "initial\n", when, when)
+	u.c1 = commit(t, u.repo, map[string]string{manifest.FileName: cellV1, "main.go": mainGo}, "initial\n", when, when)
 	u.setRef(t, "refs/tags/v0.1.0", u.c1)
 	u.setRef(t, "refs/heads/stable", u.c1)
-	u.c2 = commit(t, u.repo, map[string]string{FileName: cellV2}, "0.2.0\n", when, when)
+	u.c2 = commit(t, u.repo, map[string]string{manifest.FileName: cellV2}, "0.2.0\n", when, when)
 	if _, err := u.repo.CreateTag("v0.2.0", u.c2, &git.CreateTagOptions{Tagger: signature(t, when), Message: "release 0.2.0"}); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func newUpstream(t *testing.T) *upstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := wt.Remove(FileName); err != nil {
+	if _, err := wt.Remove(manifest.FileName); err != nil {
 		t.Fatal(err)
 	}
 	u.c3, err = wt.Commit("no manifest\n", &git.CommitOptions{Author: signature(t, when), Committer: signature(t, when)})
@@ -157,7 +158,7 @@ func TestRemotesFetchesUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	const when = "2025-02-03T04:05:06Z"
-	c4 := commit(t, u.repo, map[string]string{FileName: `{"name": "acme/hello", "version": "0.4.0"}`}, "0.4.0\n", when, when)
+	c4 := commit(t, u.repo, map[string]string{manifest.FileName: `{"name": "acme/hello", "version": "0.4.0"}`}, "0.4.0\n", when, when)
 	u.setRef(t, "refs/heads/stable", u.c2)
 	u.setRef(t, "refs/tags/v0.2.0", u.c1) // moved, now lightweight
 	if err := u.repo.DeleteTag("v0.1.0"); err != nil {
@@ -286,10 +287,10 @@ func TestRemotesCheckout(t *testing.T) {
 	if err := r.Checkout(u.dir, u.c2, target); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := os.ReadFile(filepath.Join(target, FileName)); err != nil || string(b) != cellV2 {
-		t.Errorf("checked-out %s = %q, %v; want %q", FileName, b, err, cellV2)
+	if b, err := os.ReadFile(filepath.Join(target, manifest.FileName)); err != nil || string(b) != cellV2 {
+		t.Errorf("checked-out %s = %q, %v; want %q", manifest.FileName, b, err, cellV2)
 	}
-	if m, err := Load(target); err != nil || m.Version != "0.2.0" {
+	if m, err := manifest.Load(target); err != nil || m.Version != "0.2.0" {
 		t.Errorf("Load(checkout) = %+v, %v", m, err)
 	}
 	repo, err := git.PlainOpen(target)
@@ -315,8 +316,8 @@ func TestRemotesCheckout(t *testing.T) {
 		if !errors.Is(err, ErrTargetNotEmpty) {
 			t.Fatalf("Checkout(non-empty) error = %v, want ErrTargetNotEmpty", err)
 		}
-		if b, _ := os.ReadFile(filepath.Join(target, FileName)); string(b) != cellV2 {
-			t.Errorf("refused Checkout changed %s", FileName)
+		if b, _ := os.ReadFile(filepath.Join(target, manifest.FileName)); string(b) != cellV2 {
+			t.Errorf("refused Checkout changed %s", manifest.FileName)
 		}
 	})
 	t.Run("file target", func(t *testing.T) {
@@ -331,8 +332,8 @@ func TestRemotesCheckout(t *testing.T) {
 		if err := r.Checkout(u.dir, u.c1, empty); err != nil {
 			t.Fatal(err)
 		}
-		if b, _ := os.ReadFile(filepath.Join(empty, FileName)); string(b) != cellV1 {
-			t.Errorf("checked-out %s = %q, want %q", FileName, b, cellV1)
+		if b, _ := os.ReadFile(filepath.Join(empty, manifest.FileName)); string(b) != cellV1 {
+			t.Errorf("checked-out %s = %q, want %q", manifest.FileName, b, cellV1)
 		}
 	})
 	t.Run("unknown commit", func(t *testing.T) {

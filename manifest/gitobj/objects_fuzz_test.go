@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -44,7 +45,7 @@ func newFuzzRepo(t testing.TB) *fuzzRepo {
 	w.Close()
 	r.blob = put(b)
 	tr := r.st.NewEncodedObject()
-	if err := (&object.Tree{Entries: []object.TreeEntry{{Name: FileName, Mode: filemode.Regular, Hash: r.blob}}}).Encode(tr); err != nil {
+	if err := (&object.Tree{Entries: []object.TreeEntry{{Name: manifest.FileName, Mode: filemode.Regular, Hash: r.blob}}}).Encode(tr); err != nil {
 		t.Fatal(err)
 	}
 	r.tree = put(tr)

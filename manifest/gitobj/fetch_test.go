@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"context"
@@ -6,10 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/ipfs/go-cid"
@@ -85,7 +87,7 @@ func goldenServer(t *testing.T) *Server {
 func TestFetchManifest(t *testing.T) {
 	dir, r := goldenRepo(t)
 	head, _ := r.Head()
-	c := CIDOf(head.Hash())
+	c := manifest.CIDOf(head.Hash())
 	good := newHost(t)
 	srv := NewServer(good, nil)
 	if err := srv.ServeDir(dir, head.Hash()); err != nil {
@@ -122,7 +124,7 @@ func TestFetchManifest(t *testing.T) {
 	})
 	t.Run("unknown commit", func(t *testing.T) {
 		f, _ := NewFetcher(client, nil, "", nil)
-		_, _, err := f.Manifest(ctx, CIDOf(plumbing.NewHash("0123456789012345678901234567890123456789")), []peer.ID{good.ID()})
+		_, _, err := f.Manifest(ctx, manifest.CIDOf(plumbing.NewHash("0123456789012345678901234567890123456789")), []peer.ID{good.ID()})
 		if !errors.Is(err, ErrMissingObject) {
 			t.Fatalf("err = %v", err)
 		}
@@ -130,8 +132,8 @@ func TestFetchManifest(t *testing.T) {
 	t.Run("not a commit CID", func(t *testing.T) {
 		f, _ := NewFetcher(client, nil, "", nil)
 		// The same digest under the raw codec is not a git commit CID.
-		wrong := cid.NewCidV1(cid.Raw, CIDOf(head.Hash()).Hash())
-		if _, _, err := f.Manifest(ctx, wrong, []peer.ID{good.ID()}); !errors.Is(err, ErrNotCommitCID) {
+		wrong := cid.NewCidV1(cid.Raw, manifest.CIDOf(head.Hash()).Hash())
+		if _, _, err := f.Manifest(ctx, wrong, []peer.ID{good.ID()}); !errors.Is(err, manifest.ErrNotCommitCID) {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -170,7 +172,7 @@ func TestFetchNoManifest(t *testing.T) {
 	}
 	link(client, srv)
 	f, _ := NewFetcher(client, nil, "", nil)
-	_, _, err := f.Manifest(context.Background(), CIDOf(h), []peer.ID{srv.ID()})
+	_, _, err := f.Manifest(context.Background(), manifest.CIDOf(h), []peer.ID{srv.ID()})
 	if !errors.Is(err, ErrNoManifest) {
 		t.Fatalf("err = %v", err)
 	}
@@ -202,7 +204,7 @@ func TestServerServesOnlyReachable(t *testing.T) {
 func TestClone(t *testing.T) {
 	dir, r := goldenRepo(t)
 	head, _ := r.Head()
-	c := CIDOf(head.Hash())
+	c := manifest.CIDOf(head.Hash())
 	srv, bad, client := newHost(t), tamperer(t, false), newHost(t)
 	s := NewServer(srv, nil)
 	if err := s.ServeDir(dir, head.Hash()); err != nil {
@@ -225,7 +227,7 @@ func TestClone(t *testing.T) {
 	if ch.Hash() != head.Hash() || ch.Name().Short() != "main" {
 		t.Fatalf("clone HEAD = %v", ch)
 	}
-	if b, err := os.ReadFile(filepath.Join(target, FileName)); err != nil || string(b) != cellV2 {
+	if b, err := os.ReadFile(filepath.Join(target, manifest.FileName)); err != nil || string(b) != cellV2 {
 		t.Fatalf("checked-out Cell.json: %q, %v", b, err)
 	}
 	if gitBin, err := exec.LookPath("git"); err == nil {
@@ -260,5 +262,31 @@ func TestClone(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("failed clone left %s", missing)
+	}
+}
+
+// TestServerClose: after Close the host no longer handles ObjectProtocol,
+// so a fetch from it fails instead of reaching the closed server.
+func TestServerClose(t *testing.T) {
+	dir, r := goldenRepo(t)
+	head, _ := r.Head()
+	srv, client := newHost(t), newHost(t)
+	s := NewServer(srv, nil)
+	if err := s.ServeDir(dir, head.Hash()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(srv.Mux().Protocols(), ObjectProtocol) {
+		t.Fatalf("NewServer did not register %s", ObjectProtocol)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(srv.Mux().Protocols(), ObjectProtocol) {
+		t.Fatalf("%s still handled after Close", ObjectProtocol)
+	}
+	link(client, srv)
+	f, _ := NewFetcher(client, nil, "", nil)
+	if _, err := fetchBatch(context.Background(), client, srv.ID(), []plumbing.Hash{head.Hash()}, f.cache); err == nil {
+		t.Fatal("fetch from a closed server succeeded")
 	}
 }

@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -47,7 +48,7 @@ func bigRepo(tb testing.TB, dirs, files int) (string, plumbing.Hash, int) {
 		return put(o)
 	}
 	var root []object.TreeEntry
-	root = append(root, object.TreeEntry{Name: FileName, Mode: filemode.Regular, Hash: blob(`{"name":"acme/big","version":"1.0.0"}`)})
+	root = append(root, object.TreeEntry{Name: manifest.FileName, Mode: filemode.Regular, Hash: blob(`{"name":"acme/big","version":"1.0.0"}`)})
 	n := 1
 	for d := range dirs {
 		var ents []object.TreeEntry
@@ -87,7 +88,7 @@ func BenchmarkFetchManifest(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		f, _ := NewFetcher(client, nil, "", nil)
-		if _, _, err := f.Manifest(ctx, CIDOf(c), []peer.ID{srv.ID()}); err != nil {
+		if _, _, err := f.Manifest(ctx, manifest.CIDOf(c), []peer.ID{srv.ID()}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -109,7 +110,7 @@ func BenchmarkClone(b *testing.B) {
 	for b.Loop() {
 		f, _ := NewFetcher(client, nil, "", nil)
 		i++
-		if err := f.Clone(ctx, CIDOf(c), []peer.ID{srv.ID()}, filepath.Join(b.TempDir(), fmt.Sprint(i))); err != nil {
+		if err := f.Clone(ctx, manifest.CIDOf(c), []peer.ID{srv.ID()}, filepath.Join(b.TempDir(), fmt.Sprint(i))); err != nil {
 			b.Fatal(err)
 		}
 	}

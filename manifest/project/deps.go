@@ -1,4 +1,4 @@
-package manifest
+package project
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -100,9 +100,9 @@ func parseDeps(b []byte, file string) (*Deps, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidDeps, err)
 	}
 	if d.Package.Name != "" {
-		if err := checkName(d.Package.Name); err != nil {
+		if err := manifest.CheckName(d.Package.Name); err != nil {
 			return nil, fmt.Errorf("%w: %s: package.name %q: %w %s", ErrInvalidDeps,
-				doc.at("package", "name"), d.Package.Name, err, nameRule)
+				doc.at("package", "name"), d.Package.Name, err, manifest.NameRule)
 		}
 	}
 	keys := make([]string, 0, len(d.Cells))
@@ -161,49 +161,23 @@ func (d Dep) validate() (field string, err error) {
 	if d.Git == "" {
 		return "", errors.New("missing git (want the URL of the cell's git repository)")
 	}
-	if err := checkGitURL(d.Git); err != nil {
+	if err := manifest.CheckGitURL(d.Git); err != nil {
 		return "git", fmt.Errorf("git %q: %w", d.Git, err)
 	}
 	if d.Tag != "" {
-		if err := checkTag(d.Tag); err != nil {
+		if err := manifest.CheckTag(d.Tag); err != nil {
 			return "tag", err
 		}
 	}
 	if d.Cell != "" {
-		if err := checkName(d.Cell); err != nil {
-			return "cell", fmt.Errorf("cell %q: %w %s", d.Cell, err, nameRule)
+		if err := manifest.CheckName(d.Cell); err != nil {
+			return "cell", fmt.Errorf("cell %q: %w %s", d.Cell, err, manifest.NameRule)
 		}
 	}
 	if d.MaxLatencyMS < 0 {
 		return "max_latency_ms", fmt.Errorf("max_latency_ms %d: negative (want milliseconds, 0 for no limit)", d.MaxLatencyMS)
 	}
 	return "", nil
-}
-
-// checkGitURL rejects what cannot be a git URL or path, whatever the
-// transport: control characters, invalid UTF-8 and a leading '-' (which
-// git would take for an option).
-func checkGitURL(s string) error {
-	if !utf8.ValidString(s) {
-		return errors.New("not valid UTF-8")
-	}
-	if strings.HasPrefix(s, "-") {
-		return errors.New("starts with '-'")
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("control character %q", r)
-		}
-	}
-	return nil
-}
-
-// checkTag accepts the names git accepts for a tag or branch.
-func checkTag(tag string) error {
-	if !utf8.ValidString(tag) || plumbing.ReferenceName("refs/tags/"+tag).Validate() != nil {
-		return fmt.Errorf("tag %q: not a valid git tag or branch name", tag)
-	}
-	return nil
 }
 
 // depKeyRule describes the valid dependency keys.

@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -72,7 +73,7 @@ func (r *Remotes) Resolve(ctx context.Context, url, tag string) (plumbing.Hash, 
 		return plumbing.ZeroHash, err
 	}
 	if tag != "" {
-		if err := checkTag(tag); err != nil {
+		if err := manifest.CheckTag(tag); err != nil {
 			return plumbing.ZeroHash, fmt.Errorf("%w: %w", ErrUnknownRef, err)
 		}
 	}
@@ -98,7 +99,7 @@ func (r *Remotes) Resolve(ctx context.Context, url, tag string) (plumbing.Hash, 
 // never fetched, plumbing.ErrObjectNotFound when the cache lacks the
 // commit, ErrNoManifest when the tree has no Cell.json and ErrInvalid when
 // it does not parse.
-func (r *Remotes) Manifest(url string, commit plumbing.Hash) (*Manifest, error) {
+func (r *Remotes) Manifest(url string, commit plumbing.Hash) (*manifest.Manifest, error) {
 	repo, unlock, err := r.open(url)
 	if err != nil {
 		return nil, err
@@ -112,27 +113,27 @@ func (r *Remotes) Manifest(url string, commit plumbing.Hash) (*Manifest, error) 
 	if err != nil {
 		return nil, fmt.Errorf("manifest: tree of %s from %s: %w", commit, url, err)
 	}
-	e, err := tree.FindEntry(FileName)
+	e, err := tree.FindEntry(manifest.FileName)
 	if err != nil || !e.Mode.IsFile() {
 		return nil, fmt.Errorf("%w: commit %s from %s", ErrNoManifest, commit, url)
 	}
 	blob, err := repo.BlobObject(e.Hash)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %s at %s from %s: %w", FileName, commit, url, err)
+		return nil, fmt.Errorf("manifest: %s at %s from %s: %w", manifest.FileName, commit, url, err)
 	}
-	if blob.Size > MaxSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes (commit %s from %s)", ErrInvalid, MaxSize, commit, url)
+	if blob.Size > manifest.MaxSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes (commit %s from %s)", manifest.ErrInvalid, manifest.MaxSize, commit, url)
 	}
 	rd, err := blob.Reader()
 	if err != nil {
-		return nil, fmt.Errorf("manifest: read %s at %s from %s: %w", FileName, commit, url, err)
+		return nil, fmt.Errorf("manifest: read %s at %s from %s: %w", manifest.FileName, commit, url, err)
 	}
 	defer rd.Close()
 	b, err := io.ReadAll(rd)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: read %s at %s from %s: %w", FileName, commit, url, err)
+		return nil, fmt.Errorf("manifest: read %s at %s from %s: %w", manifest.FileName, commit, url, err)
 	}
-	m, err := Parse(b)
+	m, err := manifest.Parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w (commit %s from %s)", err, commit, url)
 	}
@@ -182,7 +183,7 @@ func (r *Remotes) locate(url string) (string, string, error) {
 	if url == "" {
 		return "", "", errors.New("manifest: empty git URL")
 	}
-	if err := checkGitURL(url); err != nil {
+	if err := manifest.CheckGitURL(url); err != nil {
 		return "", "", fmt.Errorf("manifest: git URL %q: %w", url, err)
 	}
 	ep, err := transport.NewEndpoint(url)

@@ -1,4 +1,4 @@
-package manifest
+package project
 
 import (
 	"errors"
@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
 var (
-	commitA = CIDOf(plumbing.NewHash("0123456789abcdef0123456789abcdef01234567")).String()
-	commitB = CIDOf(plumbing.NewHash("89abcdef0123456789abcdef0123456789abcdef")).String()
+	commitA = manifest.CIDOf(plumbing.NewHash("0123456789abcdef0123456789abcdef01234567")).String()
+	commitB = manifest.CIDOf(plumbing.NewHash("89abcdef0123456789abcdef0123456789abcdef")).String()
 )
 
 // goldenLock is the Lock that testdata/deps/Cell.lock holds.
@@ -358,7 +359,7 @@ func ExampleLock_Marshal() {
 		Cell:     "acme/ledger",
 		Git:      "file:///srv/git/ledger",
 		Tag:      "v2.1.0",
-		Commit:   CIDOf(plumbing.NewHash("89abcdef0123456789abcdef0123456789abcdef")).String(),
+		Commit:   manifest.CIDOf(plumbing.NewHash("89abcdef0123456789abcdef0123456789abcdef")).String(),
 		Resolved: time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC),
 	})
 	b, err := l.Marshal()

@@ -1,4 +1,4 @@
-package manifest
+package project
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/pelletier/go-toml/v2/unstable"
 )
 
@@ -167,35 +168,35 @@ func (c *LockedCell) validate() error {
 		return fmt.Errorf("name: %w", err)
 	}
 	if c.Cell != "" {
-		if err := checkName(c.Cell); err != nil {
-			return fmt.Errorf("cell %q: %w %s", c.Cell, err, nameRule)
+		if err := manifest.CheckName(c.Cell); err != nil {
+			return fmt.Errorf("cell %q: %w %s", c.Cell, err, manifest.NameRule)
 		}
 	}
 	if c.Git == "" {
 		return errors.New("git: missing")
 	}
-	if err := checkGitURL(c.Git); err != nil {
+	if err := manifest.CheckGitURL(c.Git); err != nil {
 		return fmt.Errorf("git %q: %w", c.Git, err)
 	}
 	if c.Tag != "" {
-		if err := checkTag(c.Tag); err != nil {
+		if err := manifest.CheckTag(c.Tag); err != nil {
 			return err
 		}
 	}
 	if c.Commit != "" {
-		if id, err := ParseCID(c.Commit); err != nil {
+		if id, err := manifest.ParseCID(c.Commit); err != nil {
 			return fmt.Errorf("commit: %w", err)
 		} else if id.String() != c.Commit {
 			return fmt.Errorf("commit %q: not in canonical form (want %s)", c.Commit, id)
 		}
 	}
 	if c.Fingerprint != "" {
-		if err := checkFingerprint(c.Fingerprint); err != nil {
+		if err := manifest.CheckFingerprint(c.Fingerprint); err != nil {
 			return fmt.Errorf("fingerprint %q: %w", c.Fingerprint, err)
 		}
 	}
 	for _, p := range c.Publishers {
-		if err := checkPublicKey(p); err != nil {
+		if err := manifest.CheckPublicKey(p); err != nil {
 			return fmt.Errorf("publisher %q: %w", p, err)
 		}
 	}
@@ -203,7 +204,7 @@ func (c *LockedCell) validate() error {
 		if e.Endpoint == "" {
 			return fmt.Errorf("endpoints[%d]: endpoint missing", i)
 		}
-		if err := checkGitURL(e.Endpoint); err != nil { // same rules: printable UTF-8
+		if err := manifest.CheckGitURL(e.Endpoint); err != nil { // same rules: printable UTF-8
 			return fmt.Errorf("endpoints[%d]: endpoint %q: %w", i, e.Endpoint, err)
 		}
 		if math.IsNaN(e.LatencyMS) || math.IsInf(e.LatencyMS, 0) || e.LatencyMS < 0 {

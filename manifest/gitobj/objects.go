@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"bufio"
@@ -129,6 +129,7 @@ var defaultLimits = limits{
 // it was told to serve, and nothing else from the same repositories, within
 // the limits above. It is safe for concurrent use.
 type Server struct {
+	host    host.Host
 	mu      sync.RWMutex
 	objects map[plumbing.Hash]storer.EncodedObjectStorer
 	log     *slog.Logger
@@ -170,7 +171,7 @@ func (s *Server) Served() uint64 {
 	return s.stats.Objects
 }
 
-// NewServer registers a Server on h. log may be nil.
+// NewServer registers a Server on h, until Close. log may be nil.
 func NewServer(h host.Host, log *slog.Logger) *Server {
 	return newServer(h, log, defaultLimits)
 }
@@ -179,11 +180,18 @@ func newServer(h host.Host, log *slog.Logger, lim limits) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{objects: map[plumbing.Hash]storer.EncodedObjectStorer{}, log: log, lim: lim,
+	s := &Server{host: h, objects: map[plumbing.Hash]storer.EncodedObjectStorer{}, log: log, lim: lim,
 		inflight: semaphore.NewWeighted(lim.inflight), total: rate.NewLimiter(lim.totalBytes, int(lim.requestBytes)),
 		peers: map[peer.ID]*peerLimit{}}
 	h.SetStreamHandler(ObjectProtocol, s.handle)
 	return s
+}
+
+// Close removes the server's stream handler from its host: no new request
+// reaches it. Requests already being served run to their end.
+func (s *Server) Close() error {
+	s.host.RemoveStreamHandler(ObjectProtocol)
+	return nil
 }
 
 // ServeDir starts serving every object reachable from the commit c in the

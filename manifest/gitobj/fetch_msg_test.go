@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cellnode/cellnode/manifest"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 )
 
@@ -22,7 +23,7 @@ func TestNoProviderMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ParseCID("baf4bcffruvlwhepbyr6kkhkinuwcw6bdtztjihq")
+	c, err := manifest.ParseCID("baf4bcffruvlwhepbyr6kkhkinuwcw6bdtztjihq")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"encoding/hex"
@@ -11,12 +11,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/ipfs/go-cid"
-	"github.com/multiformats/go-multicodec"
-	mh "github.com/multiformats/go-multihash"
 )
 
 // Errors about git repositories, revisions and CIDs; match them with
@@ -34,53 +33,7 @@ var (
 	// ErrAmbiguousRef means an abbreviated hash matches several commits
 	// or tags.
 	ErrAmbiguousRef = errors.New("manifest: ambiguous revision")
-	// ErrNotCommitCID means a CID is not a git-raw sha1 CID.
-	ErrNotCommitCID = errors.New("manifest: not a git-raw commit CID")
 )
-
-// CIDOf returns the CID of the git object whose hash is h: CIDv1, codec
-// git-raw, multihash sha1 with h as the digest. Its String form is the
-// canonical one ("baf4bcf..." in base32).
-func CIDOf(h plumbing.Hash) cid.Cid {
-	m, _ := mh.Encode(h[:], mh.SHA1) // fails only for unknown codes
-	return cid.NewCidV1(cid.GitRaw, m)
-}
-
-// HashOf is the inverse of CIDOf. The error wraps ErrNotCommitCID if c is
-// undefined, its codec is not git-raw or its multihash is not a 20-byte
-// sha1.
-func HashOf(c cid.Cid) (plumbing.Hash, error) {
-	if !c.Defined() {
-		return plumbing.ZeroHash, fmt.Errorf("%w: undefined CID", ErrNotCommitCID)
-	}
-	if c.Type() != cid.GitRaw {
-		return plumbing.ZeroHash, fmt.Errorf("%w: codec %s", ErrNotCommitCID, multicodec.Code(c.Type()))
-	}
-	d, err := mh.Decode(c.Hash())
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("%w: %v", ErrNotCommitCID, err)
-	}
-	var h plumbing.Hash
-	if d.Code != mh.SHA1 || len(d.Digest) != len(h) {
-		return plumbing.ZeroHash, fmt.Errorf("%w: multihash %s of %d bytes, want sha1 of %d bytes",
-			ErrNotCommitCID, multicodec.Code(d.Code), len(d.Digest), len(h))
-	}
-	copy(h[:], d.Digest)
-	return h, nil
-}
-
-// ParseCID decodes a CID string (any multibase) and checks it as HashOf
-// does. Every error wraps ErrNotCommitCID.
-func ParseCID(s string) (cid.Cid, error) {
-	c, err := cid.Decode(s)
-	if err != nil {
-		return cid.Undef, fmt.Errorf("%w: %q: %v", ErrNotCommitCID, s, err)
-	}
-	if _, err := HashOf(c); err != nil {
-		return cid.Undef, err
-	}
-	return c, nil
-}
 
 // CommitCID returns the CID of the commit that ref names in the git
 // repository containing dir (dir or any parent may hold .git). An empty ref
@@ -104,7 +57,7 @@ func CommitCID(dir, ref string) (cid.Cid, error) {
 	if err != nil {
 		return cid.Undef, fmt.Errorf("%w (repository %s)", err, abs)
 	}
-	return CIDOf(h), nil
+	return manifest.CIDOf(h), nil
 }
 
 // openRepo opens the repository containing dir, and returns it with dir
@@ -293,7 +246,7 @@ func Dirty(dir string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("manifest: %s: %w", abs, err)
 	}
-	path := filepath.Join(abs, FileName)
+	path := filepath.Join(abs, manifest.FileName)
 	name, err := repoPath(wt.Filesystem.Root(), path)
 	if err != nil {
 		return false, err
@@ -375,8 +328,8 @@ func blobHash(path string) (plumbing.Hash, error) {
 // AtCommit reads Cell.json from the root of the tree of commit c in the
 // repository containing dir. The error wraps ErrNoManifest when the tree
 // has none, and ErrInvalid when it does not parse.
-func AtCommit(dir string, c cid.Cid) (*Manifest, error) {
-	h, err := HashOf(c)
+func AtCommit(dir string, c cid.Cid) (*manifest.Manifest, error) {
+	h, err := manifest.HashOf(c)
 	if err != nil {
 		return nil, err
 	}
@@ -392,13 +345,23 @@ func AtCommit(dir string, c cid.Cid) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest: tree of %s: %w", h, err)
 	}
-	f, err := tree.File(FileName)
+	f, err := tree.File(manifest.FileName)
 	if err != nil {
 		return nil, fmt.Errorf("%w: commit %s", ErrNoManifest, h)
 	}
 	s, err := f.Contents()
 	if err != nil {
-		return nil, fmt.Errorf("manifest: read %s at %s: %w", FileName, h, err)
+		return nil, fmt.Errorf("manifest: read %s at %s: %w", manifest.FileName, h, err)
 	}
-	return Parse([]byte(s))
+	return manifest.Parse([]byte(s))
+}
+
+// isHex reports whether s is all hex digits, in either case.
+func isHex(s string) bool {
+	for _, r := range s {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F') {
+			return false
+		}
+	}
+	return true
 }

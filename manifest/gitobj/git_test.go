@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"encoding/json"
@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/ipfs/go-cid"
-	mh "github.com/multiformats/go-multihash"
 )
 
 // The golden repository; testdata/golden.sh builds the same one with the
@@ -72,9 +71,9 @@ func goldenRepo(t *testing.T) (string, *git.Repository) {
 		t.Fatal(err)
 	}
 	// The git CLI ends -m messages with a newline.
-	first := commit(t, r, map[string]string{FileName: cellV1, "main.go": mainGo}, "initial\n",
+	first := commit(t, r, map[string]string{manifest.FileName: cellV1, "main.go": mainGo}, "initial\n",
 		"2024-01-02T03:04:05+02:00", "2024-01-02T03:04:05+02:00")
-	commit(t, r, map[string]string{FileName: cellV2}, "bump version to 0.2.0\n",
+	commit(t, r, map[string]string{manifest.FileName: cellV2}, "bump version to 0.2.0\n",
 		"2024-02-03T04:05:06+02:00", "2024-02-04T05:06:07-05:00")
 	_, err = r.CreateTag("v0.1.0", first, &git.CreateTagOptions{
 		Tagger: signature(t, "2024-01-03T10:00:00+05:30"), Message: "release 0.1.0"})
@@ -120,10 +119,10 @@ func TestGoldenCIDs(t *testing.T) {
 			if c.String() != want.CID {
 				t.Errorf("CommitCID(%q) = %s, want %s", ref, c, want.CID)
 			}
-			if got := CIDOf(plumbing.NewHash(want.SHA1)).String(); got != want.CID {
+			if got := manifest.CIDOf(plumbing.NewHash(want.SHA1)).String(); got != want.CID {
 				t.Errorf("CIDOf(%s) = %s, want %s", want.SHA1, got, want.CID)
 			}
-			h, err := HashOf(c)
+			h, err := manifest.HashOf(c)
 			if err != nil || h.String() != want.SHA1 {
 				t.Errorf("HashOf(%s) = %s, %v; want %s", c, h, err, want.SHA1)
 			}
@@ -210,7 +209,7 @@ func TestCommitCID(t *testing.T) {
 		{name: "unknown ref", dir: dir, ref: "nope", wantErr: ErrUnknownRef, errText: `unknown revision "nope" (repository ` + dir + ")"},
 		{name: "beyond history", dir: dir, ref: "HEAD~5", wantErr: ErrUnknownRef, errText: "has no parent 1"},
 		{name: "no second parent", dir: dir, ref: "HEAD^2", wantErr: ErrUnknownRef, errText: "has no parent 2"},
-		{name: "path syntax", dir: dir, ref: "HEAD:" + FileName, wantErr: ErrUnknownRef},
+		{name: "path syntax", dir: dir, ref: "HEAD:" + manifest.FileName, wantErr: ErrUnknownRef},
 		{name: "reflog syntax", dir: dir, ref: "HEAD@{1}", wantErr: ErrUnknownRef},
 		{name: "peel syntax", dir: dir, ref: "HEAD^{tree}", wantErr: ErrUnknownRef, errText: "unsupported syntax"},
 		{name: "range syntax", dir: dir, ref: "HEAD~1..HEAD", wantErr: ErrUnknownRef},
@@ -237,7 +236,7 @@ func TestCommitCID(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := CIDOf(tt.want); !got.Equals(want) {
+			if want := manifest.CIDOf(tt.want); !got.Equals(want) {
 				t.Errorf("CommitCID() = %s, want %s", got, want)
 			}
 		})
@@ -321,59 +320,6 @@ func TestCommitCIDRepoErrors(t *testing.T) {
 	})
 }
 
-func TestParseCID(t *testing.T) {
-	sha1 := plumbing.NewHash("f1ad324a897534d9d3dd95db7335c29c100d3203")
-	mhSHA1, err := mh.Encode(sha1[:], mh.SHA1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mhSHA256, err := mh.Sum([]byte("x"), mh.SHA2_256, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mhShort, err := mh.Encode(sha1[:19], mh.SHA1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name, in string
-		errText  string // "" for success
-	}{
-		{name: "git-raw sha1", in: "baf4bcfhrvuzevclvgtm5hxmv3nztlqu4cagteay"},
-		{name: "upper-case base32", in: "BAF4BCFHRVUZEVCLVGTM5HXMV3NZTLQU4CAGTEAY"},
-		{name: "dag-pb CIDv0", in: "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", errText: "not a git-raw commit CID: codec dag-pb"},
-		{name: "raw codec", in: cid.NewCidV1(cid.Raw, mhSHA1).String(), errText: "codec raw"},
-		{name: "git-raw sha2-256", in: cid.NewCidV1(cid.GitRaw, mhSHA256).String(), errText: "multihash sha2-256 of 32 bytes, want sha1 of 20 bytes"},
-		{name: "git-raw short sha1", in: cid.NewCidV1(cid.GitRaw, mhShort).String(), errText: "multihash sha1 of 19 bytes"},
-		{name: "garbage", in: "not a cid", errText: `not a git-raw commit CID: "not a cid"`},
-		{name: "empty", in: "", errText: "not a git-raw commit CID"},
-		{name: "hex hash", in: sha1.String(), errText: "not a git-raw commit CID"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := ParseCID(tt.in)
-			if tt.errText != "" {
-				if !errors.Is(err, ErrNotCommitCID) || !strings.Contains(err.Error(), tt.errText) {
-					t.Fatalf("ParseCID() error = %v, want ErrNotCommitCID containing %q", err, tt.errText)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if h, err := HashOf(c); err != nil || h != sha1 {
-				t.Errorf("HashOf(ParseCID()) = %s, %v; want %s", h, err, sha1)
-			}
-			if c.String() != "baf4bcfhrvuzevclvgtm5hxmv3nztlqu4cagteay" {
-				t.Errorf("ParseCID().String() = %s", c)
-			}
-		})
-	}
-	if _, err := HashOf(cid.Undef); !errors.Is(err, ErrNotCommitCID) {
-		t.Errorf("HashOf(cid.Undef) error = %v, want ErrNotCommitCID", err)
-	}
-}
-
 func TestDirty(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -386,22 +332,22 @@ func TestDirty(t *testing.T) {
 			return dir
 		}},
 		{name: "modified", want: true, setup: func(t *testing.T, dir string, _ *git.Repository) string {
-			writeFile(t, filepath.Join(dir, FileName), cellV1)
+			writeFile(t, filepath.Join(dir, manifest.FileName), cellV1)
 			return dir
 		}},
 		{name: "deleted", want: true, setup: func(t *testing.T, dir string, _ *git.Repository) string {
-			if err := os.Remove(filepath.Join(dir, FileName)); err != nil {
+			if err := os.Remove(filepath.Join(dir, manifest.FileName)); err != nil {
 				t.Fatal(err)
 			}
 			return dir
 		}},
 		{name: "staged then reverted", want: true, setup: func(t *testing.T, dir string, r *git.Repository) string {
-			writeFile(t, filepath.Join(dir, FileName), cellV1)
+			writeFile(t, filepath.Join(dir, manifest.FileName), cellV1)
 			wt, _ := r.Worktree()
-			if _, err := wt.Add(FileName); err != nil {
+			if _, err := wt.Add(manifest.FileName); err != nil {
 				t.Fatal(err)
 			}
-			writeFile(t, filepath.Join(dir, FileName), cellV2)
+			writeFile(t, filepath.Join(dir, manifest.FileName), cellV2)
 			return dir
 		}},
 		{name: "untracked in subdirectory", want: true, setup: func(t *testing.T, dir string, _ *git.Repository) string {
@@ -409,7 +355,7 @@ func TestDirty(t *testing.T) {
 			if err := os.Mkdir(sub, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			writeFile(t, filepath.Join(sub, FileName), cellV1)
+			writeFile(t, filepath.Join(sub, manifest.FileName), cellV1)
 			return sub
 		}},
 		{name: "subdirectory without Cell.json", want: false, setup: func(t *testing.T, dir string, _ *git.Repository) string {
@@ -423,7 +369,7 @@ func TestDirty(t *testing.T) {
 			if err := os.Mkdir(filepath.Join(dir, "svc"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			commit(t, r, map[string]string{"svc/" + FileName: cellV1}, "svc\n", "2024-03-01T00:00:00Z", "2024-03-01T00:00:00Z")
+			commit(t, r, map[string]string{"svc/" + manifest.FileName: cellV1}, "svc\n", "2024-03-01T00:00:00Z", "2024-03-01T00:00:00Z")
 			return filepath.Join(dir, "svc")
 		}},
 	}
@@ -448,7 +394,7 @@ func TestDirty(t *testing.T) {
 		if got, err := Dirty(dir); err != nil || got {
 			t.Fatalf("Dirty() without Cell.json = %v, %v; want false", got, err)
 		}
-		writeFile(t, filepath.Join(dir, FileName), cellV1)
+		writeFile(t, filepath.Join(dir, manifest.FileName), cellV1)
 		if got, err := Dirty(dir); err != nil || !got {
 			t.Fatalf("Dirty() with untracked Cell.json = %v, %v; want true", got, err)
 		}

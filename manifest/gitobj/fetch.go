@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
@@ -73,19 +74,16 @@ func NewFetcher(h host.Host, router Router, cacheDir string, log *slog.Logger) (
 	return f, nil
 }
 
-// Cache returns the fetcher's object store.
-func (f *Fetcher) Cache() storer.EncodedObjectStorer { return f.cache }
-
 // Manifest returns the Cell.json of the commit c, and the commit itself.
 // Objects already in the cache are not fetched again; the others come from
 // hints first, then from the providers the router finds, and a provider
 // that serves a wrong or incomplete object is skipped for the next one.
-func (f *Fetcher) Manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*Manifest, *object.Commit, error) {
-	h, err := HashOf(c)
+func (f *Fetcher) Manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*manifest.Manifest, *object.Commit, error) {
+	h, err := manifest.HashOf(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	var m *Manifest
+	var m *manifest.Manifest
 	var commit *object.Commit
 	err = f.withProviders(ctx, c, hints, func(p peer.ID) error {
 		co, err := f.object(ctx, p, h)
@@ -93,7 +91,7 @@ func (f *Fetcher) Manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*Ma
 			return err
 		}
 		if co.Type() != plumbing.CommitObject {
-			return fmt.Errorf("%w: %s is a %s, not a commit", ErrNotCommitCID, h, co.Type())
+			return fmt.Errorf("%w: %s is a %s, not a commit", manifest.ErrNotCommitCID, h, co.Type())
 		}
 		commit = new(object.Commit)
 		if err := commit.Decode(co); err != nil {
@@ -109,7 +107,7 @@ func (f *Fetcher) Manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*Ma
 		}
 		var blob plumbing.Hash
 		for _, e := range tree.Entries {
-			if e.Name == FileName && e.Mode.IsFile() {
+			if e.Name == manifest.FileName && e.Mode.IsFile() {
 				blob = e.Hash
 			}
 		}
@@ -124,7 +122,7 @@ func (f *Fetcher) Manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*Ma
 		if err != nil {
 			return err
 		}
-		if m, err = Parse(data); err != nil {
+		if m, err = manifest.Parse(data); err != nil {
 			return permanent{fmt.Errorf("%w (commit %s)", err, c)}
 		}
 		return nil
@@ -219,7 +217,7 @@ func (f *Fetcher) fetchAll(ctx context.Context, p peer.ID, h plumbing.Hash) (int
 // not exist or be an empty directory; on failure nothing is left at dir
 // that was not there before.
 func (f *Fetcher) Clone(ctx context.Context, c cid.Cid, hints []peer.ID, dir string) error {
-	h, err := HashOf(c)
+	h, err := manifest.HashOf(c)
 	if err != nil {
 		return err
 	}

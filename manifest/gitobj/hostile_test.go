@@ -1,4 +1,4 @@
-package manifest
+package gitobj
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/internal/footprint"
+	"github.com/cellnode/cellnode/manifest"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -38,7 +39,7 @@ func bigBlobRepo(t *testing.T, size int) (string, plumbing.Hash, plumbing.Hash) 
 	}
 	big := make([]byte, size)
 	rand.Read(big)
-	head := commit(t, r, map[string]string{FileName: cellV1, "big.bin": string(big)}, "big\n",
+	head := commit(t, r, map[string]string{manifest.FileName: cellV1, "big.bin": string(big)}, "big\n",
 		"2024-01-02T03:04:05+02:00", "2024-01-02T03:04:05+02:00")
 	return dir, head, plumbing.ComputeHash(plumbing.BlobObject, big)
 }
@@ -176,7 +177,7 @@ func TestHostilePeerObjects(t *testing.T) {
 	link(honest, srvHost)
 	f, _ := NewFetcher(honest, nil, "", nil)
 	clone := filepath.Join(t.TempDir(), "clone")
-	if err := f.Clone(ctx, CIDOf(head), []peer.ID{srvHost.ID()}, clone); err != nil {
+	if err := f.Clone(ctx, manifest.CIDOf(head), []peer.ID{srvHost.ID()}, clone); err != nil {
 		t.Fatalf("honest clone after the attacks: %v", err)
 	}
 	if fi, err := os.Stat(filepath.Join(clone, "big.bin")); err != nil || fi.Size() != int64(size) {
