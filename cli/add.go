@@ -5,8 +5,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest/project"
-	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
 
@@ -45,7 +45,7 @@ Run cellnode resolve afterwards.`,
 				return usageErr("%v", err)
 			}
 			fi, _ := os.Stat(path)
-			if err := node.WriteFileAtomic(path, updated, fi.Mode().Perm()); err != nil {
+			if err := safefile.WriteFile(path, updated, fi.Mode().Perm()); err != nil {
 				return failErr(err)
 			}
 			verb := "added"

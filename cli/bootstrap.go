@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
@@ -41,7 +42,7 @@ knows nothing the DHT does not. It prints its full multiaddrs (with
 				fmt.Fprintln(e.stdout, a)
 			}
 			if addrFile != "" {
-				if err := node.WriteFileAtomic(addrFile, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
+				if err := safefile.WriteFile(addrFile, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
 					return failErr(fmt.Errorf("write --addr-file: %w", err))
 				}
 			}

@@ -170,7 +170,7 @@ changes, so renewing is writing a new one in its place.`,
 				_, err = e.stdout.Write(blk)
 				return err
 			}
-			if err := node.WriteFileAtomic(out, blk, 0o644); err != nil {
+			if err := safefile.WriteFile(out, blk, 0o644); err != nil {
 				return failErr(err)
 			}
 			fmt.Fprintf(e.stderr, "cellnode: wrote %s: %s may announce %s until %s\n", out, shortPeer(peerOf(nodeKey)), name, d.NotAfter.Format(time.RFC3339))

@@ -36,7 +36,7 @@ func writeSpawned(home string, c spawnedCell) {
 	b, _ := json.Marshal(c)
 	dir := filepath.Join(home, "spawned")
 	if os.MkdirAll(dir, 0o700) == nil {
-		_ = node.WriteFileAtomic(filepath.Join(dir, c.Name+".json"), b, 0o600)
+		_ = safefile.WriteFile(filepath.Join(dir, c.Name+".json"), b, 0o600)
 	}
 }
 

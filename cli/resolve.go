@@ -181,7 +181,7 @@ func (r *resolver) run(ctx context.Context) error {
 		if err != nil {
 			return failErr(err)
 		}
-		if err := node.WriteFileAtomic(path, content, 0o644); err != nil {
+		if err := safefile.WriteFile(path, content, 0o644); err != nil {
 			return failErr(err)
 		}
 	}

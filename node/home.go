@@ -177,7 +177,7 @@ func (s *Sequencer) Next() (uint64, error) {
 	}
 	s.last = n
 	if s.path != "" {
-		if err := writeFileAtomic(s.path, []byte(strconv.FormatUint(n, 10)+"\n"), 0o600); err != nil {
+		if err := safefile.WriteFile(s.path, []byte(strconv.FormatUint(n, 10)+"\n"), 0o600); err != nil {
 			return 0, fmt.Errorf("node: save sequence: %w", err)
 		}
 	}
@@ -189,35 +189,4 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-// writeFileAtomic writes b to a temporary file in path's directory and
-// renames it into place, so readers see the old or the new file whole.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-// WriteFileAtomic is writeFileAtomic for other packages (address files).
-func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
-	return writeFileAtomic(path, b, mode)
 }

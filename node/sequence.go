@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/cellnode/cellnode/internal/safefile"
 )
 
 // Skip moves the sequence past held, a number the network was seen to hold
@@ -22,7 +24,7 @@ func (s *Sequencer) Skip(held uint64) error {
 		return fmt.Errorf("node: the network holds sequence number %d, the largest: this node's records can no longer replace it", held)
 	}
 	if s.path != "" {
-		if err := writeFileAtomic(s.path, []byte(strconv.FormatUint(held, 10)+"\n"), 0o600); err != nil {
+		if err := safefile.WriteFile(s.path, []byte(strconv.FormatUint(held, 10)+"\n"), 0o600); err != nil {
 			return fmt.Errorf("node: save sequence: %w", err)
 		}
 	}

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -331,44 +331,9 @@ func WriteLock(dir string, l *Lock) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(dir, LockFile, b)
-}
-
-// writeAtomic writes b to dir/name, mode 0644, through a synced temporary
-// file renamed into place.
-func writeAtomic(dir, name string, b []byte) (err error) {
-	path := filepath.Join(dir, name)
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
+	path := filepath.Join(dir, LockFile)
+	if err := safefile.WriteFile(path, b, 0o644); err != nil {
 		return fmt.Errorf("manifest: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return fmt.Errorf("manifest: write %s: %w", path, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("manifest: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("manifest: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("manifest: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("manifest: write %s: %w", path, err)
-	}
-	// Make the rename durable; some file systems cannot sync directories,
-	// and the file itself is complete either way.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
