@@ -55,7 +55,8 @@ type Check struct {
 }
 
 // Duration is a time.Duration written in JSON as a Go duration string
-// ("2s", "500ms").
+// ("2s", "500ms", "-4s"): the module's one JSON duration type (the agent's
+// registrations, the simulator's attack scenarios).
 type Duration time.Duration
 
 // MarshalJSON writes d as a duration string.
