@@ -19,11 +19,11 @@ func testDelegation(t testing.TB, pub ed25519.PrivateKey, name string, node ed25
 	return d
 }
 
-// TestFindFromPublisher: a flood of records under the name, from other
+// TestFindPublishers: a flood of records under the name, from other
 // publishers and from open records, fills the name's set at every storer;
 // a finder that trusts the real publisher still gets its instances, since it
 // asks for that publisher's set.
-func TestFindFromPublisher(t *testing.T) {
+func TestFindPublishers(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	nodes := testNetwork(t, 10, clk)
 	for _, n := range nodes {
@@ -68,7 +68,7 @@ func TestFindFromPublisher(t *testing.T) {
 			t.Fatalf("node %d holds %d records in the name's set, over its bound of 8", i, held)
 		}
 	}
-	recs, st, err := nodes[9].dht.FindFrom(ctx, "acme/exchange", []ed25519.PublicKey{realPub}, clk.Now)
+	recs, st, err := nodes[9].dht.Find(ctx, "acme/exchange", []ed25519.PublicKey{realPub}, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 type testNode struct {
-	dht  *DHT
+	dht  *Node
 	host host.Host
 	priv ed25519.PrivateKey
 }
@@ -130,7 +130,7 @@ func TestPublishFind(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, finder := range []*testNode{nodes[0], nodes[9], nodes[15]} {
-		recs, st, err := finder.dht.Find(ctx, "acme/exchange", clk.Now)
+		recs, st, err := finder.dht.Find(ctx, "acme/exchange", nil, clk.Now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +153,7 @@ func TestPublishFind(t *testing.T) {
 	} else if re := (*RemoteError)(nil); err != nil && !errors.As(err, &re) && !errors.Is(err, record.ErrStale) {
 		t.Fatalf("older sequence: %v", err)
 	}
-	recs, _, _ := nodes[12].dht.Find(ctx, "acme/exchange", clk.Now)
+	recs, _, _ := nodes[12].dht.Find(ctx, "acme/exchange", nil, clk.Now)
 	for _, r := range recs {
 		if r.Peer == n1.host.ID() && (r.Seq != 5 || r.Endpoints[0] != "127.0.0.1:7777") {
 			t.Fatalf("stale record served: %+v", r)
@@ -169,7 +169,7 @@ func TestPublishFind(t *testing.T) {
 	if _, err := n1.dht.Publish(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	recs, _, _ = nodes[7].dht.Find(ctx, "acme/exchange", clk.Now)
+	recs, _, _ = nodes[7].dht.Find(ctx, "acme/exchange", nil, clk.Now)
 	if got := peersOf(recs); len(got) != 2 || got[n1.host.ID()] {
 		t.Fatalf("after withdrawal: %v", got)
 	}
@@ -177,7 +177,7 @@ func TestPublishFind(t *testing.T) {
 	// Past 60 s + skew nothing is served or returned, without anybody
 	// withdrawing: storers drop on serve and finders check again.
 	clk.Add(record.MaxLifetime + record.MaxSkew + time.Millisecond)
-	recs, _, err = nodes[9].dht.Find(ctx, "acme/exchange", clk.Now)
+	recs, _, err = nodes[9].dht.Find(ctx, "acme/exchange", nil, clk.Now)
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("after expiry: %d records, err %v", len(recs), err)
 	}
@@ -241,7 +241,7 @@ func TestFinderRejects(t *testing.T) {
 		out, _ := msgEnc.Marshal(response{Records: [][]byte{other.Bytes(), old.Bytes(), forged}, Core: true})
 		_ = msgio.NewVarintWriter(s).WriteMsg(out)
 	})
-	recs, st, err := finder.dht.Find(ctx, "acme/x", clk.Now)
+	recs, st, err := finder.dht.Find(ctx, "acme/x", nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,11 +263,11 @@ func TestFindNoPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	_, _, err = d.Find(context.Background(), "acme/x", clk.Now)
+	_, _, err = d.Find(context.Background(), "acme/x", nil, clk.Now)
 	if !errors.Is(err, ErrNoPeers) {
 		t.Fatalf("Find with an empty routing table: %v", err)
 	}
-	if _, _, err := d.Find(context.Background(), "Bad Name", clk.Now); !errors.Is(err, record.ErrInvalidName) {
+	if _, _, err := d.Find(context.Background(), "Bad Name", nil, clk.Now); !errors.Is(err, record.ErrInvalidName) {
 		t.Fatalf("Find with a bad name: %v", err)
 	}
 }
@@ -339,14 +339,14 @@ func TestRepeatFindAsksRememberedStorers(t *testing.T) {
 		want[nd.host.ID()] = true
 	}
 	finder := nodes[20].dht
-	first, st1, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	first, st1, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
 	if err != nil || len(peersOf(first)) != 3 {
 		t.Fatalf("first find: %d records, %v, %+v", len(first), err, st1)
 	}
 	if st1.Cached {
 		t.Fatalf("first find claims a cache: %+v", st1)
 	}
-	again, st2, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	again, st2, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestRepeatFindAsksRememberedStorers(t *testing.T) {
 	// Past the cache's life the find looks up again.
 	clk.Add(time.Second)
 	finder.spaces[0].closest.put(record.Key("acme/exchange"), nil, time.Now().Add(-2*cacheTTL))
-	_, st3, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	_, st3, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
 	if err != nil || st3.Cached {
 		t.Fatalf("find after the cache expired: %v, %+v", err, st3)
 	}

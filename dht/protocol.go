@@ -45,7 +45,7 @@ type response struct {
 	// Core (GET) says the storer counts itself among the Replication
 	// peers closest to the key, by its own routing table: it should hold
 	// every record of the set, where a peer a little farther may hold only
-	// those that publishers sent it on their way (see DHT.publishAt).
+	// those that publishers sent it on their way (see Node.publishAt).
 	Core bool `cbor:"3,keyasint,omitempty"`
 }
 
@@ -66,7 +66,7 @@ var msgEnc, _ = cbor.CoreDetEncOptions().EncMode()
 // handle serves one request stream. Every stream costs its peer a token of
 // the rate limiter, whatever it carries: a request that cannot be read or
 // decoded is counted ("request_malformed") and limited like any other.
-func (d *DHT) handle(s network.Stream) {
+func (d *Node) handle(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(d.cfg.RequestTimeout))
 	allowed := d.allow(s.Conn().RemotePeer())
@@ -137,7 +137,7 @@ func source(c network.Conn) string {
 // while the caller still waits, is dropped from the routing tables and its
 // connections are closed (a dead QUIC connection otherwise takes every
 // request until it idles out), so the next lookup does not wait on it.
-func (d *DHT) call(parent context.Context, p peer.ID, req request) (*response, error) {
+func (d *Node) call(parent context.Context, p peer.ID, req request) (*response, error) {
 	ctx, cancel := context.WithTimeout(parent, d.cfg.RequestTimeout)
 	defer cancel()
 	resp, err := d.exchange(ctx, p, req)
@@ -149,7 +149,7 @@ func (d *DHT) call(parent context.Context, p peer.ID, req request) (*response, e
 }
 
 // forget drops p from every routing table and closes its connections.
-func (d *DHT) forget(p peer.ID) {
+func (d *Node) forget(p peer.ID) {
 	for _, sp := range d.spaces {
 		sp.kad.RoutingTable().RemovePeer(p)
 	}
@@ -160,7 +160,7 @@ func (d *DHT) forget(p peer.ID) {
 var errMalformedResponse = errors.New("malformed response")
 
 // exchange sends req to p on a new stream and reads the response.
-func (d *DHT) exchange(ctx context.Context, p peer.ID, req request) (*response, error) {
+func (d *Node) exchange(ctx context.Context, p peer.ID, req request) (*response, error) {
 	start := time.Now()
 	s, err := d.host.NewStream(ctx, p, ProtocolID)
 	if err != nil {
@@ -219,7 +219,7 @@ func checkPublisher(p []byte) error {
 // A storer takes a set only within 2×Replication (so that a planted record
 // does not reach peers a finder asks on its way to the key), and says it
 // is a core storer within Replication.
-func (d *DHT) among(name string, publisher []byte, n int) bool {
+func (d *Node) among(name string, publisher []byte, n int) bool {
 	key := setKey(name, publisher)
 	want := n
 	target := kb.ConvertKey(key)

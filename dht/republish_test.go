@@ -34,7 +34,7 @@ func TestRepublishReusesStorers(t *testing.T) {
 	if again.Sent > first.Closest || again.Stored != again.Sent {
 		t.Fatalf("republish sent to %d peers (first publish: %d closest): %+v", again.Sent, first.Closest, again)
 	}
-	recs, _, err := finder.dht.Find(ctx, "acme/re", clk.Now)
+	recs, _, err := finder.dht.Find(ctx, "acme/re", nil, clk.Now)
 	if err != nil || len(recs) != 1 || recs[0].Seq != 2 {
 		t.Fatalf("find after the republish: %v, %v", err, recs)
 	}
@@ -60,7 +60,7 @@ func TestRepublishReusesStorers(t *testing.T) {
 	if pub.dht.Counters()["publish_reused"] != before+1 {
 		t.Fatal("publish reused a storer set with a storer gone")
 	}
-	recs, _, err = finder.dht.Find(ctx, "acme/re", clk.Now)
+	recs, _, err = finder.dht.Find(ctx, "acme/re", nil, clk.Now)
 	if err != nil || len(recs) != 1 || recs[0].Seq != 3 {
 		t.Fatalf("find after a storer left: %v, %v", err, recs)
 	}

@@ -199,7 +199,7 @@ func FuzzInstancesResponse(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		for _, pubs := range [][]ed25519.PublicKey{nil, {pub}} {
-			recs, _, _ := finder.DHT().FindFrom(ctx, "acme/exchange", pubs, nil)
+			recs, _, _ := finder.DHT().Find(ctx, "acme/exchange", pubs, nil)
 			for _, r := range recs {
 				if _, err := record.Verify(r.Bytes(), "acme/exchange", time.Now()); err != nil {
 					t.Fatalf("find returned a record that does not verify: %v", err)

@@ -85,7 +85,7 @@ type Node struct {
 	host  host.Host
 	ownH  bool
 	priv  ed25519.PrivateKey
-	dht   *dht.DHT
+	dht   *dht.Node
 	seq   *Sequencer
 	log   *slog.Logger
 	lock  *os.File
@@ -226,7 +226,7 @@ func (n *Node) ID() peer.ID { return n.host.ID() }
 func (n *Node) Host() host.Host { return n.host }
 
 // DHT returns the node's cell DHT.
-func (n *Node) DHT() *dht.DHT { return n.dht }
+func (n *Node) DHT() *dht.Node { return n.dht }
 
 // Addrs returns the node's full multiaddrs, each ending in /p2p/<id>.
 func (n *Node) Addrs() []string {

@@ -634,7 +634,7 @@ func (nw *Network) find(ctx context.Context, d Design, from int, name string, wa
 	found := map[peer.ID]bool{}
 	switch d {
 	case SetStore:
-		recs, st, err := m.node.DHT().Find(ctx, name, now)
+		recs, st, err := m.node.DHT().Find(ctx, name, nil, now)
 		for _, r := range recs {
 			found[r.Peer] = true
 		}
