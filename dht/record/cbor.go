@@ -41,8 +41,6 @@ const (
 // at depth 1, the items of an array or map at depth d are at d+1.
 const maxCBORDepth = 8
 
-var errCBOR = errors.New("not a CBOR item of the record subset")
-
 // decodeCBOR reads data as exactly one data item of the subset. Any failure
 // is ErrMalformed: not well-formed, truncated, trailing bytes, a feature
 // outside the subset, invalid UTF-8, nesting over maxCBORDepth, a map key
