@@ -150,48 +150,11 @@ func (s *Store) Save(peers []peer.AddrInfo) error {
 	if err != nil {
 		return fmt.Errorf("bootstrap: encode peer store: %w", err)
 	}
-	if err := writeFileAtomic(s.path, append(data, '\n')); err != nil {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return fmt.Errorf("bootstrap: write peer store: %w", err)
 	}
-	return nil
-}
-
-// writeFileAtomic replaces path with data via a synced temporary file in the
-// same directory, so readers never see a partial file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	// Make the rename durable; not every platform can sync a directory.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+	if err := safefile.WriteFile(s.path, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("bootstrap: write peer store: %w", err)
 	}
 	return nil
 }

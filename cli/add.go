@@ -5,14 +5,15 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/cellnode/cellnode/manifest"
-	"github.com/cellnode/cellnode/node"
+	"github.com/cellnode/cellnode/internal/safefile"
+	"github.com/cellnode/cellnode/manifest/project"
+
 	"github.com/spf13/cobra"
 )
 
 func addCmd(e *env) *cobra.Command {
 	var dir string
-	var d manifest.Dep
+	var d project.Dep
 	c := &cobra.Command{
 		Use:   "add NAME --git URL [--tag T] [--max-latency-ms N] [--auto-spawn]",
 		Short: "Add or update a dependency in Cell.toml, keeping its comments and layout",
@@ -39,7 +40,7 @@ Run cellnode resolve afterwards.`,
 
 // mergeDep returns prev with the fields whose flags were given (changed)
 // taken from flags.
-func mergeDep(prev, flags manifest.Dep, changed func(string) bool) manifest.Dep {
+func mergeDep(prev, flags project.Dep, changed func(string) bool) project.Dep {
 	out := prev
 	if changed("git") {
 		out.Git = flags.Git
@@ -60,13 +61,13 @@ func mergeDep(prev, flags manifest.Dep, changed func(string) bool) manifest.Dep 
 }
 
 // addDep adds the dependency args[0] to Cell.toml in dir, or merges the flags given into it.
-func addDep(c *cobra.Command, args []string, e *env, dir string, d manifest.Dep) error {
-	path := filepath.Join(dir, manifest.DepsFile)
+func addDep(c *cobra.Command, args []string, e *env, dir string, d project.Dep) error {
+	path := filepath.Join(dir, project.DepsFile)
 	old, err := os.ReadFile(path)
 	if err != nil {
 		return usageErr("%v (run cellnode init first, or pass --dir)", err)
 	}
-	deps, err := manifest.ParseDeps(old)
+	deps, err := project.ParseDeps(old)
 	if err != nil {
 		return usageErr("%v", err)
 	}
@@ -75,12 +76,12 @@ func addDep(c *cobra.Command, args []string, e *env, dir string, d manifest.Dep)
 	if d.Git == "" {
 		return usageErr("--git is required for a new dependency")
 	}
-	updated, err := manifest.AddDep(old, args[0], d)
+	updated, err := project.AddDep(old, args[0], d)
 	if err != nil {
 		return usageErr("%v", err)
 	}
 	fi, _ := os.Stat(path)
-	if err := node.WriteFileAtomic(path, updated, fi.Mode().Perm()); err != nil {
+	if err := safefile.WriteFile(path, updated, fi.Mode().Perm()); err != nil {
 		return failErr(err)
 	}
 	verb := "added"

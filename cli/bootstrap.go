@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/cellnode/cellnode/internal/safefile"
+
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
@@ -53,7 +55,7 @@ func runBootstrap(c *cobra.Command, e *env, home string, addrFile string, metric
 		fmt.Fprintln(e.stdout, a)
 	}
 	if addrFile != "" {
-		if err := node.WriteFileAtomic(addrFile, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
+		if err := safefile.WriteFile(addrFile, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
 			return failErr(fmt.Errorf("write --addr-file: %w", err))
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/bootstrap"
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/node/resolve"
@@ -63,7 +65,7 @@ func parseMode(s string) (dht.Mode, error) {
 }
 
 func checkName(name string) error {
-	if _, err := dht.ParseName(name); err != nil {
+	if _, err := record.ParseName(name); err != nil {
 		return usageErr("%v", err)
 	}
 	return nil

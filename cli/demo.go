@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
@@ -126,7 +127,7 @@ func runDemo(ctx context.Context, e *env, instances int) error {
 		}
 		cells = append(cells, cell{name, ln, n})
 		now := time.Now()
-		deleg, err := dht.SignDelegation(signer, dht.Delegation{Name: name, Node: n.PublicKey(), Issued: now, NotAfter: now.Add(time.Hour)})
+		deleg, err := record.SignDelegation(signer, record.Delegation{Name: name, Node: n.PublicKey(), Issued: now, NotAfter: now.Add(time.Hour)})
 		if err != nil {
 			return failErr(err)
 		}

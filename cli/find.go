@@ -14,8 +14,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
-	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/manifest/project"
+
 	"github.com/cellnode/cellnode/node"
 	"github.com/cellnode/cellnode/node/resolve"
 	"github.com/spf13/cobra"
@@ -64,7 +65,7 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 	c.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up after this long")
 	c.Flags().StringSliceVar(&publishers, "publisher", nil, "trust this publisher key (hex or base64), repeatable; only its instances are shown")
 	c.Flags().BoolVar(&all, "all", false, "with --publisher, also list untrusted instances, marked")
-	c.Flags().StringVar(&lockFile, "lock", manifest.LockFile, "trust the publishers this Cell.lock pins for the cell (when it exists and --publisher is not given)")
+	c.Flags().StringVar(&lockFile, "lock", project.LockFile, "trust the publishers this Cell.lock pins for the cell (when it exists and --publisher is not given)")
 	c.Flags().StringVar(&fingerprint, "fingerprint", "", "keep only instances whose manifest has this schema fingerprint (hex)")
 	c.Flags().StringVar(&version, "version", "", "keep only instances whose manifest version matches: 1.2.3, or a range such as '>=1.2, <2'")
 	return c
@@ -146,7 +147,7 @@ func lockPins(path, name string) ([]ed25519.PublicKey, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, nil
 	}
-	lock, err := manifest.LoadLock(filepath.Dir(path))
+	lock, err := project.LoadLock(filepath.Dir(path))
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +157,7 @@ func lockPins(path, name string) ([]ed25519.PublicKey, error) {
 			continue
 		}
 		for _, p := range c.Publishers {
-			k, err := dht.ParsePublicKey(p)
+			k, err := record.ParsePublicKey(p)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", path, err)
 			}
@@ -182,7 +183,7 @@ func findCell(c *cobra.Command, args []string, e *env, nf *netFlags, asJSON bool
 	}
 	opts := node.FindOptions{All: all}
 	for _, k := range publishers {
-		pub, err := dht.ParsePublicKey(k)
+		pub, err := record.ParsePublicKey(k)
 		if err != nil {
 			return usageErr("--publisher: %v", err)
 		}

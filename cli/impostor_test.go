@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/project"
 )
 
 // TestCloneByNameImpostors is the attack: one instance delegated
@@ -66,7 +66,7 @@ func TestCloneByNameImpostors(t *testing.T) {
 
 	// Pinned by --publisher, then by a Cell.lock.
 	lockDir := t.TempDir()
-	if err := manifest.WriteLock(lockDir, &manifest.Lock{Version: manifest.LockVersion, Cells: []manifest.LockedCell{
+	if err := project.WriteLock(lockDir, &project.Lock{Version: project.LockVersion, Cells: []project.LockedCell{
 		{Name: "exchange", Cell: "acme/exchange", Git: "file://" + real, Publishers: []string{pub}}}}); err != nil {
 		t.Fatal(err)
 	}

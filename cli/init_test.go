@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cellnode/cellnode/manifest/project"
+
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node/spawn"
 )
@@ -33,7 +35,7 @@ func TestInitAddPs(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(home, "keys", "acme-hello.key")); err != nil {
 		t.Fatal("publisher key not in the state directory")
 	}
-	if _, err := manifest.LoadDeps("hello"); err != nil {
+	if _, err := project.LoadDeps("hello"); err != nil {
 		t.Fatalf("Cell.toml: %v", err)
 	}
 	if code, _, stderr := run(t, "init", "acme/hello", "--home", home); code != ExitUsage || !strings.Contains(stderr, "not overwriting") {
@@ -54,7 +56,7 @@ func TestInitAddPs(t *testing.T) {
 			t.Fatalf("add lost the line %q", line)
 		}
 	}
-	deps, err := manifest.LoadDeps("hello")
+	deps, err := project.LoadDeps("hello")
 	if err != nil || deps.Cells["exchange"].Tag != "v1.0.0" || !deps.Cells["exchange"].AutoSpawn || deps.Cells["exchange"].MaxLatencyMS != 50 {
 		t.Fatalf("after add: %+v %v", deps, err)
 	}
@@ -64,12 +66,12 @@ func TestInitAddPs(t *testing.T) {
 	if code, out, stderr := run(t, "add", "exchange", "--dir", "hello", "--tag", "v1.1.0"); code != 0 || !strings.Contains(out, "updated exchange") {
 		t.Fatalf("add again: %d %s %s", code, out, stderr)
 	}
-	deps, _ = manifest.LoadDeps("hello")
+	deps, _ = project.LoadDeps("hello")
 	if d := deps.Cells["exchange"]; d.Tag != "v1.1.0" || !d.AutoSpawn || d.MaxLatencyMS != 50 || d.Git != "https://git.example.com/acme/exchange.git" {
 		t.Fatalf("update lost fields: %+v", d)
 	}
 	run(t, "add", "exchange", "--dir", "hello", "--auto-spawn=false", "--max-latency-ms", "0")
-	deps, _ = manifest.LoadDeps("hello")
+	deps, _ = project.LoadDeps("hello")
 	if d := deps.Cells["exchange"]; d.Tag != "v1.1.0" || d.AutoSpawn || d.MaxLatencyMS != 0 {
 		t.Fatalf("explicit flags not applied: %+v", d)
 	}

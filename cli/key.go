@@ -12,7 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/node"
@@ -212,8 +213,8 @@ func keyDelegate(e *env, keyFile string, name string, nodeID string, home string
 	if keyFile == "" || (nodeID == "") == (home == "") {
 		return usageErr("give --key, and one of --node or --home")
 	}
-	if ttl <= 0 || ttl > dht.MaxDelegationTTL {
-		return usageErr("--ttl must be between 0 and %v", dht.MaxDelegationTTL)
+	if ttl <= 0 || ttl > record.MaxDelegationTTL {
+		return usageErr("--ttl must be between 0 and %v", record.MaxDelegationTTL)
 	}
 	priv, err := readPublisherKey(keyFile)
 	if err != nil {
@@ -224,7 +225,7 @@ func keyDelegate(e *env, keyFile string, name string, nodeID string, home string
 		return usageErr("%v", err)
 	}
 	now := time.Now()
-	d, err := dht.SignDelegation(priv, dht.Delegation{Name: name, Node: nodeKey, Issued: now, NotAfter: now.Add(ttl)})
+	d, err := record.SignDelegation(priv, record.Delegation{Name: name, Node: nodeKey, Issued: now, NotAfter: now.Add(ttl)})
 	if err != nil {
 		return failErr(err)
 	}
@@ -234,7 +235,7 @@ func keyDelegate(e *env, keyFile string, name string, nodeID string, home string
 		_, err = e.stdout.Write(blk)
 		return err
 	}
-	if err := node.WriteFileAtomic(out, blk, 0o644); err != nil {
+	if err := safefile.WriteFile(out, blk, 0o644); err != nil {
 		return failErr(err)
 	}
 	fmt.Fprintf(e.stderr, "cellnode: wrote %s: %s may announce %s until %s\n", out, shortPeer(peerOf(nodeKey)), name, d.NotAfter.Format(time.RFC3339))

@@ -9,9 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/manifest/gitobj"
+	"github.com/cellnode/cellnode/manifest/project"
+
 	"github.com/cellnode/cellnode/internal/progress"
 
-	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 	"github.com/cellnode/cellnode/node/resolve"
@@ -59,7 +62,7 @@ type trustFlags struct {
 
 func (f *trustFlags) add(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.publishers, "publisher", nil, "by name, trust only instances this publisher key (hex or base64) delegated; repeatable")
-	fs.StringVar(&f.lockFile, "lock", manifest.LockFile, "by name, trust the publishers this Cell.lock pins for the cell (when --publisher is not given)")
+	fs.StringVar(&f.lockFile, "lock", project.LockFile, "by name, trust the publishers this Cell.lock pins for the cell (when --publisher is not given)")
 	fs.BoolVar(&f.untrusted, "untrusted", false, "by name with nothing pinned, choose among every live instance: anyone can announce any name, so the commit may be an impostor's")
 }
 
@@ -68,7 +71,7 @@ func (f *trustFlags) add(fs *pflag.FlagSet) {
 func (f *trustFlags) pins(name string) ([]ed25519.PublicKey, error) {
 	var out []ed25519.PublicKey
 	for _, k := range f.publishers {
-		pub, err := dht.ParsePublicKey(k)
+		pub, err := record.ParsePublicKey(k)
 		if err != nil {
 			return nil, usageErr("--publisher: %v", err)
 		}
@@ -333,7 +336,7 @@ func manifestShow(c *cobra.Command, args []string, e *env, nf *netFlags, tf *tru
 
 // manifestCID prints the CID of the manifest commit in dir.
 func manifestCID(e *env, dir string, ref string) error {
-	c, err := manifest.CommitCID(dir, ref)
+	c, err := gitobj.CommitCID(dir, ref)
 	if err != nil {
 		return usageErr("%v", err)
 	}

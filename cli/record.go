@@ -13,7 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/fxamacker/cbor/v2"
 	"github.com/spf13/cobra"
 )
@@ -21,7 +22,7 @@ import (
 // maxRecordInput is the most bytes record inspect|verify reads from a file
 // or standard input: a record in hex with room for whitespace and a PEM
 // wrapping. More is bad input, not a record.
-const maxRecordInput = 4*dht.MaxRecordSize + 4096
+const maxRecordInput = 4*record.MaxRecordSize + 4096
 
 func recordCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
@@ -88,7 +89,7 @@ type recordReport struct {
 	Kind   string `json:"kind"` // "record" or "delegation"
 	Bytes  int    `json:"bytes"`
 	Valid  bool   `json:"valid"`
-	Reason string `json:"reason,omitempty"` // dht.Reason's label
+	Reason string `json:"reason,omitempty"` // record.Reason's label
 	// DelegationReason, when Reason is "delegation", says what is wrong
 	// with the record's delegation.
 	DelegationReason string            `json:"delegation_reason,omitempty"`
@@ -128,17 +129,17 @@ func b64(k []byte) string { return base64.StdEncoding.EncodeToString(k) }
 // checkRecord decodes and verifies o.raw. The decode (no clock) comes first
 // so that the fields of a well-signed record are shown even when it is
 // expired, for another name or not from a trusted publisher; the verdict is
-// the one dht.Verify (or dht.VerifyDelegation) gives, and then the
+// the one record.Verify (or record.VerifyDelegation) gives, and then the
 // publisher check.
 func checkRecord(o recordOpts) *recordReport {
 	rep := &recordReport{Kind: o.kind, Bytes: len(o.raw), Valid: true}
 	fail := func(err error) {
 		rep.Valid, rep.Error = false, err.Error()
-		rep.Reason = dht.Reason(err)
+		rep.Reason = record.Reason(err)
 		if o.kind == "delegation" {
-			rep.Reason = dht.DelegationReason(err)
+			rep.Reason = record.DelegationReason(err)
 		} else {
-			rep.DelegationReason = dht.DelegationReason(err)
+			rep.DelegationReason = record.DelegationReason(err)
 		}
 	}
 	trusted := func(pub ed25519.PublicKey) error {
@@ -150,10 +151,10 @@ func checkRecord(o recordOpts) *recordReport {
 				return nil
 			}
 		}
-		return dht.ErrWrongPublisher
+		return record.ErrWrongPublisher
 	}
 	if o.kind == "delegation" {
-		d, err := dht.DecodeDelegation(o.raw)
+		d, err := record.DecodeDelegation(o.raw)
 		if err != nil {
 			fail(err)
 			rep.Unverified = diagnose(o.raw)
@@ -170,11 +171,11 @@ func checkRecord(o recordOpts) *recordReport {
 		if err := d.CheckFor(name, node, o.now); err != nil {
 			fail(err)
 		} else if err := trusted(d.Publisher); err != nil {
-			rep.Valid, rep.Reason, rep.Error = false, dht.Reason(err), err.Error()
+			rep.Valid, rep.Reason, rep.Error = false, record.Reason(err), err.Error()
 		}
 		return rep
 	}
-	r, err := dht.Decode(o.raw)
+	r, err := record.Decode(o.raw)
 	if err != nil {
 		fail(err)
 		rep.Unverified = diagnose(o.raw)
@@ -192,16 +193,16 @@ func checkRecord(o recordOpts) *recordReport {
 	live := r.Check(o.now)
 	switch {
 	case o.name != "" && r.Name != o.name:
-		fail(fmt.Errorf("%w: record for %q, want %q", dht.ErrWrongName, r.Name, o.name))
+		fail(fmt.Errorf("%w: record for %q, want %q", record.ErrWrongName, r.Name, o.name))
 	case live != nil:
 		fail(live)
 	case trusted(r.Publisher()) != nil:
-		fail(fmt.Errorf("%w: not delegated by a publisher given with --publisher", dht.ErrWrongPublisher))
+		fail(fmt.Errorf("%w: not delegated by a publisher given with --publisher", record.ErrWrongPublisher))
 	}
 	return rep
 }
 
-func delegationOf(d *dht.Delegation) *delegationFields {
+func delegationOf(d *record.Delegation) *delegationFields {
 	return &delegationFields{Name: d.Name, Node: b64(d.Node), NodePeer: peerOf(d.Node), Publisher: b64(d.Publisher),
 		Issued: d.Issued, NotAfter: d.NotAfter}
 }
@@ -259,7 +260,7 @@ func (r *recordReport) print(w io.Writer) {
 // diagnose renders what it can of raw as CBOR diagnostic notation: the
 // envelope, and the body or delegation inside it.
 func diagnose(raw []byte) string {
-	if len(raw) > dht.MaxRecordSize {
+	if len(raw) > record.MaxRecordSize {
 		return ""
 	}
 	dm, err := cbor.DiagOptions{ByteStringEncoding: cbor.ByteStringBase16Encoding, MaxNestedLevels: 8}.DiagMode()
@@ -411,14 +412,14 @@ func recordVerb(c *cobra.Command, args []string, e *env, verb string, name strin
 		return usageErr("--now: %v", err)
 	}
 	for _, k := range publishers {
-		pub, err := dht.ParsePublicKey(k)
+		pub, err := record.ParsePublicKey(k)
 		if err != nil {
 			return usageErr("--publisher: %v", err)
 		}
 		o.publishers = append(o.publishers, pub)
 	}
 	if nodeKey != "" {
-		if o.node, err = dht.ParsePublicKey(nodeKey); err != nil {
+		if o.node, err = record.ParsePublicKey(nodeKey); err != nil {
 			return usageErr("--node: %v", err)
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/node"
 )
 
@@ -26,10 +26,10 @@ func testPriv(n byte) ed25519.PrivateKey {
 
 // signedRecord signs a live record of name by priv, delegated by d (nil for
 // an open record).
-func signedRecord(t *testing.T, priv ed25519.PrivateKey, name string, now time.Time, d *dht.Delegation, eps ...string) *dht.Record {
+func signedRecord(t *testing.T, priv ed25519.PrivateKey, name string, now time.Time, d *record.Delegation, eps ...string) *record.Record {
 	t.Helper()
-	r, err := dht.Sign(priv, dht.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey), Endpoints: eps,
-		Seq: uint64(now.UnixMicro()), Issued: now, Expires: now.Add(dht.MaxLifetime), Delegation: d})
+	r, err := record.Sign(priv, record.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey), Endpoints: eps,
+		Seq: uint64(now.UnixMicro()), Issued: now, Expires: now.Add(record.MaxLifetime), Delegation: d})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestRecordCommand(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	at := strconv.FormatInt(now.Add(10*time.Second).UnixMilli(), 10)
 	nodeKey, pubKey := testPriv(1), testPriv(2)
-	d, err := dht.SignDelegation(pubKey, dht.Delegation{Name: "acme/exchange", Node: nodeKey.Public().(ed25519.PublicKey),
+	d, err := record.SignDelegation(pubKey, record.Delegation{Name: "acme/exchange", Node: nodeKey.Public().(ed25519.PublicKey),
 		Issued: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
@@ -147,8 +147,8 @@ func TestFindVerifiesLocalAPI(t *testing.T) {
 	now := time.Now()
 	pubKey := testPriv(9)
 	pub := pubKey.Public().(ed25519.PublicKey)
-	delegate := func(k ed25519.PrivateKey) *dht.Delegation {
-		d, err := dht.SignDelegation(pubKey, dht.Delegation{Name: "acme/exchange", Node: k.Public().(ed25519.PublicKey),
+	delegate := func(k ed25519.PrivateKey) *record.Delegation {
+		d, err := record.SignDelegation(pubKey, record.Delegation{Name: "acme/exchange", Node: k.Public().(ed25519.PublicKey),
 			Issued: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
 		if err != nil {
 			t.Fatal(err)
@@ -160,7 +160,7 @@ func TestFindVerifiesLocalAPI(t *testing.T) {
 	open := signedRecord(t, testPriv(3), "acme/exchange", now, nil, "192.0.2.3:9000")
 	forged := bytes.Clone(good.Bytes())
 	forged[len(forged)-1] ^= 1
-	inst := func(r *dht.Record, raw []byte) node.SignedInstance {
+	inst := func(r *record.Record, raw []byte) node.SignedInstance {
 		return node.SignedInstance{Instance: node.Instance{Peer: r.Peer.String(), Endpoints: r.Endpoints, Reachable: true,
 			Best: r.Endpoints[0], LatencyMS: 1, Seq: r.Seq, Expires: r.Expires, Trusted: true}, Record: raw}
 	}
@@ -195,7 +195,7 @@ func TestFindVerifiesLocalAPI(t *testing.T) {
 		t.Fatalf("%d instances kept, want 2: %+v\nstderr: %s", len(got.Instances), got.Instances, errOut)
 	}
 	for _, in := range got.Instances {
-		r, err := dht.Verify(in.Record, "acme/exchange", time.Now())
+		r, err := record.Verify(in.Record, "acme/exchange", time.Now())
 		if err != nil || r.Peer.String() != in.Peer || strings.Join(in.Endpoints, ",") != strings.Join(r.Endpoints, ",") || !in.Trusted {
 			t.Fatalf("kept instance %+v does not match its record (%v)", in.Instance, err)
 		}

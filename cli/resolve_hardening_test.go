@@ -11,8 +11,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cellnode/cellnode/manifest/gitobj"
+	"github.com/cellnode/cellnode/manifest/project"
+
 	"github.com/cellnode/cellnode/internal/dirs"
-	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
 )
 
@@ -171,11 +173,11 @@ func TestResolveLocalPins(t *testing.T) {
 	sock := filepath.Join(sockDir, "exchange.sock")
 	unixService(t, sock)
 	trader := traderDir(t, repo, false)
-	c, err := manifest.CommitCID(repo, "v1.0.0")
+	c, err := gitobj.CommitCID(repo, "v1.0.0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := manifest.WriteLock(trader, &manifest.Lock{Version: manifest.LockVersion, Cells: []manifest.LockedCell{{
+	if err := project.WriteLock(trader, &project.Lock{Version: project.LockVersion, Cells: []project.LockedCell{{
 		Name: "exchange", Cell: "acme/exchange", Git: "file://" + repo, Tag: "v1.0.0", Commit: c.String(), Publishers: []string{pub}}}}); err != nil {
 		t.Fatal(err)
 	}

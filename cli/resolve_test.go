@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/gitobj"
+	"github.com/cellnode/cellnode/manifest/project"
 	"github.com/cellnode/cellnode/node"
 	"github.com/cellnode/cellnode/node/spawn"
 	"github.com/go-git/go-git/v5"
@@ -132,7 +133,7 @@ func readInstances(t *testing.T, path string) instancesFile {
 func TestResolveMilestone(t *testing.T) {
 	isolate(t)
 	repo := exchangeRepo(t)
-	headCID, err := manifest.CommitCID(repo, "v1.0.0")
+	headCID, err := gitobj.CommitCID(repo, "v1.0.0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestResolveMilestone(t *testing.T) {
 		if string(b) != fmt.Sprintf("&[%q]\n", tcp) {
 			t.Fatalf("exchange_instances.rs = %q (%s)", b, stderr)
 		}
-		lock, err := manifest.LoadLock(trader)
+		lock, err := project.LoadLock(trader)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -331,11 +332,11 @@ func TestResolvePins(t *testing.T) {
 	t.Setenv(SocketDirEnv, sockDir)
 	repo := exchangeRepo(t)
 	trader := traderDir(t, repo, false)
-	c, _ := manifest.CommitCID(repo, "v1.0.0")
-	lock := &manifest.Lock{Version: 1}
-	lock.Put(manifest.LockedCell{Name: "exchange", Cell: "acme/exchange", Git: "file://" + repo, Tag: "v1.0.0",
+	c, _ := gitobj.CommitCID(repo, "v1.0.0")
+	lock := &project.Lock{Version: 1}
+	lock.Put(project.LockedCell{Name: "exchange", Cell: "acme/exchange", Git: "file://" + repo, Tag: "v1.0.0",
 		Commit: c.String(), Fingerprint: "0000000000000001"})
-	if err := manifest.WriteLock(trader, lock); err != nil {
+	if err := project.WriteLock(trader, lock); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(filepath.Join(trader, "Cell.lock"))

@@ -9,7 +9,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/node"
 	"github.com/cellnode/cellnode/node/sidecar"
 	"github.com/spf13/cobra"
@@ -67,7 +68,7 @@ func runCell(c *cobra.Command, e *env, nf *netFlags, name, endpoint, dir, ref, r
 	if _, err := node.ParseEndpoint(endpoint); err != nil {
 		return usageErr("%v", err)
 	}
-	if err := dht.CheckRegion(region); err != nil {
+	if err := record.CheckRegion(region); err != nil {
 		return usageErr("--region: %v", err)
 	}
 	dm, err := parseMode(mode)
@@ -81,7 +82,7 @@ func runCell(c *cobra.Command, e *env, nf *netFlags, name, endpoint, dir, ref, r
 	if err != nil {
 		return sidecarErr(err)
 	}
-	var deleg *dht.Delegation
+	var deleg *record.Delegation
 	if delegFile != "" {
 		if deleg, err = sidecar.ReadDelegation(delegFile); err != nil {
 			return usageErr("--delegation: %v", err)

@@ -14,10 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p-kad-dht/dual"
 	kb "github.com/libp2p/go-libp2p-kbucket"
-	record "github.com/libp2p/go-libp2p-record"
+	p2precord "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -83,7 +84,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DHT is a node's view of the cell namespace: two kad-dht instances with
+// Node is a node's view of the cell namespace: two kad-dht instances with
 // the cell validator, as kubo runs them (kad-dht's dual package), the local
 // set-valued store (served when the node is a DHT server) and the
 // instances protocol. The WAN DHT (protocol /cell/kad/1.0.0) holds peers
@@ -94,7 +95,7 @@ type Config struct {
 // node stores and answers and none is special. Publish and find work on
 // both, in parallel, wherever a table holds peers. It is safe for
 // concurrent use.
-type DHT struct {
+type Node struct {
 	cfg    Config
 	host   host.Host
 	kad    *kaddht.IpfsDHT // the WAN DHT (the only one when Flat)
@@ -114,7 +115,7 @@ type DHT struct {
 
 // New starts a DHT on h and registers the instances protocol on it. It
 // starts everything or nothing; Close stops what it started (not h).
-func New(h host.Host, cfg Config) (*DHT, error) {
+func New(h host.Host, cfg Config) (*Node, error) {
 	if cfg.BucketSize <= 0 {
 		cfg.BucketSize = 20
 	}
@@ -137,7 +138,7 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &DHT{
+	d := &Node{
 		cfg: cfg, host: h, store: NewStore(cfg.Store), log: log,
 		count: newCounters(), done: make(chan struct{}), limiters: map[peer.ID]*rate.Limiter{},
 	}
@@ -170,7 +171,7 @@ func kadOptions(cfg Config) []kaddht.Option {
 	mode := map[Mode]kaddht.ModeOpt{ModeAuto: kaddht.ModeAuto, ModeServer: kaddht.ModeServer, ModeClient: kaddht.ModeClient}[cfg.Mode]
 	opts := []kaddht.Option{
 		kaddht.ProtocolPrefix(ProtocolPrefix),
-		kaddht.Validator(record.NamespacedValidator{"cell": Validator{Now: cfg.Store.Now}}),
+		kaddht.Validator(p2precord.NamespacedValidator{"cell": Validator{Now: cfg.Store.Now}}),
 		kaddht.Mode(mode),
 		kaddht.BucketSize(cfg.BucketSize),
 		// kad-dht serves value records by age only; our 60 s expiry is
@@ -240,13 +241,13 @@ func newSpace(name string, proto protocol.ID, kad *kaddht.IpfsDHT) *space {
 // serving reports whether the node currently serves sp: kad-dht's Mode
 // returns the mode it was configured with (auto, say), so ask the host
 // whether the DHT's protocol handler is set.
-func (d *DHT) serving(sp *space) bool {
+func (d *Node) serving(sp *space) bool {
 	return slices.Contains(d.host.Mux().Protocols(), sp.proto)
 }
 
 // active returns the spaces whose routing tables hold a peer: the ones a
 // publish or a find can use.
-func (d *DHT) active() []*space {
+func (d *Node) active() []*space {
 	var out []*space
 	for _, sp := range d.spaces {
 		if sp.kad.RoutingTable().Size() > 0 {
@@ -257,7 +258,7 @@ func (d *DHT) active() []*space {
 }
 
 // Peers returns the peers of every routing table, each once.
-func (d *DHT) Peers() []peer.ID {
+func (d *Node) Peers() []peer.ID {
 	var out []peer.ID
 	seen := map[peer.ID]bool{}
 	for _, sp := range d.spaces {
@@ -273,7 +274,7 @@ func (d *DHT) Peers() []peer.ID {
 
 // TableSizes returns the size of each routing table by space ("wan",
 // "lan"; only "wan" when Flat).
-func (d *DHT) TableSizes() map[string]int {
+func (d *Node) TableSizes() map[string]int {
 	out := map[string]int{}
 	for _, sp := range d.spaces {
 		out[sp.name] = sp.kad.RoutingTable().Size()
@@ -283,7 +284,7 @@ func (d *DHT) TableSizes() map[string]int {
 
 // Refresh refreshes every routing table that holds a peer and waits until
 // the refreshes end or ctx does. It returns the first refresh's error.
-func (d *DHT) Refresh(ctx context.Context) error {
+func (d *Node) Refresh(ctx context.Context) error {
 	var errs []error
 	for _, sp := range d.active() {
 		select {
@@ -300,7 +301,7 @@ func (d *DHT) Refresh(ctx context.Context) error {
 // provider records of manifests: kad-dht's dual router (provides go to the
 // WAN DHT once it holds peers, else to the LAN DHT; finds ask both), or
 // the one kad-dht when Flat.
-func (d *DHT) Router() routing.Routing {
+func (d *Node) Router() routing.Routing {
 	if d.dual != nil {
 		return d.dual
 	}
@@ -322,11 +323,11 @@ const (
 // the instances protocol record it), at least minDialBudget and at most
 // DialTimeout, which is also the budget until a peer has a latency (a
 // node records its first from the time its bootstrap dial took).
-func (d *DHT) dialBudget(ctx context.Context) context.Context {
+func (d *Node) dialBudget(ctx context.Context) context.Context {
 	return network.WithDialPeerTimeout(ctx, d.budget())
 }
 
-func (d *DHT) budget() time.Duration {
+func (d *Node) budget() time.Duration {
 	var lat []time.Duration
 	for _, p := range d.Peers() {
 		if l := d.host.Peerstore().LatencyEWMA(p); l > 0 {
@@ -340,7 +341,7 @@ func (d *DHT) budget() time.Duration {
 	return min(d.cfg.DialTimeout, max(minDialBudget, dialRTTs*lat[len(lat)/2]))
 }
 
-func (d *DHT) gcLoop() {
+func (d *Node) gcLoop() {
 	defer d.wg.Done()
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
@@ -362,7 +363,7 @@ func (d *DHT) gcLoop() {
 }
 
 // allow takes one request token of peer p.
-func (d *DHT) allow(p peer.ID) bool {
+func (d *Node) allow(p peer.ID) bool {
 	d.limMu.Lock()
 	defer d.limMu.Unlock()
 	l, ok := d.limiters[p]
@@ -374,10 +375,10 @@ func (d *DHT) allow(p peer.ID) bool {
 }
 
 // Kad returns the WAN kad-dht instance (the only one when Flat).
-func (d *DHT) Kad() *kaddht.IpfsDHT { return d.kad }
+func (d *Node) Kad() *kaddht.IpfsDHT { return d.kad }
 
 // LAN returns the LAN kad-dht instance, nil when Flat.
-func (d *DHT) LAN() *kaddht.IpfsDHT {
+func (d *Node) LAN() *kaddht.IpfsDHT {
 	if d.dual == nil {
 		return nil
 	}
@@ -385,11 +386,11 @@ func (d *DHT) LAN() *kaddht.IpfsDHT {
 }
 
 // Store returns the local record store.
-func (d *DHT) Store() *Store { return d.store }
+func (d *Node) Store() *Store { return d.store }
 
 // Counters returns a snapshot of the DHT's message counters (requests
 // sent and received, bytes) merged with the store's counters.
-func (d *DHT) Counters() map[string]uint64 {
+func (d *Node) Counters() map[string]uint64 {
 	out := d.count.snapshot()
 	for k, v := range d.store.Counters() {
 		out["store_"+k] = v
@@ -398,7 +399,7 @@ func (d *DHT) Counters() map[string]uint64 {
 }
 
 // Server reports whether the node currently serves one of its DHTs.
-func (d *DHT) Server() bool {
+func (d *Node) Server() bool {
 	for _, sp := range d.spaces {
 		if d.serving(sp) {
 			return true
@@ -408,7 +409,7 @@ func (d *DHT) Server() bool {
 }
 
 // Modes returns each DHT's mode by space: "server" or "client".
-func (d *DHT) Modes() map[string]string {
+func (d *Node) Modes() map[string]string {
 	out := map[string]string{}
 	for _, sp := range d.spaces {
 		out[sp.name] = "client"
@@ -421,7 +422,7 @@ func (d *DHT) Modes() map[string]string {
 
 // Close stops the DHT and removes the protocol handler. It is safe to call
 // more than once.
-func (d *DHT) Close() error {
+func (d *Node) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		d.host.RemoveStreamHandler(ProtocolID)
@@ -452,14 +453,14 @@ var ErrNotStored = errors.New("dht: no remote peer stored the record")
 // PublisherKey returns the DHT key of the set of one publisher's records
 // for the cell name: "/cell/<org>/<name>/@<hex publisher key>".
 func PublisherKey(name string, publisher ed25519.PublicKey) string {
-	return Key(name) + "/@" + hex.EncodeToString(publisher)
+	return record.Key(name) + "/@" + hex.EncodeToString(publisher)
 }
 
 // setKey returns the DHT key of the name's set (publisher nil) or of the
 // publisher's set for the name.
 func setKey(name string, publisher ed25519.PublicKey) string {
 	if publisher == nil {
-		return Key(name)
+		return record.Key(name)
 	}
 	return PublisherKey(name, publisher)
 }
@@ -471,9 +472,9 @@ func setKey(name string, publisher ed25519.PublicKey) string {
 // holds peers (WAN and LAN, in parallel). It stores r in the local store
 // too when this node is a DHT server. It fails, wrapping ErrNotStored and
 // the first refusal, when no remote peer took the record.
-func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
+func (d *Node) Publish(ctx context.Context, r *record.Record) (PublishStats, error) {
 	var st PublishStats
-	if r.raw == nil {
+	if r.Bytes() == nil {
 		return st, errors.New("dht: publish: record is not signed")
 	}
 	targets := []ed25519.PublicKey{nil}
@@ -483,7 +484,7 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 	var first error
 	if d.Server() {
 		for _, pub := range targets {
-			if _, err := d.store.PutFor(r.Name, pub, r.raw); err != nil {
+			if _, err := d.store.PutFor(r.Name, pub, r.Bytes()); err != nil {
 				first = err
 			} else {
 				st.Local = true
@@ -521,7 +522,7 @@ func (d *DHT) Publish(ctx context.Context, r *Record) (PublishStats, error) {
 // closerKnown reports whether sp's routing table holds a peer closer to
 // key than the farthest of storers that is not one of them: one that joined,
 // or that a healed partition brought back, and should hold the set.
-func (d *DHT) closerKnown(sp *space, key string, storers []peer.ID) bool {
+func (d *Node) closerKnown(sp *space, key string, storers []peer.ID) bool {
 	k := kb.ConvertKey(key)
 	far := kb.ConvertPeerID(storers[0])
 	for _, p := range storers[1:] {
@@ -547,7 +548,7 @@ func (d *DHT) closerKnown(sp *space, key string, storers []peer.ID) bool {
 // lookup hears of them, so that it can be found before the lookup ends;
 // the lookup's closest peers are sent it at the end. It returns the first
 // error seen.
-func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
+func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
 	key := setKey(r.Name, pub)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -564,7 +565,7 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 		go func() {
 			defer wg.Done()
 			d.count.add("put_sent", 1)
-			_, err := d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.raw, Publisher: pub})
+			_, err := d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub})
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
@@ -644,19 +645,16 @@ type FindStats struct {
 var ErrNoPeers = errors.New("dht: no peer to ask")
 
 // Find returns the live instances of the cell name: the newest record of
-// each node among those held by the peers closest to the name's key and by
-// the local store, each verified at the time now. Withdrawn instances are
-// left out. Records that fail verification are dropped and counted in
-// FindStats.Rejected.
-func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*Record, FindStats, error) {
-	return d.FindFrom(ctx, name, nil, now)
-}
-
-// FindFrom is Find restricted to the records delegated by one of the
-// publishers: it asks the peers closest to each publisher's key for the
-// name (in parallel) instead of the name's key, so records stored under the
-// name by anybody else cannot crowd them out. No publishers means Find.
-// Records from other publishers are dropped and counted as
+// each node among those held by the peers closest to the key and by the
+// local store, each verified at the time now (nil means time.Now).
+// Withdrawn instances are left out. Records that fail verification are
+// dropped and counted in FindStats.Rejected.
+//
+// With no publishers, Find reads the name's own set. With publishers, it
+// keeps only the records delegated by one of them, and asks the peers
+// closest to each publisher's key for the name (in parallel) instead of the
+// name's key, so that records stored under the name by anybody else cannot
+// crowd them out; records from other publishers are dropped and counted as
 // "wrong_publisher".
 //
 // Each set is gathered while kad-dht's lookup proceeds: a peer that answers
@@ -664,8 +662,9 @@ func (d *DHT) Find(ctx context.Context, name string, now func() time.Time) ([]*R
 // at once, and the gather stops as soon as 3 storers answer with the same
 // non-empty set (a set is replicated at the closest peers, so the rest of
 // the lookup would only confirm it). The closest peers of a key are
-// remembered for a minute, so a repeated find asks them directly.
-func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*Record, FindStats, error) {
+// remembered for a minute, so a repeated find asks them directly. Find is
+// Collect, then Merge, then the publisher filter.
+func (d *Node) Find(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*record.Record, FindStats, error) {
 	if now == nil {
 		now = time.Now
 	}
@@ -680,7 +679,7 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 			if trusted(r.Publisher(), publishers) {
 				kept = append(kept, r)
 			} else {
-				st.Rejected[Reason(ErrWrongPublisher)]++
+				st.Rejected[record.Reason(record.ErrWrongPublisher)]++
 			}
 		}
 		recs = kept
@@ -688,17 +687,18 @@ func (d *DHT) FindFrom(ctx context.Context, name string, publishers []ed25519.Pu
 	return recs, st, err
 }
 
-// Collect gathers the raw records of the name's set (no publishers) or of
-// each publisher's set for the name, from the peers closest to their keys
-// and from the local store, without merging them: a caller that collects
-// several sets merges them all at once (see Merge), so that a withdrawal
-// seen in one set hides an older record seen in another. Records are
+// Collect is the first half of Find: it gathers the raw records of the
+// name's set (no publishers) or of each publisher's set for the name, from
+// the peers closest to their keys and from the local store, without merging
+// them or filtering them by publisher. A caller that collects several sets
+// merges them all at once (see Merge and Newest), so that a withdrawal seen
+// in one set hides an older record seen in another. Records are
 // verified as they arrive; invalid ones are dropped and counted in
 // FindStats.Rejected. The error wraps ErrNoPeers when no peer answered and
 // the lookup failed; the local records are returned with it.
-func (d *DHT) Collect(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([][]byte, FindStats, error) {
+func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([][]byte, FindStats, error) {
 	st := FindStats{Rejected: map[string]int{}}
-	if _, err := ParseName(name); err != nil {
+	if _, err := record.ParseName(name); err != nil {
 		return nil, st, err
 	}
 	if now == nil {
@@ -713,7 +713,7 @@ func (d *DHT) Collect(ctx context.Context, name string, publishers []ed25519.Pub
 	var lookupErr error
 	for _, pub := range targets {
 		for _, r := range d.store.GetFor(name, pub) {
-			raws = append(raws, r.raw)
+			raws = append(raws, r.Bytes())
 		}
 	}
 	ctx = d.dialBudget(ctx)
@@ -770,7 +770,7 @@ func trusted(pub ed25519.PublicKey, list []ed25519.PublicKey) bool {
 // each node, dropping withdrawn instances. Identical copies are verified
 // and counted once. Rejections are counted in rejected by Reason when it is
 // not nil. The result is ordered by peer ID.
-func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) []*Record {
+func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) []*record.Record {
 	return Live(Newest(name, raws, now, rejected))
 }
 
@@ -778,8 +778,8 @@ func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) [
 // node, withdrawn or not, ordered by peer ID. A finder that remembers what
 // it saw keeps the withdrawals too, so that a later find that misses one
 // does not bring the older record back.
-func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) []*Record {
-	best := map[peer.ID]*Record{}
+func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) []*record.Record {
+	best := map[peer.ID]*record.Record{}
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
 		// The closest peers mostly hold the same bytes: verify each once.
@@ -787,10 +787,10 @@ func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) 
 			continue
 		}
 		seen[string(raw)] = true
-		r, err := Verify(raw, name, now)
+		r, err := record.Verify(raw, name, now)
 		if err != nil {
 			if rejected != nil {
-				rejected[Reason(err)]++
+				rejected[record.Reason(err)]++
 			}
 			continue
 		}
@@ -798,7 +798,7 @@ func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) 
 			best[r.Peer] = r
 		}
 	}
-	out := make([]*Record, 0, len(best))
+	out := make([]*record.Record, 0, len(best))
 	for _, r := range best {
 		out = append(out, r)
 	}
@@ -807,8 +807,8 @@ func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) 
 }
 
 // Live returns the records of recs that are not withdrawals, in order.
-func Live(recs []*Record) []*Record {
-	out := make([]*Record, 0, len(recs))
+func Live(recs []*record.Record) []*record.Record {
+	out := make([]*record.Record, 0, len(recs))
 	for _, r := range recs {
 		if !r.Withdrawn {
 			out = append(out, r)

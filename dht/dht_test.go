@@ -1,6 +1,7 @@
 package dht
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -10,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"github.com/libp2p/go-msgio"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -27,7 +31,7 @@ func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 type testNode struct {
-	dht  *DHT
+	dht  *Node
 	host host.Host
 	priv ed25519.PrivateKey
 }
@@ -85,9 +89,9 @@ func testNetwork(t *testing.T, n int, clk *clock) []*testNode {
 	return nodes
 }
 
-func (n *testNode) record(t *testing.T, name string, seq uint64, now time.Time, endpoint string) *Record {
+func (n *testNode) record(t *testing.T, name string, seq uint64, now time.Time, endpoint string) *record.Record {
 	t.Helper()
-	r, err := Sign(n.priv, Record{
+	r, err := record.Sign(n.priv, record.Record{
 		Name: name, PublicKey: n.priv.Public().(ed25519.PublicKey), Endpoints: []string{endpoint},
 		Seq: seq, Issued: now, Expires: now.Add(60 * time.Second),
 	})
@@ -97,7 +101,7 @@ func (n *testNode) record(t *testing.T, name string, seq uint64, now time.Time, 
 	return r
 }
 
-func peersOf(recs []*Record) map[peer.ID]bool {
+func peersOf(recs []*record.Record) map[peer.ID]bool {
 	m := map[peer.ID]bool{}
 	for _, r := range recs {
 		m[r.Peer] = true
@@ -126,7 +130,7 @@ func TestPublishFind(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, finder := range []*testNode{nodes[0], nodes[9], nodes[15]} {
-		recs, st, err := finder.dht.Find(ctx, "acme/exchange", clk.Now)
+		recs, st, err := finder.dht.Find(ctx, "acme/exchange", nil, clk.Now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,10 +150,10 @@ func TestPublishFind(t *testing.T) {
 	// finders keep the newest.
 	if st, err := n1.dht.Publish(ctx, n1.record(t, "acme/exchange", 4, clk.Now(), "127.0.0.1:6666")); err == nil && st.Stored >= st.Sent {
 		t.Fatalf("an older sequence number was stored everywhere: %+v", st)
-	} else if re := (*RemoteError)(nil); err != nil && !errors.As(err, &re) && !errors.Is(err, ErrStale) {
+	} else if re := (*RemoteError)(nil); err != nil && !errors.As(err, &re) && !errors.Is(err, record.ErrStale) {
 		t.Fatalf("older sequence: %v", err)
 	}
-	recs, _, _ := nodes[12].dht.Find(ctx, "acme/exchange", clk.Now)
+	recs, _, _ := nodes[12].dht.Find(ctx, "acme/exchange", nil, clk.Now)
 	for _, r := range recs {
 		if r.Peer == n1.host.ID() && (r.Seq != 5 || r.Endpoints[0] != "127.0.0.1:7777") {
 			t.Fatalf("stale record served: %+v", r)
@@ -157,7 +161,7 @@ func TestPublishFind(t *testing.T) {
 	}
 
 	// A withdrawal hides the instance.
-	w, err := Sign(n1.priv, Record{Name: "acme/exchange", PublicKey: n1.priv.Public().(ed25519.PublicKey),
+	w, err := record.Sign(n1.priv, record.Record{Name: "acme/exchange", PublicKey: n1.priv.Public().(ed25519.PublicKey),
 		Seq: 6, Issued: clk.Now(), Expires: clk.Now().Add(time.Minute), Withdrawn: true})
 	if err != nil {
 		t.Fatal(err)
@@ -165,15 +169,15 @@ func TestPublishFind(t *testing.T) {
 	if _, err := n1.dht.Publish(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	recs, _, _ = nodes[7].dht.Find(ctx, "acme/exchange", clk.Now)
+	recs, _, _ = nodes[7].dht.Find(ctx, "acme/exchange", nil, clk.Now)
 	if got := peersOf(recs); len(got) != 2 || got[n1.host.ID()] {
 		t.Fatalf("after withdrawal: %v", got)
 	}
 
 	// Past 60 s + skew nothing is served or returned, without anybody
 	// withdrawing: storers drop on serve and finders check again.
-	clk.Add(MaxLifetime + MaxSkew + time.Millisecond)
-	recs, _, err = nodes[9].dht.Find(ctx, "acme/exchange", clk.Now)
+	clk.Add(record.MaxLifetime + record.MaxSkew + time.Millisecond)
+	recs, _, err = nodes[9].dht.Find(ctx, "acme/exchange", nil, clk.Now)
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("after expiry: %d records, err %v", len(recs), err)
 	}
@@ -191,13 +195,13 @@ func TestStorerRejects(t *testing.T) {
 		cell string
 		raw  []byte
 	}{
-		{"another name", "acme/y", good.raw},
-		{"bad signature", "acme/x", append(good.raw[:len(good.raw)-1:len(good.raw)-1], good.raw[len(good.raw)-1]^1)},
+		{"another name", "acme/y", good.Bytes()},
+		{"bad signature", "acme/x", append(good.Bytes()[:len(good.Bytes())-1:len(good.Bytes())-1], good.Bytes()[len(good.Bytes())-1]^1)},
 		{"garbage", "acme/x", []byte("junk")},
-		{"oversized", "acme/x", make([]byte, MaxRecordSize+100)},
-		{"invalid name", "ACME", good.raw},
-		{"expired", "acme/x", a.record(t, "acme/x", 11, clk.Now().Add(-2*time.Minute), "h:1").raw},
-		{"future", "acme/x", a.record(t, "acme/x", 12, clk.Now().Add(time.Minute), "h:1").raw},
+		{"oversized", "acme/x", make([]byte, record.MaxRecordSize+100)},
+		{"invalid name", "ACME", good.Bytes()},
+		{"expired", "acme/x", a.record(t, "acme/x", 11, clk.Now().Add(-2*time.Minute), "h:1").Bytes()},
+		{"future", "acme/x", a.record(t, "acme/x", 12, clk.Now().Add(time.Minute), "h:1").Bytes()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := a.dht.call(ctx, b.host.ID(), request{Op: opPut, Name: tc.cell, Record: tc.raw})
@@ -216,9 +220,8 @@ func TestStorerRejects(t *testing.T) {
 	}
 }
 
-// TestFinderRejects plants records in a storer's memory behind the
-// validator's back (as a lying storer would serve them): the finder must
-// drop every one of them and count it.
+// TestFinderRejects has a lying storer serve records that its own store
+// would never hold: the finder must drop every one of them and count it.
 func TestFinderRejects(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	nodes := testNetwork(t, 3, clk)
@@ -227,16 +230,18 @@ func TestFinderRejects(t *testing.T) {
 	good := publisher.record(t, "acme/x", 1, clk.Now(), "h:1")
 	other := publisher.record(t, "acme/y", 2, clk.Now(), "h:1")
 	old := publisher.record(t, "acme/x", 3, clk.Now().Add(-2*time.Minute), "h:1")
-	forged := append([]byte{}, good.raw...)
+	forged := append([]byte{}, good.Bytes()...)
 	forged[len(forged)-1] ^= 1
-	liar.dht.Store().mu.Lock()
-	liar.dht.Store().byName["acme/x"] = map[peer.ID]*Record{
-		"a": {Name: "acme/x", raw: other.raw, Expires: clk.Now().Add(time.Hour)},
-		"b": {Name: "acme/x", raw: old.raw, Expires: clk.Now().Add(time.Hour)},
-		"c": {Name: "acme/x", raw: forged, Expires: clk.Now().Add(time.Hour)},
-	}
-	liar.dht.Store().mu.Unlock()
-	recs, st, err := finder.dht.Find(ctx, "acme/x", clk.Now)
+	liar.host.SetStreamHandler(ProtocolID, func(s network.Stream) {
+		defer s.Close()
+		if _, err := msgio.NewVarintReaderSize(s, maxRequestSize).ReadMsg(); err != nil {
+			_ = s.Reset()
+			return
+		}
+		out, _ := msgEnc.Marshal(response{Records: [][]byte{other.Bytes(), old.Bytes(), forged}, Core: true})
+		_ = msgio.NewVarintWriter(s).WriteMsg(out)
+	})
+	recs, st, err := finder.dht.Find(ctx, "acme/x", nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,11 +263,11 @@ func TestFindNoPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	_, _, err = d.Find(context.Background(), "acme/x", clk.Now)
+	_, _, err = d.Find(context.Background(), "acme/x", nil, clk.Now)
 	if !errors.Is(err, ErrNoPeers) {
 		t.Fatalf("Find with an empty routing table: %v", err)
 	}
-	if _, _, err := d.Find(context.Background(), "Bad Name", clk.Now); !errors.Is(err, ErrInvalidName) {
+	if _, _, err := d.Find(context.Background(), "Bad Name", nil, clk.Now); !errors.Is(err, record.ErrInvalidName) {
 		t.Fatalf("Find with a bad name: %v", err)
 	}
 }
@@ -273,11 +278,11 @@ func TestValidator(t *testing.T) {
 	clk := &clock{t: t0.Add(time.Second)}
 	v := Validator{Now: clk.Now}
 	priv, other := testKey(1), testKey(2)
-	rec, err := Sign(priv, testRecord(priv))
+	rec, err := record.Sign(priv, testRecord(priv))
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherRec, _ := Sign(other, testRecord(other))
+	otherRec, _ := record.Sign(other, testRecord(other))
 	key := ValueKey(rec)
 	for _, tc := range []struct {
 		name string
@@ -286,10 +291,10 @@ func TestValidator(t *testing.T) {
 		want error
 	}{
 		{"own key", key, rec.Bytes(), nil},
-		{"another peer's key", ValueKey(otherRec), rec.Bytes(), ErrPeerMismatch},
-		{"another name", "/cell/acme/other/" + rec.Peer.String(), rec.Bytes(), ErrWrongName},
-		{"no peer part", "/cell/acme", rec.Bytes(), ErrWrongName},
-		{"garbage", key, []byte("x"), ErrMalformed},
+		{"another peer's key", ValueKey(otherRec), rec.Bytes(), record.ErrPeerMismatch},
+		{"another name", "/cell/acme/other/" + rec.Peer.String(), rec.Bytes(), record.ErrWrongName},
+		{"no peer part", "/cell/acme", rec.Bytes(), record.ErrWrongName},
+		{"garbage", key, []byte("x"), record.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := v.Validate(tc.key, tc.raw)
@@ -299,12 +304,12 @@ func TestValidator(t *testing.T) {
 		})
 	}
 	clk.Add(2 * time.Minute)
-	if err := v.Validate(key, rec.Bytes()); !errors.Is(err, ErrExpired) {
+	if err := v.Validate(key, rec.Bytes()); !errors.Is(err, record.ErrExpired) {
 		t.Fatalf("expired record: %v", err)
 	}
 	newer := testRecord(priv)
 	newer.Seq++
-	nr, _ := Sign(priv, newer)
+	nr, _ := record.Sign(priv, newer)
 	if i, err := v.Select(key, [][]byte{rec.Bytes(), nr.Bytes(), rec.Bytes()}); err != nil || i != 1 {
 		t.Fatalf("Select = %d, %v; want 1", i, err)
 	}
@@ -334,14 +339,14 @@ func TestRepeatFindAsksRememberedStorers(t *testing.T) {
 		want[nd.host.ID()] = true
 	}
 	finder := nodes[20].dht
-	first, st1, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	first, st1, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
 	if err != nil || len(peersOf(first)) != 3 {
 		t.Fatalf("first find: %d records, %v, %+v", len(first), err, st1)
 	}
 	if st1.Cached {
 		t.Fatalf("first find claims a cache: %+v", st1)
 	}
-	again, st2, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	again, st2, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,8 +363,8 @@ func TestRepeatFindAsksRememberedStorers(t *testing.T) {
 	}
 	// Past the cache's life the find looks up again.
 	clk.Add(time.Second)
-	finder.spaces[0].closest.put(Key("acme/exchange"), nil, time.Now().Add(-2*cacheTTL))
-	_, st3, err := finder.Find(ctx, "acme/exchange", clk.Now)
+	finder.spaces[0].closest.put(record.Key("acme/exchange"), nil, time.Now().Add(-2*cacheTTL))
+	_, st3, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
 	if err != nil || st3.Cached {
 		t.Fatalf("find after the cache expired: %v, %+v", err, st3)
 	}
@@ -386,4 +391,33 @@ func TestNetworkSizeFromTable(t *testing.T) {
 	if got := lone.networkSizeFromTable(lone.spaces[0]); got != 0 {
 		t.Fatalf("estimate %d from an empty table", got)
 	}
+}
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// testKey returns a deterministic key; n picks one of several.
+func testKey(n byte) ed25519.PrivateKey {
+	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
+}
+
+// testRecord is an unsigned record of acme/exchange by priv, live at t0.
+func testRecord(priv ed25519.PrivateKey) record.Record {
+	return record.Record{
+		Name:      "acme/exchange",
+		PublicKey: priv.Public().(ed25519.PublicKey),
+		Endpoints: []string{"192.0.2.7:9000", "unix:/run/cells/exchange.sock"},
+		Region:    "eu-west",
+		Seq:       1_795_000_000_000_000,
+		Issued:    t0,
+		Expires:   t0.Add(60 * time.Second),
+	}
+}
+
+func mustSign(t testing.TB, priv ed25519.PrivateKey, r record.Record) []byte {
+	t.Helper()
+	s, err := record.Sign(priv, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Bytes()
 }

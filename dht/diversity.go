@@ -103,7 +103,7 @@ func (c *groupCount) takeGroups(gs []string) bool {
 // perGroup from one IP group: from the lookup's closest peers (they
 // answered it), then, where the group limit left places, from the other
 // peers heard of (which may not answer: some are gone).
-func (d *DHT) diverse(key kb.ID, n int, closest, heard []peer.ID) []peer.ID {
+func (d *Node) diverse(key kb.ID, n int, closest, heard []peer.ID) []peer.ID {
 	gc := newGroupCount(d.host, perGroup)
 	seen := map[peer.ID]bool{d.host.ID(): true}
 	var out []peer.ID

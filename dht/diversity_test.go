@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/test"
@@ -40,7 +41,7 @@ func TestDiverse(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	d := testNetwork(t, 1, clk)[0].dht
 	ps := d.host.Peerstore()
-	key := kb.ConvertKey(Key("acme/exchange"))
+	key := kb.ConvertKey(record.Key("acme/exchange"))
 	var sybils, honest, local []peer.ID
 	for i := range 12 {
 		p, err := test.RandPeerID()

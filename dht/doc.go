@@ -1,7 +1,8 @@
-// Package dht is the cell namespace on go-libp2p-kad-dht: the signed instance
-// record, the set-valued record store that DHT servers keep for each cell
-// name, the stream protocol that writes and reads those sets, and the publish
-// and find operations built on kad-dht's own closest-peer lookup.
+// Package dht is the cell namespace on go-libp2p-kad-dht: the set-valued
+// record store that DHT servers keep for each cell name, the stream protocol
+// that writes and reads those sets, and the publish and find operations
+// built on kad-dht's own closest-peer lookup. The records themselves, and
+// their checks, are package dht/record.
 //
 // A cell name ("acme/exchange") maps to the DHT key "/cell/acme/exchange".
 // Publishing an instance finds the peers closest to that key and stores the

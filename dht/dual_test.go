@@ -107,7 +107,7 @@ func TestDualSpaces(t *testing.T) {
 		t.Fatalf("stored at %d peers: %+v", st.Stored, st)
 	}
 	for name, f := range map[string]*testNode{"wan": wanFinder, "lan": lanFinder} {
-		recs, _, err := f.dht.Find(ctx, "acme/dual", clk.Now)
+		recs, _, err := f.dht.Find(ctx, "acme/dual", nil, clk.Now)
 		if err != nil {
 			t.Fatalf("%s finder: %v", name, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -97,7 +98,7 @@ func (c *closestCache) put(key string, peers []peer.ID, now time.Time) {
 // still running, as soon as a peer that answered the lookup ranks among
 // the closest seen so far, and stops once agreeQuorum storers agree.
 type gatherer struct {
-	d    *DHT
+	d    *Node
 	req  request
 	key  kb.ID
 	ctx  context.Context // the GETs': the caller's, so that a GET cut off as a straggler still ends (and a dead storer is forgotten, see call) after the gather returns
@@ -114,10 +115,10 @@ type gatherer struct {
 	asked    map[peer.ID]bool
 	holders  []peer.ID // peers that answered with valid records
 	raws     [][]byte
-	seen     map[string]*Record // raw record → the record if valid for this set, else nil
-	seenPeer map[peer.ID]bool   // the instances seen, with a valid record
-	answers  []answer           // near peers' answers with valid records
-	agreers  []peer.ID          // near peers whose answers agree (see tally)
+	seen     map[string]*record.Record // raw record → the record if valid for this set, else nil
+	seenPeer map[peer.ID]bool          // the instances seen, with a valid record
+	answers  []answer                  // near peers' answers with valid records
+	agreers  []peer.ID                 // near peers whose answers agree (see tally)
 	answered int
 	lastAsk  time.Time     // when the last GET was sent
 	slowest  time.Duration // the slowest answer so far, from its ask
@@ -252,13 +253,13 @@ func (g *gatherer) crowded() bool {
 
 // valid returns raw decoded if it is a live record of the set asked for,
 // and nil otherwise.
-func (g *gatherer) valid(raw []byte, now time.Time) *Record {
-	r, err := Verify(raw, g.req.Name, now)
+func (g *gatherer) valid(raw []byte, now time.Time) *record.Record {
+	r, err := record.Verify(raw, g.req.Name, now)
 	if err == nil && g.req.Publisher != nil && !bytes.Equal(r.Publisher(), g.req.Publisher) {
-		err = ErrWrongPublisher
+		err = record.ErrWrongPublisher
 	}
 	if err != nil {
-		g.rejected[Reason(err)]++
+		g.rejected[record.Reason(err)]++
 		return nil
 	}
 	return r
@@ -269,7 +270,7 @@ func (g *gatherer) valid(raw []byte, now time.Time) *Record {
 type ranker struct {
 	self  peer.ID
 	key   kb.ID
-	near  int // see DHT.nearPrefix
+	near  int // see Node.nearPrefix
 	mu    sync.Mutex
 	known map[peer.ID]bool
 	cands []peer.ID // closest first
@@ -386,7 +387,7 @@ type gatherStats struct {
 // (from its recent lookups) or, on a fresh node that has not done enough
 // lookups for one, networkSizeFromTable's. It is -1 (no peer is near
 // enough to stop a find early) while there is neither.
-func (d *DHT) nearPrefix(sp *space) int {
+func (d *Node) nearPrefix(sp *space) int {
 	n, err := sp.kad.NetworkSize()
 	if err != nil || n <= 0 {
 		n = int32(min(d.networkSizeFromTable(sp), math.MaxInt32))
@@ -406,7 +407,7 @@ const minSizeSamples = 4
 // distances gives N (the estimator kad-dht applies to its lookups' results,
 // here on the table a bootstrap's self-lookup filled). It returns 0 with
 // fewer than minSizeSamples peers.
-func (d *DHT) networkSizeFromTable(sp *space) int {
+func (d *Node) networkSizeFromTable(sp *space) int {
 	self := kb.ConvertPeerID(d.host.ID())
 	peers := sp.kad.RoutingTable().NearestPeers(self, d.cfg.BucketSize)
 	if len(peers) < minSizeSamples {
@@ -431,13 +432,13 @@ func (d *DHT) networkSizeFromTable(sp *space) int {
 // within cacheTTL first asks the remembered closest peers and skips the lookup when they agree. Answers
 // count towards agreement only if they hold valid records and come from a
 // peer near the key, so far or lying peers cannot end a find early.
-func (d *DHT) gather(ctx context.Context, sp *space, name string, pub ed25519.PublicKey, now func() time.Time) ([][]byte, gatherStats) {
+func (d *Node) gather(ctx context.Context, sp *space, name string, pub ed25519.PublicKey, now func() time.Time) ([][]byte, gatherStats) {
 	key := setKey(name, pub)
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
 		ctx: ctx, t0: time.Now(), now: now, near: d.nearPrefix(sp), done: make(chan struct{}), news: make(chan struct{}, 1),
-		asked: map[peer.ID]bool{}, seen: map[string]*Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
+		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
 	g.rank = newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {
@@ -534,7 +535,7 @@ func (g *gatherer) wait(ctx context.Context) bool {
 // own routing table, then each lookup responder and the closer peers it
 // names. It returns the lookup's closest peers, or stopped once stop is
 // closed (the lookup is then cancelled).
-func (d *DHT) lookup(ctx context.Context, sp *space, key string, heard func(peer.ID), stop <-chan struct{}) (peers []peer.ID, err error, stopped bool) {
+func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(peer.ID), stop <-chan struct{}) (peers []peer.ID, err error, stopped bool) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, p := range sp.kad.RoutingTable().NearestPeers(kb.ConvertKey(key), askRank) {

@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/internal/footprint"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
+
+	"github.com/cellnode/cellnode/internal/footprint"
 )
 
 func loopbackHost(t testing.TB) host.Host {
@@ -48,7 +49,7 @@ var garbage = map[string]func(w io.Writer){
 		msgio.NewVarintWriter(w).WriteMsg([]byte{0x83, 0x01, 0x02, 0x03}) // [1, 2, 3]
 	},
 	"unknown op": func(w io.Writer) {
-		b, _ := encMode.Marshal(request{Op: 99, Name: "acme/exchange"})
+		b, _ := msgEnc.Marshal(request{Op: 99, Name: "acme/exchange"})
 		msgio.NewVarintWriter(w).WriteMsg(b)
 	},
 }

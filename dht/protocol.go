@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cellnode/cellnode/internal/frame"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/fxamacker/cbor/v2"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
+
+	"github.com/cellnode/cellnode/internal/frame"
 )
 
 // ProtocolID is the stream protocol on which DHT servers store and serve
@@ -24,7 +26,7 @@ const (
 	opPut = 1
 	opGet = 2
 
-	maxRequestSize  = MaxRecordSize + 512
+	maxRequestSize  = record.MaxRecordSize + 512
 	maxResponseSize = 2 << 20
 )
 
@@ -43,7 +45,7 @@ type response struct {
 	// Core (GET) says the storer counts itself among the Replication
 	// peers closest to the key, by its own routing table: it should hold
 	// every record of the set, where a peer a little farther may hold only
-	// those that publishers sent it on their way (see DHT.publishAt).
+	// those that publishers sent it on their way (see Node.publishAt).
 	Core bool `cbor:"3,keyasint,omitempty"`
 }
 
@@ -57,10 +59,14 @@ var msgDec, _ = cbor.DecOptions{
 	MaxNestedLevels:  4,
 }.DecMode()
 
+// msgEnc encodes protocol messages in core deterministic encoding, as the
+// record format does its bodies.
+var msgEnc, _ = cbor.CoreDetEncOptions().EncMode()
+
 // handle serves one request stream. Every stream costs its peer a token of
 // the rate limiter, whatever it carries: a request that cannot be read or
 // decoded is counted ("request_malformed") and limited like any other.
-func (d *DHT) handle(s network.Stream) {
+func (d *Node) handle(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(d.cfg.RequestTimeout))
 	allowed := d.allow(s.Conn().RemotePeer())
@@ -88,7 +94,7 @@ func (d *DHT) handle(s network.Stream) {
 		resp.Error = "malformed request"
 	case req.Op == opPut:
 		d.count.add("put_received", 1)
-		if _, err := ParseName(req.Name); err != nil {
+		if _, err := record.ParseName(req.Name); err != nil {
 			resp.Error = err.Error()
 		} else if err := checkPublisher(req.Publisher); err != nil {
 			resp.Error = err.Error()
@@ -102,14 +108,14 @@ func (d *DHT) handle(s network.Stream) {
 	case req.Op == opGet:
 		d.count.add("get_received", 1)
 		for _, rec := range d.store.GetFor(req.Name, req.Publisher) {
-			resp.Records = append(resp.Records, rec.raw)
+			resp.Records = append(resp.Records, rec.Bytes())
 		}
 		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
 		d.count.add("records_served", uint64(len(resp.Records)))
 	default:
 		resp.Error = fmt.Sprintf("unknown op %d", req.Op)
 	}
-	out, _ := encMode.Marshal(resp)
+	out, _ := msgEnc.Marshal(resp)
 	if err := msgio.NewVarintWriter(s).WriteMsg(out); err != nil {
 		_ = s.Reset()
 	}
@@ -131,7 +137,7 @@ func source(c network.Conn) string {
 // while the caller still waits, is dropped from the routing tables and its
 // connections are closed (a dead QUIC connection otherwise takes every
 // request until it idles out), so the next lookup does not wait on it.
-func (d *DHT) call(parent context.Context, p peer.ID, req request) (*response, error) {
+func (d *Node) call(parent context.Context, p peer.ID, req request) (*response, error) {
 	ctx, cancel := context.WithTimeout(parent, d.cfg.RequestTimeout)
 	defer cancel()
 	resp, err := d.exchange(ctx, p, req)
@@ -143,7 +149,7 @@ func (d *DHT) call(parent context.Context, p peer.ID, req request) (*response, e
 }
 
 // forget drops p from every routing table and closes its connections.
-func (d *DHT) forget(p peer.ID) {
+func (d *Node) forget(p peer.ID) {
 	for _, sp := range d.spaces {
 		sp.kad.RoutingTable().RemovePeer(p)
 	}
@@ -154,7 +160,7 @@ func (d *DHT) forget(p peer.ID) {
 var errMalformedResponse = errors.New("malformed response")
 
 // exchange sends req to p on a new stream and reads the response.
-func (d *DHT) exchange(ctx context.Context, p peer.ID, req request) (*response, error) {
+func (d *Node) exchange(ctx context.Context, p peer.ID, req request) (*response, error) {
 	start := time.Now()
 	s, err := d.host.NewStream(ctx, p, ProtocolID)
 	if err != nil {
@@ -164,7 +170,7 @@ func (d *DHT) exchange(ctx context.Context, p peer.ID, req request) (*response, 
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
-	msg, _ := encMode.Marshal(req)
+	msg, _ := msgEnc.Marshal(req)
 	if err := msgio.NewVarintWriter(s).WriteMsg(msg); err != nil {
 		_ = s.Reset()
 		return nil, err
@@ -197,8 +203,6 @@ type RemoteError struct {
 
 func (e *RemoteError) Error() string { return fmt.Sprintf("peer %s: %s", e.Peer, e.Msg) }
 
-var errNoStore = errors.New("dht: no peer stored the record")
-
 func checkPublisher(p []byte) error {
 	if p != nil && len(p) != 32 {
 		return fmt.Errorf("publisher key of %d bytes", len(p))
@@ -213,7 +217,7 @@ func checkPublisher(p []byte) error {
 // A storer takes a set only within 2×Replication (so that a planted record
 // does not reach peers a finder asks on its way to the key), and says it
 // is a core storer within Replication.
-func (d *DHT) among(name string, publisher []byte, n int) bool {
+func (d *Node) among(name string, publisher []byte, n int) bool {
 	key := setKey(name, publisher)
 	want := n
 	target := kb.ConvertKey(key)

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 // A republish sends the record to the storers that took the previous one,
@@ -32,14 +34,14 @@ func TestRepublishReusesStorers(t *testing.T) {
 	if again.Sent > first.Closest || again.Stored != again.Sent {
 		t.Fatalf("republish sent to %d peers (first publish: %d closest): %+v", again.Sent, first.Closest, again)
 	}
-	recs, _, err := finder.dht.Find(ctx, "acme/re", clk.Now)
+	recs, _, err := finder.dht.Find(ctx, "acme/re", nil, clk.Now)
 	if err != nil || len(recs) != 1 || recs[0].Seq != 2 {
 		t.Fatalf("find after the republish: %v, %v", err, recs)
 	}
 
 	// One remembered storer leaves: the next publish looks up again.
 	var gone *testNode
-	remembered := pub.dht.spaces[0].storers.get(Key("acme/re"), time.Now())
+	remembered := pub.dht.spaces[0].storers.get(record.Key("acme/re"), time.Now())
 	for _, n := range nodes {
 		if n != pub && n != finder && slices.Contains(remembered, n.host.ID()) {
 			gone = n
@@ -58,7 +60,7 @@ func TestRepublishReusesStorers(t *testing.T) {
 	if pub.dht.Counters()["publish_reused"] != before+1 {
 		t.Fatal("publish reused a storer set with a storer gone")
 	}
-	recs, _, err = finder.dht.Find(ctx, "acme/re", clk.Now)
+	recs, _, err = finder.dht.Find(ctx, "acme/re", nil, clk.Now)
 	if err != nil || len(recs) != 1 || recs[0].Seq != 3 {
 		t.Fatalf("find after a storer left: %v, %v", err, recs)
 	}
@@ -77,7 +79,7 @@ func TestWithdrawalReachesEveryHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Add(time.Second)
-	w, err := Sign(pub.priv, Record{Name: "acme/gone", PublicKey: pub.priv.Public().(ed25519.PublicKey), Seq: 2,
+	w, err := record.Sign(pub.priv, record.Record{Name: "acme/gone", PublicKey: pub.priv.Public().(ed25519.PublicKey), Seq: 2,
 		Issued: clk.Now(), Expires: clk.Now().Add(time.Minute), Withdrawn: true})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -52,9 +53,9 @@ type Store struct {
 	cfg StoreConfig
 
 	mu     sync.Mutex
-	byName map[string]map[peer.ID]*Record
-	bytes  int                // encoded size of the records held
-	srcOf  map[*Record]string // who sent each record held (PutFrom)
+	byName map[string]map[peer.ID]*record.Record
+	bytes  int                       // encoded size of the records held
+	srcOf  map[*record.Record]string // who sent each record held (PutFrom)
 	bySrc  map[string]usage
 	lastGC time.Time // of a GC for a source over its quota
 	count  Counters
@@ -81,12 +82,12 @@ func NewStore(cfg StoreConfig) *Store {
 		cfg.MaxPerSource = max(1, cfg.MaxNames/16)
 	}
 	if cfg.MaxBytesPerSource <= 0 {
-		cfg.MaxBytesPerSource = max(MaxRecordSize, cfg.MaxBytes/16)
+		cfg.MaxBytesPerSource = max(record.MaxRecordSize, cfg.MaxBytes/16)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Store{cfg: cfg, byName: make(map[string]map[peer.ID]*Record), srcOf: map[*Record]string{}, bySrc: map[string]usage{}, count: newCounters()}
+	return &Store{cfg: cfg, byName: make(map[string]map[peer.ID]*record.Record), srcOf: map[*record.Record]string{}, bySrc: map[string]usage{}, count: newCounters()}
 }
 
 // bucket names the set a record is kept in: the cell name's set, or the
@@ -102,12 +103,12 @@ func bucket(name string, publisher ed25519.PublicKey) string {
 // replacing the node's older record. A record whose sequence number is not
 // above the held one is rejected with ErrStale, unless it is the identical
 // record. Every rejection is counted under its Reason.
-func (s *Store) Put(name string, raw []byte) (*Record, error) { return s.PutFor(name, nil, raw) }
+func (s *Store) Put(name string, raw []byte) (*record.Record, error) { return s.PutFor(name, nil, raw) }
 
 // PutFor is Put into the set of the publisher's records for name; the
 // record must be delegated by publisher (ErrWrongPublisher). A nil
 // publisher means the name's set, which takes any valid record.
-func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*Record, error) {
+func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*record.Record, error) {
 	return s.PutFrom("", name, publisher, raw)
 }
 
@@ -115,11 +116,11 @@ func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*R
 // peer that sent it, or the peer itself (see DHT), "" for this node's own
 // records. The records a source holds, and their bytes, are bounded by
 // MaxPerSource and MaxBytesPerSource (ErrFull); "" is not bounded.
-func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []byte) (*Record, error) {
+func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []byte) (*record.Record, error) {
 	now := s.cfg.Now()
-	r, err := Verify(raw, name, now)
+	r, err := record.Verify(raw, name, now)
 	if err == nil && publisher != nil && !bytes.Equal(r.Publisher(), publisher) {
-		err = ErrWrongPublisher
+		err = record.ErrWrongPublisher
 	}
 	if err != nil {
 		s.count.reject(err)
@@ -130,11 +131,11 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 	name = bucket(name, publisher)
 	set := s.byName[name]
 	if old, ok := set[r.Peer]; ok {
-		if old.Seq == r.Seq && string(old.raw) == string(r.raw) {
+		if old.Seq == r.Seq && string(old.Bytes()) == string(r.Bytes()) {
 			return old, nil
 		}
 		if old.Seq >= r.Seq {
-			err := fmt.Errorf("%w: seq %d, holding %d", ErrStale, r.Seq, old.Seq)
+			err := fmt.Errorf("%w: seq %d, holding %d", record.ErrStale, r.Seq, old.Seq)
 			s.count.reject(err)
 			return nil, err
 		}
@@ -161,7 +162,7 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 				return nil, fmt.Errorf("%w: %d names", ErrFull, len(s.byName))
 			}
 		}
-		set = make(map[peer.ID]*Record)
+		set = make(map[peer.ID]*record.Record)
 		s.byName[name] = set
 	}
 	old, replacing := set[r.Peer]
@@ -178,9 +179,9 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 			return nil, fmt.Errorf("%w: publisher holds %d records for %s", ErrFull, s.cfg.MaxPerPublisher, name)
 		}
 	}
-	grow := len(r.raw)
+	grow := len(r.Bytes())
 	if replacing {
-		grow -= len(old.raw)
+		grow -= len(old.Bytes())
 	}
 	if s.bytes+grow > s.cfg.MaxBytes {
 		s.bytes -= s.gcLocked(now)
@@ -198,7 +199,7 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 		s.srcOf[r] = source
 		u := s.bySrc[source]
 		u.records++
-		u.bytes += len(r.raw)
+		u.bytes += len(r.Bytes())
 		s.bySrc[source] = u
 	}
 	s.count.add("stored", 1)
@@ -206,17 +207,17 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 }
 
 // roomFor reports whether source may hold r, replacing old (nil if none).
-func (s *Store) roomFor(source string, old, r *Record) bool {
+func (s *Store) roomFor(source string, old, r *record.Record) bool {
 	u := s.bySrc[source]
 	if old != nil && s.srcOf[old] == source {
 		u.records--
-		u.bytes -= len(old.raw)
+		u.bytes -= len(old.Bytes())
 	}
-	return u.records+1 <= s.cfg.MaxPerSource && u.bytes+len(r.raw) <= s.cfg.MaxBytesPerSource
+	return u.records+1 <= s.cfg.MaxPerSource && u.bytes+len(r.Bytes()) <= s.cfg.MaxBytesPerSource
 }
 
 // release forgets r's charge to the source that sent it, if any.
-func (s *Store) release(r *Record) {
+func (s *Store) release(r *record.Record) {
 	src, ok := s.srcOf[r]
 	if !ok {
 		return
@@ -224,7 +225,7 @@ func (s *Store) release(r *Record) {
 	delete(s.srcOf, r)
 	u := s.bySrc[src]
 	u.records--
-	u.bytes -= len(r.raw)
+	u.bytes -= len(r.Bytes())
 	if u.records <= 0 {
 		delete(s.bySrc, src)
 	} else {
@@ -235,21 +236,21 @@ func (s *Store) release(r *Record) {
 // Get returns the live records of name's set, withdrawals included,
 // ordered by peer ID. Each is checked against the clock again before it is
 // returned; expired ones are dropped and counted.
-func (s *Store) Get(name string) []*Record { return s.GetFor(name, nil) }
+func (s *Store) Get(name string) []*record.Record { return s.GetFor(name, nil) }
 
 // GetFor is Get for the set of the publisher's records for name.
-func (s *Store) GetFor(name string, publisher ed25519.PublicKey) []*Record {
+func (s *Store) GetFor(name string, publisher ed25519.PublicKey) []*record.Record {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	name = bucket(name, publisher)
 	set := s.byName[name]
-	out := make([]*Record, 0, len(set))
+	out := make([]*record.Record, 0, len(set))
 	for id, r := range set {
 		if err := r.Check(now); err != nil {
 			delete(set, id)
 			s.release(r)
-			s.bytes -= len(r.raw)
+			s.bytes -= len(r.Bytes())
 			s.count.add("expired_at_serve", 1)
 			continue
 		}
@@ -285,19 +286,19 @@ func (s *Store) gcLocked(now time.Time) int {
 }
 
 // pruneSet drops the expired records of set and returns the bytes freed.
-func (s *Store) pruneSet(set map[peer.ID]*Record, now time.Time) int {
+func (s *Store) pruneSet(set map[peer.ID]*record.Record, now time.Time) int {
 	freed := 0
 	for id, r := range set {
 		if r.Check(now) != nil {
 			delete(set, id)
 			s.release(r)
-			freed += len(r.raw)
+			freed += len(r.Bytes())
 		}
 	}
 	return freed
 }
 
-func (s *Store) countPublisher(set map[peer.ID]*Record, pub ed25519.PublicKey) int {
+func (s *Store) countPublisher(set map[peer.ID]*record.Record, pub ed25519.PublicKey) int {
 	n := 0
 	for _, r := range set {
 		if pub.Equal(r.Publisher()) {
@@ -344,7 +345,7 @@ func (c Counters) add(label string, n uint64) {
 }
 
 func (c Counters) reject(err error) {
-	label := Reason(err)
+	label := record.Reason(err)
 	if errors.Is(err, ErrFull) {
 		label = "full"
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 func TestStoreQuotas(t *testing.T) {
@@ -53,7 +55,7 @@ func TestStoreQuotas(t *testing.T) {
 			t.Fatalf("Bytes = %d, want %d", s.Bytes(), 2*one)
 		}
 		clk.Add(2 * time.Minute) // everything expires: room again
-		if _, err := s.Put("acme/exchange", mustSign(t, testKey(90), Record{Name: "acme/exchange",
+		if _, err := s.Put("acme/exchange", mustSign(t, testKey(90), record.Record{Name: "acme/exchange",
 			PublicKey: testKey(90).Public().(ed25519.PublicKey), Endpoints: []string{"h:1"}, Seq: 1,
 			Issued: clk.Now(), Expires: clk.Now().Add(time.Minute)})); err != nil {
 			t.Fatalf("after expiry: %v", err)
@@ -69,7 +71,7 @@ func TestStoreQuotas(t *testing.T) {
 		s := NewStore(StoreConfig{MaxNames: 1, Now: clk.Now})
 		k := testKey(91)
 		mk := func(name string) []byte {
-			return mustSign(t, k, Record{Name: name, PublicKey: k.Public().(ed25519.PublicKey), Endpoints: []string{"h:1"},
+			return mustSign(t, k, record.Record{Name: name, PublicKey: k.Public().(ed25519.PublicKey), Endpoints: []string{"h:1"},
 				Seq: 1, Issued: clk.Now(), Expires: clk.Now().Add(time.Minute)})
 		}
 		if _, err := s.Put("acme/a", mk("acme/a")); err != nil {
@@ -105,7 +107,7 @@ func TestStoreSourceQuota(t *testing.T) {
 	clk := &clock{t: t0.Add(time.Second)}
 	mk := func(i int, name string, seq uint64) []byte {
 		k := testKey(byte(100 + i))
-		return mustSign(t, k, Record{Name: name, PublicKey: k.Public().(ed25519.PublicKey), Endpoints: []string{"h:1"},
+		return mustSign(t, k, record.Record{Name: name, PublicKey: k.Public().(ed25519.PublicKey), Endpoints: []string{"h:1"},
 			Seq: seq, Issued: clk.Now(), Expires: clk.Now().Add(time.Minute)})
 	}
 	s := NewStore(StoreConfig{MaxPerSource: 2, Now: clk.Now})

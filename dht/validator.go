@@ -5,7 +5,8 @@ import (
 	"strings"
 	"time"
 
-	record "github.com/libp2p/go-libp2p-record"
+	"github.com/cellnode/cellnode/dht/record"
+	p2precord "github.com/libp2p/go-libp2p-record"
 )
 
 // Validator is the kad-dht record validator of the "cell" namespace. It
@@ -19,38 +20,38 @@ type Validator struct {
 	Now func() time.Time
 }
 
-var _ record.Validator = Validator{}
+var _ p2precord.Validator = Validator{}
 
 // ValueKey is the kad-dht value key of one instance: the cell name's key
 // followed by the peer ID.
-func ValueKey(r *Record) string { return Key(r.Name) + "/" + r.Peer.String() }
+func ValueKey(r *record.Record) string { return record.Key(r.Name) + "/" + r.Peer.String() }
 
-// Validate implements record.Validator.
+// Validate implements p2precord.Validator.
 func (v Validator) Validate(key string, value []byte) error {
-	rest, ok := strings.CutPrefix(key, KeyPrefix)
+	rest, ok := strings.CutPrefix(key, record.KeyPrefix)
 	i := strings.LastIndexByte(rest, '/')
 	if !ok || i < 0 {
-		return fmt.Errorf("%w: key %q is not /cell/<org>/<name>/<peer>", ErrWrongName, key)
+		return fmt.Errorf("%w: key %q is not /cell/<org>/<name>/<peer>", record.ErrWrongName, key)
 	}
 	now := time.Now
 	if v.Now != nil {
 		now = v.Now
 	}
-	r, err := Verify(value, rest[:i], now())
+	r, err := record.Verify(value, rest[:i], now())
 	if err != nil {
 		return err
 	}
 	if r.Peer.String() != rest[i+1:] {
-		return fmt.Errorf("%w: key names peer %s, record is from %s", ErrPeerMismatch, rest[i+1:], r.Peer)
+		return fmt.Errorf("%w: key names peer %s, record is from %s", record.ErrPeerMismatch, rest[i+1:], r.Peer)
 	}
 	return nil
 }
 
-// Select implements record.Validator.
+// Select implements p2precord.Validator.
 func (v Validator) Select(key string, values [][]byte) (int, error) {
 	best, bestSeq := -1, uint64(0)
 	for i, b := range values {
-		r, err := Decode(b)
+		r, err := record.Decode(b)
 		if err != nil {
 			continue
 		}

@@ -1,5 +1,9 @@
 // Package manifest reads and validates a cell's manifest, Cell.json, and
-// names the git commit that holds it.
+// names the git commit that holds it (CIDOf, HashOf, ParseCID), with the
+// rules for cell names, publisher keys, git URLs and tags that the other
+// manifest packages share. It does no networking and opens no repository:
+// moving git objects is package manifest/gitobj, Cell.toml and Cell.lock
+// are package manifest/project.
 //
 // A cell is a service named "org/name". Its manifest lives at the root of
 // the cell's directory in a git repository and is addressed by the CID of
@@ -265,18 +269,19 @@ func kindName(t reflect.Type) string {
 	return t.String()
 }
 
-const nameRule = "(want org/name, lower-case letters, digits, '-' and '.')"
+// NameRule describes a valid cell name, for error messages.
+const NameRule = "(want org/name, lower-case letters, digits, '-' and '.')"
 
 // validate checks the field values of a decoded manifest.
 func (m *Manifest) validate() error {
 	if m.Name == "" {
-		return fmt.Errorf("name: missing %s", nameRule)
+		return fmt.Errorf("name: missing %s", NameRule)
 	}
-	if err := checkName(m.Name); err != nil {
-		return fmt.Errorf("name %q: %w %s", m.Name, err, nameRule)
+	if err := CheckName(m.Name); err != nil {
+		return fmt.Errorf("name %q: %w %s", m.Name, err, NameRule)
 	}
 	if m.Fingerprint != "" {
-		if err := checkFingerprint(m.Fingerprint); err != nil {
+		if err := CheckFingerprint(m.Fingerprint); err != nil {
 			return fmt.Errorf("fingerprint %q: %w (want up to 16 hex digits, optionally prefixed by 0x)", m.Fingerprint, err)
 		}
 	}
@@ -284,7 +289,7 @@ func (m *Manifest) validate() error {
 		return fmt.Errorf("publishers: %d keys, at most %d", len(m.Publishers), MaxPublishers)
 	}
 	for i, p := range m.Publishers {
-		if err := checkPublicKey(p); err != nil {
+		if err := CheckPublicKey(p); err != nil {
 			return fmt.Errorf("publishers[%d] %q: %w (want a 32-byte ed25519 public key in hex or standard base64)", i, p, err)
 		}
 	}
@@ -304,7 +309,8 @@ func (m *Manifest) validate() error {
 	return nil
 }
 
-func checkName(name string) error {
+// CheckName checks a cell name ("org/name") against NameRule.
+func CheckName(name string) error {
 	org, rest, ok := strings.Cut(name, "/")
 	if !ok {
 		return errors.New("missing '/'")
@@ -330,7 +336,8 @@ func checkName(name string) error {
 	return nil
 }
 
-func checkFingerprint(s string) error {
+// CheckFingerprint accepts up to 16 hex digits, optionally prefixed by 0x.
+func CheckFingerprint(s string) error {
 	digits := strings.TrimPrefix(s, "0x")
 	switch {
 	case digits == "":
@@ -354,9 +361,9 @@ func isHex(s string) bool {
 	return true
 }
 
-// checkPublicKey accepts 64 hex digits or canonical padded standard base64
+// CheckPublicKey accepts 64 hex digits or canonical padded standard base64
 // of 32 bytes.
-func checkPublicKey(s string) error {
+func CheckPublicKey(s string) error {
 	if len(s) == 2*32 {
 		if !isHex(s) {
 			return errors.New("not hex")

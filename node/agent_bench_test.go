@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 )
@@ -117,7 +118,7 @@ func BenchmarkAgentWatch(b *testing.B) {
 			}
 			freeze(n, an)
 			_ = os.Remove(localPath(n.cfg.RuntimeDir, n.ID().String(), name))
-			dead := an.Status().LastPublish.Add(ann.Lifetime + dht.MaxSkew)
+			dead := an.Status().LastPublish.Add(ann.Lifetime + record.MaxSkew)
 			res, at = watchUntil(b, cl, name, res.Index, func(r *WatchResult) bool { return !has(r, n.ID()) })
 			expired = append(expired, at.Sub(dead))
 		}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/miekg/dns"
 )
 
@@ -276,7 +276,7 @@ func TestAgentWatchExpiry(t *testing.T) {
 		}
 		done <- res
 	}()
-	clk.Add(dht.MaxLifetime + dht.MaxSkew + time.Millisecond)
+	clk.Add(record.MaxLifetime + record.MaxSkew + time.Millisecond)
 	if res := <-done; res == nil || len(res.Instances) != 0 {
 		t.Fatalf("after expiry: %+v", res)
 	}

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 // rawAPI sends one request to a unix socket (or http://addr) and returns
@@ -72,7 +72,7 @@ func tryAPI(addr, method, path, body string, hdr ...string) (int, string, error)
 func delegation(t testing.TB, name string, node ed25519.PublicKey, notAfter time.Time) (string, ed25519.PublicKey) {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(nil)
-	d, err := dht.SignDelegation(priv, dht.Delegation{Name: name, Node: node, Issued: time.Now().Add(-time.Hour), NotAfter: notAfter})
+	d, err := record.SignDelegation(priv, record.Delegation{Name: name, Node: node, Issued: time.Now().Add(-time.Hour), NotAfter: notAfter})
 	if err != nil {
 		t.Fatal(err)
 	}

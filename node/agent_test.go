@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/miekg/dns"
 )
@@ -132,7 +133,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if in.Peer != other.ID().String() || !in.Reachable || w.Index == 0 {
 		t.Fatalf("watched instance: %+v", w)
 	}
-	r, err := dht.Verify(in.Record, "acme/exchange", time.Now())
+	r, err := record.Verify(in.Record, "acme/exchange", time.Now())
 	if err != nil || r.Peer != other.ID() || r.Seq != in.Seq {
 		t.Fatalf("the watch's record does not verify as the instance: %v", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/dht"
 	"github.com/ipfs/go-cid"
 )
@@ -24,8 +26,8 @@ type Announcement struct {
 	Region   string  // optional
 	Manifest cid.Cid // optional manifest commit CID
 	// Delegation, when not nil, ties the records to a publisher key (see
-	// dht.Delegation); nil publishes open records. SetDelegation replaces it.
-	Delegation *dht.Delegation
+	// record.Delegation); nil publishes open records. SetDelegation replaces it.
+	Delegation *record.Delegation
 
 	CheckInterval time.Duration // health check period; 0 means 2 s
 	Republish     time.Duration // republish period while healthy; 0 means 20 s
@@ -125,14 +127,14 @@ type Announcer struct {
 // the network holds and republishes. Announce returns ErrClosed once the
 // node's Close has begun.
 func (n *Node) Announce(a Announcement) (*Announcer, error) {
-	if _, err := dht.ParseName(a.Name); err != nil {
+	if _, err := record.ParseName(a.Name); err != nil {
 		return nil, err
 	}
 	ep, err := ParseEndpoint(a.Endpoint)
 	if err != nil {
 		return nil, err
 	}
-	if err := dht.CheckRegion(a.Region); err != nil {
+	if err := record.CheckRegion(a.Region); err != nil {
 		return nil, fmt.Errorf("node: announce %s: %w", a.Name, err)
 	}
 	if a.CheckInterval <= 0 {
@@ -141,8 +143,8 @@ func (n *Node) Announce(a Announcement) (*Announcer, error) {
 	if a.Republish <= 0 {
 		a.Republish = 20 * time.Second
 	}
-	if a.Lifetime <= 0 || a.Lifetime > dht.MaxLifetime {
-		a.Lifetime = dht.MaxLifetime
+	if a.Lifetime <= 0 || a.Lifetime > record.MaxLifetime {
+		a.Lifetime = record.MaxLifetime
 	}
 	if a.Delegation != nil {
 		if err := a.Delegation.CheckFor(a.Name, n.priv.Public().(ed25519.PublicKey), n.now()); err != nil {
@@ -196,7 +198,7 @@ func (n *Node) Leave(ctx context.Context) error {
 // SetDelegation replaces the delegation used from the next publish on, for
 // example when the operator installs a renewed one. It must cover the cell
 // and this node's key.
-func (an *Announcer) SetDelegation(d *dht.Delegation) error {
+func (an *Announcer) SetDelegation(d *record.Delegation) error {
 	if err := d.CheckFor(an.a.Name, an.n.priv.Public().(ed25519.PublicKey), an.n.now()); err != nil {
 		return err
 	}
@@ -401,7 +403,7 @@ func (an *Announcer) mayBeLive() bool {
 }
 
 // sign makes the next record of the announcement.
-func (an *Announcer) sign(withdrawn bool) (*dht.Record, []string, error) {
+func (an *Announcer) sign(withdrawn bool) (*record.Record, []string, error) {
 	seq, warn, err := an.n.seq.take(withdrawn)
 	if err != nil {
 		return nil, nil, err
@@ -418,7 +420,7 @@ func (an *Announcer) sign(withdrawn bool) (*dht.Record, []string, error) {
 			return nil, nil, fmt.Errorf("not publishing: %w (install a renewed delegation)", err)
 		}
 	}
-	r := dht.Record{
+	r := record.Record{
 		Name: an.a.Name, PublicKey: an.n.priv.Public().(ed25519.PublicKey),
 		Region: an.a.Region, Manifest: an.a.Manifest, Seq: seq,
 		Issued: now, Expires: now.Add(an.a.Lifetime), Withdrawn: withdrawn,
@@ -429,12 +431,12 @@ func (an *Announcer) sign(withdrawn bool) (*dht.Record, []string, error) {
 		eps = an.ep.expand(an.n.host.Addrs())
 		r.Endpoints = eps
 	}
-	s, err := dht.Sign(an.n.priv, r)
+	s, err := record.Sign(an.n.priv, r)
 	return s, eps, err
 }
 
 // publishRecord stores r in the DHT (or through the test seam).
-func (n *Node) publishRecord(ctx context.Context, r *dht.Record) (dht.PublishStats, error) {
+func (n *Node) publishRecord(ctx context.Context, r *record.Record) (dht.PublishStats, error) {
 	if n.publishHook != nil {
 		return n.publishHook(ctx, r)
 	}
@@ -472,7 +474,7 @@ func (an *Announcer) publish(ctx context.Context) {
 		an.n.log.Warn("could not register cell locally", "cell", an.a.Name, "err", err)
 	}
 	an.mu.Lock()
-	an.live = r.Expires.Add(dht.MaxSkew) // from now on the record may be out there
+	an.live = r.Expires.Add(record.MaxSkew) // from now on the record may be out there
 	an.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	st, err := an.n.publishRecord(pctx, r)
@@ -549,7 +551,7 @@ func (an *Announcer) skipPast(held, ours uint64) {
 // storer's refusal as stale says which number it holds, but only a record
 // signed by this node's key is believed: a lying storer must not push the
 // sequence to its end.
-func (an *Announcer) heldSeq(ctx context.Context, r *dht.Record, st dht.PublishStats, err error) uint64 {
+func (an *Announcer) heldSeq(ctx context.Context, r *record.Record, st dht.PublishStats, err error) uint64 {
 	if _, ok := staleRefusal(err); !ok && st.Sent == 0 {
 		return 0 // nobody was sent the record, so nobody refused it
 	}
@@ -561,7 +563,7 @@ func (an *Announcer) heldSeq(ctx context.Context, r *dht.Record, st dht.PublishS
 	}
 	var held uint64
 	for _, raw := range raws {
-		rec, err := dht.Decode(raw)
+		rec, err := record.Decode(raw)
 		if err == nil && rec.Peer == an.n.ID() && rec.Name == r.Name && rec.Seq > r.Seq {
 			held = max(held, rec.Seq)
 		}
@@ -573,7 +575,7 @@ func (an *Announcer) heldSeq(ctx context.Context, r *dht.Record, st dht.PublishS
 // stale, and the sequence number the storer says it holds.
 func staleRefusal(err error) (uint64, bool) {
 	var re *dht.RemoteError
-	if !errors.As(err, &re) || !strings.Contains(re.Msg, dht.ErrStale.Error()) {
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, record.ErrStale.Error()) {
 		return 0, false
 	}
 	_, after, ok := strings.Cut(re.Msg, "holding ")
@@ -592,7 +594,7 @@ func (an *Announcer) withdraw(ctx context.Context, retry bool) error {
 	an.n.unregisterLocal(an.a.Name)
 	var st dht.PublishStats
 	var err error
-	var r *dht.Record
+	var r *record.Record
 	for attempt := 0; attempt < 2; attempt++ {
 		if r, _, err = an.sign(true); err != nil {
 			an.fail(err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -50,7 +51,7 @@ func (l *logRecorder) count(level slog.Level, msg string) int {
 }
 
 // remoteRecord returns the record of peer p for name held by n's store.
-func remoteRecord(n *Node, name string, p peer.ID) *dht.Record {
+func remoteRecord(n *Node, name string, p peer.ID) *record.Record {
 	for _, r := range n.DHT().Store().Get(name) {
 		if r.Peer == p {
 			return r
@@ -64,7 +65,7 @@ func remoteRecord(n *Node, name string, p peer.ID) *dht.Record {
 // until its context ends, and sends that context's error to ended, if not
 // nil. Withdrawals go through at once.
 func slowPublish(n *Node, ended chan<- error) {
-	n.publishHook = func(ctx context.Context, r *dht.Record) (dht.PublishStats, error) {
+	n.publishHook = func(ctx context.Context, r *record.Record) (dht.PublishStats, error) {
 		st, err := n.dht.Publish(ctx, r)
 		if r.Withdrawn {
 			return st, err
@@ -314,7 +315,7 @@ func TestLeaveWithdrawsInParallel(t *testing.T) {
 	const cells = 4
 	var started atomic.Int32
 	all := make(chan struct{})
-	n.publishHook = func(ctx context.Context, r *dht.Record) (dht.PublishStats, error) {
+	n.publishHook = func(ctx context.Context, r *record.Record) (dht.PublishStats, error) {
 		if r.Withdrawn {
 			if started.Add(1) == cells {
 				close(all)
@@ -373,7 +374,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	inWithdrawal := make(chan struct{})
 	release := make(chan struct{})
 	var once sync.Once
-	n.publishHook = func(ctx context.Context, r *dht.Record) (dht.PublishStats, error) {
+	n.publishHook = func(ctx context.Context, r *record.Record) (dht.PublishStats, error) {
 		if r.Withdrawn {
 			once.Do(func() { close(inWithdrawal) })
 			<-release
@@ -430,10 +431,10 @@ func TestStaleRefusal(t *testing.T) {
 		held uint64
 		ok   bool
 	}{
-		{"refusal", fmt.Errorf("dht: publish: %w", &dht.RemoteError{Msg: fmt.Errorf("%w: seq 5, holding 9", dht.ErrStale).Error()}), 9, true},
-		{"no number", &dht.RemoteError{Msg: dht.ErrStale.Error()}, 0, true},
+		{"refusal", fmt.Errorf("dht: publish: %w", &dht.RemoteError{Msg: fmt.Errorf("%w: seq 5, holding 9", record.ErrStale).Error()}), 9, true},
+		{"no number", &dht.RemoteError{Msg: record.ErrStale.Error()}, 0, true},
 		{"other refusal", &dht.RemoteError{Msg: "rate limited"}, 0, false},
-		{"local", fmt.Errorf("%w: seq 5, holding 9", dht.ErrStale), 0, false},
+		{"local", fmt.Errorf("%w: seq 5, holding 9", record.ErrStale), 0, false},
 		{"nil", nil, 0, false},
 	} {
 		held, ok := staleRefusal(tc.err)
@@ -452,10 +453,10 @@ func TestAnnounceRegion(t *testing.T) {
 	for _, tc := range []struct{ region, want string }{
 		{"zürich", "printable ASCII only"},
 		{"eu\nwest", "printable ASCII only"},
-		{strings.Repeat("r", dht.MaxRegionLen+1), "limit"},
+		{strings.Repeat("r", record.MaxRegionLen+1), "limit"},
 	} {
 		_, err := n.Announce(Announcement{Name: "acme/region", Endpoint: ep, Region: tc.region})
-		if err == nil || !errors.Is(err, dht.ErrMalformed) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "region") {
+		if err == nil || !errors.Is(err, record.ErrMalformed) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "region") {
 			t.Errorf("region %q: %v, want an error with %q", tc.region, err, tc.want)
 		}
 	}

@@ -16,7 +16,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -106,7 +107,7 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 		}
 		var opts FindOptions
 		for _, k := range r.URL.Query()["publisher"] {
-			pub, err := dht.ParsePublicKey(k)
+			pub, err := record.ParsePublicKey(k)
 			if err != nil {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 				return
@@ -364,7 +365,7 @@ func (n *Node) FindSigned(ctx context.Context, name string, opts FindOptions) (*
 
 // VerifyReply checks a reply that came from another process against the
 // records it carries, at now, and returns what holds: each record must
-// verify as a live record of name (dht.Verify) and not be a withdrawal,
+// verify as a live record of name (record.Verify) and not be a withdrawal,
 // one per peer; when opts pins publishers, an instance is trusted only if
 // its record is delegated by one of them, and untrusted ones are kept
 // (marked) only with opts.All. Every field of a kept instance is taken from
@@ -379,13 +380,13 @@ func VerifyReply(reply *FindReply, name string, opts FindOptions, now time.Time)
 	}
 	seen := map[string]bool{}
 	for _, in := range reply.Instances {
-		r, err := dht.Verify(in.Record, name, now)
+		r, err := record.Verify(in.Record, name, now)
 		switch {
 		case len(in.Record) == 0:
 			drop(in.Peer, "no signed record")
 			continue
 		case err != nil:
-			drop(in.Peer, fmt.Sprintf("record refused (%s): %v", dht.Reason(err), err))
+			drop(in.Peer, fmt.Sprintf("record refused (%s): %v", record.Reason(err), err))
 			continue
 		case r.Peer.String() != in.Peer:
 			drop(in.Peer, "the record is from peer "+r.Peer.String())

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 // APIEnv names the environment variable that gives the agent's shared API
@@ -66,7 +66,7 @@ func (a *Agent) routes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/cells/{org}/{name}", a.timed(a.handleRegister))
 	mux.HandleFunc("DELETE /v1/cells/{org}/{name}", a.timed(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("org") + "/" + r.PathValue("name")
-		if _, err := dht.ParseName(name); err != nil {
+		if _, err := record.ParseName(name); err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
@@ -196,7 +196,7 @@ func (a *Agent) handleWatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	name := q.Get("name")
-	if _, err := dht.ParseName(name); err != nil {
+	if _, err := record.ParseName(name); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("node: watch: %w", err))
 		return
 	}
@@ -222,7 +222,7 @@ func (a *Agent) handleWatch(w http.ResponseWriter, r *http.Request) {
 	if pubs := q["publisher"]; len(pubs) > 0 {
 		t = trust{}
 		for _, k := range pubs {
-			pub, err := dht.ParsePublicKey(k)
+			pub, err := record.ParsePublicKey(k)
 			if err != nil {
 				writeError(w, http.StatusBadRequest, fmt.Errorf("node: watch: publisher: %w", err))
 				return

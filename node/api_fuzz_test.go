@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
@@ -85,7 +86,7 @@ func FuzzAPIRequest(f *testing.F) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := dht.ParseName(res.Name); err != nil {
+			if _, err := record.ParseName(res.Name); err != nil {
 				t.Fatalf("answered a find for the invalid name %q", res.Name)
 			}
 		}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 // crashedEndpoint is a black hole on this machine's test network
@@ -25,8 +25,8 @@ func BenchmarkFindCrashed(b *testing.B) {
 	bn := newBenchNet(b)
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	now := time.Now()
-	r, err := dht.Sign(key, dht.Record{Name: benchCell, PublicKey: key.Public().(ed25519.PublicKey),
-		Endpoints: []string{crashedEndpoint}, Seq: 1, Issued: now, Expires: now.Add(dht.MaxLifetime)})
+	r, err := record.Sign(key, record.Record{Name: benchCell, PublicKey: key.Public().(ed25519.PublicKey),
+		Endpoints: []string{crashedEndpoint}, Seq: 1, Issued: now, Expires: now.Add(record.MaxLifetime)})
 	if err != nil {
 		b.Fatal(err)
 	}

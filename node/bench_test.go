@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -164,7 +165,7 @@ func BenchmarkFind(b *testing.B) {
 	})
 }
 
-// BenchmarkDHTFind is the DHT part of a find alone (dht.DHT.Find: lookup,
+// BenchmarkDHTFind is the DHT part of a find alone (dht.Node.Find: lookup,
 // GETs, verification, merge; no endpoint pings), with the closest-peer
 // lookup reported on its own.
 func BenchmarkDHTFind(b *testing.B) {
@@ -178,7 +179,7 @@ func BenchmarkDHTFind(b *testing.B) {
 			f := bn.finders[i%len(bn.finders)]
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			start := time.Now()
-			recs, st, err := f.DHT().Find(ctx, benchCell, nil)
+			recs, st, err := f.DHT().Find(ctx, benchCell, nil, nil)
 			lat = append(lat, time.Since(start))
 			cancel()
 			if err != nil {
@@ -197,7 +198,7 @@ func BenchmarkDHTFind(b *testing.B) {
 }
 
 // BenchmarkAnnounce is one publish of a freshly signed record
-// (dht.DHT.Publish: closest-peer lookup, then a PUT to each of the closest
+// (dht.Node.Publish: closest-peer lookup, then a PUT to each of the closest
 // peers, each of which verifies the record before storing it). Publishers
 // rotate over the non-announcing nodes. ns/op includes signing (about
 // 30 µs); the percentiles time Publish only.
@@ -212,9 +213,9 @@ func BenchmarkAnnounce(b *testing.B) {
 			p := bn.finders[i%len(bn.finders)]
 			seq++
 			now := time.Now()
-			r, err := dht.Sign(p.priv, dht.Record{
+			r, err := record.Sign(p.priv, record.Record{
 				Name: "bench/announce", PublicKey: p.priv.Public().(ed25519.PublicKey),
-				Endpoints: []string{"127.0.0.1:9"}, Seq: seq, Issued: now, Expires: now.Add(dht.MaxLifetime),
+				Endpoints: []string{"127.0.0.1:9"}, Seq: seq, Issued: now, Expires: now.Add(record.MaxLifetime),
 			})
 			if err != nil {
 				b.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 // ErrConfig is wrapped by the errors of a config directory that cannot be
@@ -120,7 +120,7 @@ func (a *Agent) loadConfigFile(path string, defs *Definitions) error {
 		defs.Cells[reg.Name] = definedCell{reg: reg, ann: ann, file: path}
 	}
 	for name, keys := range cf.Trust {
-		if _, err := dht.ParseName(name); err != nil {
+		if _, err := record.ParseName(name); err != nil {
 			return fmt.Errorf("trust: %w", err)
 		}
 		if _, ok := defs.Trust[name]; ok {
@@ -131,7 +131,7 @@ func (a *Agent) loadConfigFile(path string, defs *Definitions) error {
 		}
 		var pubs []ed25519.PublicKey
 		for _, k := range keys {
-			pub, err := dht.ParsePublicKey(k)
+			pub, err := record.ParsePublicKey(k)
 			if err != nil {
 				return fmt.Errorf("trust: %s: %w", name, err)
 			}

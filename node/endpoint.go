@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
@@ -26,13 +26,13 @@ type Endpoint struct {
 // ParseEndpoint parses a service endpoint. A TCP endpoint needs a port (a
 // service name is turned into its number); the host may be empty (":9000")
 // to mean every interface. Otherwise the endpoint must be one a record may
-// carry (dht.CheckEndpoint): a unix socket path must be absolute.
+// carry (record.CheckEndpoint): a unix socket path must be absolute.
 func ParseEndpoint(s string) (Endpoint, error) {
 	if p, ok := strings.CutPrefix(s, "unix:"); ok {
 		if p == "" {
 			return Endpoint{}, fmt.Errorf("node: endpoint %q: empty socket path", s)
 		}
-		if err := dht.CheckEndpoint(s); err != nil {
+		if err := record.CheckEndpoint(s); err != nil {
 			return Endpoint{}, fmt.Errorf("node: %w (want unix:/absolute/path)", err)
 		}
 		return Endpoint{Network: "unix", Address: p}, nil
@@ -47,7 +47,7 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	}
 	e := Endpoint{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(p))}
 	if host != "" {
-		if err := dht.CheckEndpoint(e.Address); err != nil {
+		if err := record.CheckEndpoint(e.Address); err != nil {
 			return Endpoint{}, fmt.Errorf("node: %w", err)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/dht"
 )
 
@@ -97,7 +99,7 @@ func (n *Node) Find(ctx context.Context, name string) (*FindResult, error) {
 //     publishes a newer record: a crashed instance costs a probe timeout
 //     once per 30 s, not in every find.
 func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*FindResult, error) {
-	if _, err := dht.ParseName(name); err != nil {
+	if _, err := record.ParseName(name); err != nil {
 		return nil, err
 	}
 	res := &FindResult{Name: name, Instances: []Instance{}, Pinned: len(opts.Publishers) > 0, Rejected: map[string]int{}}
@@ -146,7 +148,7 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 	raws = append(raws, n.recent.get(name)...)
 	// One merge over every set: a withdrawal seen in one hides an older
 	// record seen in another.
-	var keep []*dht.Record
+	var keep []*record.Record
 	trusted := map[string]bool{}  // by peer ID
 	signed := map[string][]byte{} // by peer ID: the record each instance comes from
 	newest := dht.Newest(name, raws, n.now(), res.Rejected)
@@ -192,7 +194,7 @@ func (r *recentRecords) get(name string) [][]byte {
 	return r.m[name]
 }
 
-func (r *recentRecords) put(name string, recs []*dht.Record) {
+func (r *recentRecords) put(name string, recs []*record.Record) {
 	raws := make([][]byte, len(recs))
 	for i, rec := range recs {
 		raws[i] = rec.Bytes()

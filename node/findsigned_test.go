@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 // TestFindSignedConcurrent: a find of a name that runs while another find
@@ -72,7 +72,7 @@ func TestFindSignedConcurrent(t *testing.T) {
 		t.Fatalf("first find lost the instance: %+v", r1.reply.Instances)
 	}
 	in := r1.reply.Instances[0]
-	rec, err := dht.Verify(in.Record, "acme/conc", time.Now())
+	rec, err := record.Verify(in.Record, "acme/conc", time.Now())
 	if err != nil || rec.Seq != in.Seq || rec.Peer.String() != in.Peer || in.Seq != first {
 		t.Fatalf("first find: instance seq %d, record %+v (%v); want seq %d", in.Seq, rec, err, first)
 	}

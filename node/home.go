@@ -128,34 +128,3 @@ func trimSpace(b []byte) []byte {
 	}
 	return b
 }
-
-// writeFileAtomic writes b to a temporary file in path's directory and
-// renames it into place, so readers see the old or the new file whole.
-func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-// WriteFileAtomic is writeFileAtomic for other packages (address files).
-func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
-	return writeFileAtomic(path, b, mode)
-}

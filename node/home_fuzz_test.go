@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/bootstrap"
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/crypto"
 )
 
@@ -66,13 +66,13 @@ func FuzzSequenceFile(f *testing.F) {
 		}
 		last := s.last
 		n, err := s.Next()
-		if last >= dht.MaxSeq-withdrawalReserve {
+		if last >= record.MaxSeq-withdrawalReserve {
 			if err == nil {
 				t.Fatalf("sequence went past the numbers records allow, from %d to %d", last, n)
 			}
-			// Withdrawals may take what is left, never past dht.MaxSeq.
+			// Withdrawals may take what is left, never past record.MaxSeq.
 			w, err := s.NextWithdrawal()
-			if last >= dht.MaxSeq && err == nil || err == nil && (w <= last || w > dht.MaxSeq) {
+			if last >= record.MaxSeq && err == nil || err == nil && (w <= last || w > record.MaxSeq) {
 				t.Fatalf("withdrawal after %d: %d", last, w)
 			}
 			return // no number above it: a clear error, never a wrap to 0
@@ -128,7 +128,7 @@ func FuzzLocalCells(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, c := range LocalCells(dir) {
-			if r, err := dht.Verify(c.Record, c.Name, time.Now()); err == nil && r.Name != c.Name {
+			if r, err := record.Verify(c.Record, c.Name, time.Now()); err == nil && r.Name != c.Name {
 				t.Fatalf("record of %s accepted for %s", r.Name, c.Name)
 			}
 		}

@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
-	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/gitobj"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -89,10 +89,10 @@ func limits() rcmgr.ConcreteLimitConfig {
 	cfg.AddProtocolPeerLimit(dht.ProtocolID,
 		rcmgr.BaseLimit{Streams: 48, StreamsInbound: 16, StreamsOutbound: 32, Memory: 4 << 20},
 		rcmgr.BaseLimitIncrease{})
-	cfg.AddProtocolLimit(manifest.ObjectProtocol,
+	cfg.AddProtocolLimit(gitobj.ObjectProtocol,
 		rcmgr.BaseLimit{Streams: 256, StreamsInbound: 128, StreamsOutbound: 128, Memory: 256 << 20},
 		rcmgr.BaseLimitIncrease{Streams: 128, StreamsInbound: 64, StreamsOutbound: 64, Memory: 64 << 20})
-	cfg.AddProtocolPeerLimit(manifest.ObjectProtocol,
+	cfg.AddProtocolPeerLimit(gitobj.ObjectProtocol,
 		rcmgr.BaseLimit{Streams: 8, StreamsInbound: 4, StreamsOutbound: 4, Memory: 96 << 20},
 		rcmgr.BaseLimitIncrease{})
 	return cfg.AutoScale()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -43,30 +44,30 @@ func framed(v any) []byte {
 }
 
 // fuzzRecord signs a record of name by a key derived from seed.
-func fuzzRecord(f *testing.F, seed byte, name string, d func(ed25519.PublicKey) *dht.Delegation) *dht.Record {
+func fuzzRecord(f *testing.F, seed byte, name string, d func(ed25519.PublicKey) *record.Delegation) *record.Record {
 	f.Helper()
 	var s [ed25519.SeedSize]byte
 	s[0] = seed
 	priv := ed25519.NewKeyFromSeed(s[:])
 	now := time.Now()
-	r := dht.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey), Endpoints: []string{"127.0.0.1:1"},
+	r := record.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey), Endpoints: []string{"127.0.0.1:1"},
 		Seq: 1, Issued: now, Expires: now.Add(time.Minute)}
 	if d != nil {
 		r.Delegation = d(r.PublicKey)
 	}
-	out, err := dht.Sign(priv, r)
+	out, err := record.Sign(priv, r)
 	if err != nil {
 		f.Fatal(err)
 	}
 	return out
 }
 
-func fuzzDelegation(f *testing.F) (ed25519.PublicKey, func(ed25519.PublicKey) *dht.Delegation) {
+func fuzzDelegation(f *testing.F) (ed25519.PublicKey, func(ed25519.PublicKey) *record.Delegation) {
 	var s [ed25519.SeedSize]byte
 	s[0] = 200
 	pub := ed25519.NewKeyFromSeed(s[:])
-	return pub.Public().(ed25519.PublicKey), func(node ed25519.PublicKey) *dht.Delegation {
-		d, err := dht.SignDelegation(pub, dht.Delegation{Name: "acme/exchange", Node: node, Issued: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)})
+	return pub.Public().(ed25519.PublicKey), func(node ed25519.PublicKey) *record.Delegation {
+		d, err := record.SignDelegation(pub, record.Delegation{Name: "acme/exchange", Node: node, Issued: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)})
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -133,7 +134,7 @@ func FuzzInstancesRequest(f *testing.F) {
 		resp, err := call(t, b)
 		if err == nil {
 			for _, raw := range resp.Records {
-				if _, err := dht.Verify(raw, "", time.Now()); err != nil {
+				if _, err := record.Verify(raw, "", time.Now()); err != nil {
 					t.Fatalf("server served a record that does not verify: %v", err)
 				}
 			}
@@ -198,9 +199,9 @@ func FuzzInstancesResponse(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		for _, pubs := range [][]ed25519.PublicKey{nil, {pub}} {
-			recs, _, _ := finder.DHT().FindFrom(ctx, "acme/exchange", pubs, nil)
+			recs, _, _ := finder.DHT().Find(ctx, "acme/exchange", pubs, nil)
 			for _, r := range recs {
-				if _, err := dht.Verify(r.Bytes(), "acme/exchange", time.Now()); err != nil {
+				if _, err := record.Verify(r.Bytes(), "acme/exchange", time.Now()); err != nil {
 					t.Fatalf("find returned a record that does not verify: %v", err)
 				}
 				if pubs != nil && !pub.Equal(r.Publisher()) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -76,7 +77,7 @@ func TestNoSpecialNodeOnLoopback(t *testing.T) {
 	if err := boot.Close(); err != nil {
 		t.Fatal(err)
 	}
-	clk.Add(dht.MaxLifetime + time.Second)
+	clk.Add(record.MaxLifetime + time.Second)
 	finder := start(dht.ModeClient, []peer.AddrInfo{{ID: nodes[0].ID(), Addrs: nodes[0].Host().Addrs()}})
 	waitFor(t, "every instance findable without the bootstrap node", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -2,12 +2,13 @@ package node
 
 import (
 	"encoding/json"
-	"github.com/cellnode/cellnode/internal/dirs"
-	"github.com/cellnode/cellnode/internal/safefile"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/dirs"
+	"github.com/cellnode/cellnode/internal/safefile"
 )
 
 // RuntimeDirEnv names the environment variable that sets the runtime
@@ -48,7 +49,7 @@ func writeLocal(dir string, c LocalCell) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(localPath(dir, c.Peer, c.Name), b, 0o600)
+	return safefile.WriteFile(localPath(dir, c.Peer, c.Name), b, 0o600)
 }
 
 // maxLocalCellFile bounds one registered cell's file (a signed record and

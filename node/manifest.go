@@ -67,7 +67,7 @@ func (n *Node) Manifest(ctx context.Context, c cid.Cid, hints []peer.ID) (*manif
 }
 
 // Clone fetches every object reachable from commit c and writes a git
-// repository with c checked out at dir (see manifest.Fetcher.Clone).
+// repository with c checked out at dir (see gitobj.Fetcher.Clone).
 func (n *Node) Clone(ctx context.Context, c cid.Cid, hints []peer.ID, dir string) error {
 	return n.fetcher.Clone(ctx, c, hints, dir)
 }

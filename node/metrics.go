@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/internal/buildinfo"
 	"github.com/libp2p/go-libp2p/core/network"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -141,7 +142,7 @@ func (m *metrics) close() {
 }
 
 // publishObserved is dht.Publish, timed and counted.
-func (n *Node) publishObserved(ctx context.Context, r *dht.Record) (dht.PublishStats, error) {
+func (n *Node) publishObserved(ctx context.Context, r *record.Record) (dht.PublishStats, error) {
 	t0 := time.Now()
 	st, err := n.dht.Publish(ctx, r)
 	kind, outcome := "record", "stored"

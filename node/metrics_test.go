@@ -15,6 +15,7 @@ import (
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/manifest/gitobj"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -137,7 +138,7 @@ func TestMetrics(t *testing.T) {
 	}
 	pub, _ := start()
 	repo := gitCell(t, "acme/metered")
-	commit, err := manifest.CommitCID(repo, "")
+	commit, err := gitobj.CommitCID(repo, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,8 @@ import (
 
 	"github.com/cellnode/cellnode/bootstrap"
 	"github.com/cellnode/cellnode/dht"
-	"github.com/cellnode/cellnode/manifest"
+	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/manifest/gitobj"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -84,7 +85,7 @@ type Node struct {
 	host  host.Host
 	ownH  bool
 	priv  ed25519.PrivateKey
-	dht   *dht.DHT
+	dht   *dht.Node
 	seq   *Sequencer
 	log   *slog.Logger
 	lock  *os.File
@@ -94,17 +95,17 @@ type Node struct {
 
 	metrics *metrics // Prometheus metrics (metrics.go)
 
-	recent  recentRecords     // records returned by recent finds
-	objects *manifest.Server  // serves the git objects of announced manifests
-	fetcher *manifest.Fetcher // fetches manifests and clones, with a cache
-	done    chan struct{}     // closed by Close
-	wg      sync.WaitGroup    // the node's own goroutines
+	recent  recentRecords   // records returned by recent finds
+	objects *gitobj.Server  // serves the git objects of announced manifests
+	fetcher *gitobj.Fetcher // fetches manifests and clones, with a cache
+	done    chan struct{}   // closed by Close
+	wg      sync.WaitGroup  // the node's own goroutines
 
 	probes prober // the endpoint probes of finds
 
 	// publishHook, when not nil, replaces the DHT's Publish for the
 	// announcers (tests: slow or failing publishes).
-	publishHook func(context.Context, *dht.Record) (dht.PublishStats, error)
+	publishHook func(context.Context, *record.Record) (dht.PublishStats, error)
 
 	mu         sync.Mutex
 	announcers map[*Announcer]struct{}
@@ -192,12 +193,12 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.dht, err = dht.New(n.host, dcfg); err != nil {
 		return nil, err
 	}
-	n.objects = manifest.NewServer(n.host, log)
+	n.objects = gitobj.NewServer(n.host, log)
 	cacheDir := ""
 	if !inMemory {
 		cacheDir = filepath.Join(cfg.Home, ObjectCache)
 	}
-	if n.fetcher, err = manifest.NewFetcher(n.host, n.dht.Router(), cacheDir, log); err != nil {
+	if n.fetcher, err = gitobj.NewFetcher(n.host, n.dht.Router(), cacheDir, log); err != nil {
 		return nil, err
 	}
 	if cfg.API {
@@ -225,7 +226,7 @@ func (n *Node) ID() peer.ID { return n.host.ID() }
 func (n *Node) Host() host.Host { return n.host }
 
 // DHT returns the node's cell DHT.
-func (n *Node) DHT() *dht.DHT { return n.dht }
+func (n *Node) DHT() *dht.Node { return n.dht }
 
 // Addrs returns the node's full multiaddrs, each ending in /p2p/<id>.
 func (n *Node) Addrs() []string {
@@ -369,6 +370,9 @@ func (n *Node) Close() error {
 			n.api.close()
 		}
 		n.metrics.close()
+		if n.objects != nil {
+			n.closeErr = errors.Join(n.closeErr, n.objects.Close())
+		}
 		if n.dht != nil {
 			n.rememberPeers()
 			n.closeErr = errors.Join(n.closeErr, n.dht.Close())

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -226,11 +227,11 @@ func TestKilledInstanceExpires(t *testing.T) {
 	// next health tick would see the jumped clock and publish a fresh record.
 	freeze(survivor, s)
 
-	clk.Add(dht.MaxLifetime) // exactly at expiry: still within skew
+	clk.Add(record.MaxLifetime) // exactly at expiry: still within skew
 	if _, ok := findPeers(t, finder, "acme/exchange")[victim.ID().String()]; !ok {
 		t.Fatal("record gone before its expiry + skew")
 	}
-	clk.Add(dht.MaxSkew + time.Millisecond)
+	clk.Add(record.MaxSkew + time.Millisecond)
 	got := findPeers(t, finder, "acme/exchange")
 	if _, ok := got[victim.ID().String()]; ok {
 		t.Fatal("dead instance returned past 60 s + skew")

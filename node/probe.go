@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -247,7 +247,7 @@ type probeUse struct {
 	key  string // memKey
 }
 
-func memKey(r *dht.Record, ep string) string {
+func memKey(r *record.Record, ep string) string {
 	return fmt.Sprintf("%s/%d/%s", r.Peer, r.Seq, ep)
 }
 
@@ -255,7 +255,7 @@ func memKey(r *dht.Record, ep string) string {
 // ones first by latency (ties by peer ID), then the unreachable ones by
 // peer ID. Records earlier in recs get their probes first when the per-find
 // cap is reached. See FindWith for the rules.
-func (n *Node) rank(ctx context.Context, recs []*dht.Record) []Instance {
+func (n *Node) rank(ctx context.Context, recs []*record.Record) []Instance {
 	p := &n.probes
 	timeout := p.timeout
 	if timeout <= 0 {
@@ -290,7 +290,7 @@ func (n *Node) rank(ctx context.Context, recs []*dht.Record) []Instance {
 	local := n.localPeers()
 	onMachine := map[peer.ID]bool{}
 	notWhy := map[peer.ID]string{}
-	var ask []*dht.Record
+	var ask []*record.Record
 	for _, r := range recs {
 		if local[r.Peer] || n.cfg.SameMachine {
 			onMachine[r.Peer] = true
@@ -456,11 +456,11 @@ func (n *Node) rank(ctx context.Context, recs []*dht.Record) []Instance {
 
 // trustedFirst orders recs with those delegated by one of the publishers
 // first, keeping the order otherwise, so that they get their probes first.
-func trustedFirst(recs []*dht.Record, pubs []ed25519.PublicKey) {
+func trustedFirst(recs []*record.Record, pubs []ed25519.PublicKey) {
 	if len(pubs) == 0 {
 		return
 	}
-	isTrusted := func(r *dht.Record) bool {
+	isTrusted := func(r *record.Record) bool {
 		pub := r.Publisher()
 		for _, p := range pubs {
 			if pub != nil && pub.Equal(p) {

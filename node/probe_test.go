@@ -14,19 +14,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 )
 
 // signed returns a record of name signed by priv (a fresh key if nil).
-func signed(t testing.TB, priv ed25519.PrivateKey, name string, seq uint64, now time.Time, endpoints ...string) *dht.Record {
+func signed(t testing.TB, priv ed25519.PrivateKey, name string, seq uint64, now time.Time, endpoints ...string) *record.Record {
 	t.Helper()
 	if priv == nil {
 		_, priv, _ = ed25519.GenerateKey(rand.Reader)
 	}
-	r, err := dht.Sign(priv, dht.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey), Endpoints: endpoints,
-		Seq: seq, Issued: now, Expires: now.Add(dht.MaxLifetime)})
+	r, err := record.Sign(priv, record.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey), Endpoints: endpoints,
+		Seq: seq, Issued: now, Expires: now.Add(record.MaxLifetime)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestFindRemembersUnreachable(t *testing.T) {
 	f := &fakeDialer{dead: map[string]bool{"192.0.2.1:9000": true}}
 	n.probes.dial, n.probes.timeout = f.dial, 50*time.Millisecond
 	_, crashedKey, _ := ed25519.GenerateKey(rand.Reader)
-	for _, r := range []*dht.Record{
+	for _, r := range []*record.Record{
 		signed(t, crashedKey, "acme/x", 1, clk.Now(), "192.0.2.1:9000"),
 		signed(t, nil, "acme/x", 1, clk.Now(), "192.0.2.2:9000"),
 	} {
@@ -280,7 +280,7 @@ func TestProbeRules(t *testing.T) {
 				_, port, _ := net.SplitHostPort(ln.Addr().String())
 				ep = net.JoinHostPort(tc.host, port)
 			}
-			ins := tc.finder.rank(context.Background(), []*dht.Record{signed(t, tc.key, "acme/x", 1, now, ep)})
+			ins := tc.finder.rank(context.Background(), []*record.Record{signed(t, tc.key, "acme/x", 1, now, ep)})
 			got := ins[0]
 			if got.Reachable != tc.ok || !strings.Contains(got.Probe[ep], tc.why) {
 				t.Fatalf("%s: reachable %v, probe %q; want %v, %q", ep, got.Reachable, got.Probe, tc.ok, tc.why)
@@ -335,7 +335,7 @@ func TestProbeCapPerFind(t *testing.T) {
 	// machine (CI under -race) from cutting the find before 64 have begun.
 	n.probes.timeout = time.Minute
 	now := time.Now()
-	var recs []*dht.Record
+	var recs []*record.Record
 	for i := range 100 {
 		var eps []string
 		for j := range 16 {
@@ -370,7 +370,7 @@ func TestProbeDedupe(t *testing.T) {
 	f := &fakeDialer{}
 	n.probes.dial = f.dial
 	now := time.Now()
-	var recs []*dht.Record
+	var recs []*record.Record
 	for range 10 {
 		recs = append(recs, signed(t, nil, "acme/x", 1, now, "192.0.2.7:80", "192.0.2.7:80"))
 	}
@@ -394,7 +394,7 @@ func TestProbesInFlightCap(t *testing.T) {
 	const finds = 5
 	var wg sync.WaitGroup
 	for i := range finds {
-		var recs []*dht.Record
+		var recs []*record.Record
 		for j := range MaxProbesPerFind {
 			recs = append(recs, signed(t, nil, "acme/x", 1, now, fmt.Sprintf("192.0.%d.%d:80", i, j)))
 		}

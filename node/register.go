@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -55,7 +55,8 @@ type Check struct {
 }
 
 // Duration is a time.Duration written in JSON as a Go duration string
-// ("2s", "500ms").
+// ("2s", "500ms", "-4s"): the module's one JSON duration type (the agent's
+// registrations, the simulator's attack scenarios).
 type Duration time.Duration
 
 // MarshalJSON writes d as a duration string.
@@ -112,7 +113,7 @@ func (a *Agent) prepare(reg Registration) (Announcement, error) {
 	bad := func(format string, args ...any) (Announcement, error) {
 		return Announcement{}, fmt.Errorf("%w: %s", ErrBadRegistration, fmt.Sprintf(format, args...))
 	}
-	if _, err := dht.ParseName(reg.Name); err != nil {
+	if _, err := record.ParseName(reg.Name); err != nil {
 		return bad("%v", err)
 	}
 	if reg.Endpoint == "" {
@@ -121,8 +122,8 @@ func (a *Agent) prepare(reg Registration) (Announcement, error) {
 	if _, err := ParseEndpoint(reg.Endpoint); err != nil {
 		return bad("%s: %v", reg.Name, err)
 	}
-	if len(reg.Region) > dht.MaxRegionLen {
-		return bad("%s: region longer than %d bytes", reg.Name, dht.MaxRegionLen)
+	if len(reg.Region) > record.MaxRegionLen {
+		return bad("%s: region longer than %d bytes", reg.Name, record.MaxRegionLen)
 	}
 	ann := Announcement{Name: reg.Name, Endpoint: reg.Endpoint, Region: reg.Region,
 		CheckInterval: time.Duration(reg.Check.Interval)}
@@ -145,7 +146,7 @@ func (a *Agent) prepare(reg Registration) (Announcement, error) {
 			return bad("%s: %v", reg.Name, err)
 		}
 		if err := d.CheckFor(reg.Name, a.n.PublicKey(), a.n.now()); err != nil {
-			if errors.Is(err, dht.ErrDelegation) && !d.Node.Equal(a.n.PublicKey()) {
+			if errors.Is(err, record.ErrDelegation) && !d.Node.Equal(a.n.PublicKey()) {
 				return bad("%s: the delegation is for node %s, not this agent's node %s (run cellnode key delegate --node %s)",
 					reg.Name, nodeID(d.Node), a.n.ID(), a.n.ID())
 			}
@@ -170,8 +171,8 @@ func nodeID(pub ed25519.PublicKey) string {
 
 // ParseDelegation reads a delegation written as a PEM block (DelegationPEM)
 // or as the standard base64 of its bytes, and verifies its signature (not
-// its dates or whom it is for: see dht.Delegation.CheckFor).
-func ParseDelegation(s string) (*dht.Delegation, error) {
+// its dates or whom it is for: see record.Delegation.CheckFor).
+func ParseDelegation(s string) (*record.Delegation, error) {
 	var raw []byte
 	if strings.Contains(s, "-----BEGIN") {
 		blk, _ := pem.Decode([]byte(s))
@@ -185,7 +186,7 @@ func ParseDelegation(s string) (*dht.Delegation, error) {
 			return nil, fmt.Errorf("delegation: want a %s PEM block or base64: %w", DelegationPEM, err)
 		}
 	}
-	return dht.DecodeDelegation(raw)
+	return record.DecodeDelegation(raw)
 }
 
 // sameAnnouncement reports whether two announcements announce the same.

@@ -8,7 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/internal/safefile"
 )
 
@@ -20,7 +21,7 @@ import (
 // and the last withdrawalReserve numbers below it are handed out to
 // withdrawals only: a withdrawal never writes, and still gets a number when
 // the disk is full, the file cannot be replaced, or publishes have used up
-// the numbers records allow (dht.MaxSeq).
+// the numbers records allow (record.MaxSeq).
 const (
 	// reserveAhead is how far past the number handed out the ceiling is
 	// raised: 10 minutes of microseconds. It is raised again once less
@@ -47,7 +48,7 @@ type Sequencer struct {
 	saved  uint64 // the ceiling on disk: every number handed out is at or below it
 	now    func() time.Time
 	warned bool // a failed reservation was reported since the last one that worked
-	// write saves the file (a test seam); nil means writeFileAtomic.
+	// write saves the file (a test seam); nil means safefile.WriteFile.
 	write func(path string, b []byte, mode os.FileMode) error
 }
 
@@ -59,7 +60,7 @@ func NewSequencer(path string, now func() time.Time) (*Sequencer, error) {
 		s.now = time.Now
 	}
 	if path == "" {
-		s.saved = dht.MaxSeq
+		s.saved = record.MaxSeq
 		return s, nil
 	}
 	b, err := safefile.ReadFile(path, maxSeqFile)
@@ -103,31 +104,31 @@ func (s *Sequencer) take(withdrawal bool) (n uint64, warn, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if withdrawal {
-		if s.last >= dht.MaxSeq {
-			return 0, nil, fmt.Errorf("node: sequence numbers exhausted: %d handed out, records allow at most %d; not even a withdrawal can be signed (%s)", s.last, uint64(dht.MaxSeq), s.path)
+		if s.last >= record.MaxSeq {
+			return 0, nil, fmt.Errorf("node: sequence numbers exhausted: %d handed out, records allow at most %d; not even a withdrawal can be signed (%s)", s.last, uint64(record.MaxSeq), s.path)
 		}
 		n = s.last + 1
 		if n > s.saved {
-			if err := s.save(min(dht.MaxSeq, n+reserveAhead)); err != nil {
+			if err := s.save(min(record.MaxSeq, n+reserveAhead)); err != nil {
 				return 0, nil, fmt.Errorf("node: no sequence number reserved for the withdrawal: save sequence: %w", err)
 			}
 		}
 		s.last = n
 		return n, nil, nil
 	}
-	if s.last >= dht.MaxSeq-withdrawalReserve {
+	if s.last >= record.MaxSeq-withdrawalReserve {
 		return 0, nil, fmt.Errorf("node: sequence numbers exhausted: %d handed out, records allow at most %d and the last %d are kept for withdrawals; remove %s only if the clock is right and no record of this node is live (65 s after the last)",
-			s.last, uint64(dht.MaxSeq), withdrawalReserve, s.path)
+			s.last, uint64(record.MaxSeq), withdrawalReserve, s.path)
 	}
 	n = uint64(s.now().UnixMicro())
 	if n <= s.last {
 		n = s.last + 1
 	}
-	if n > dht.MaxSeq-withdrawalReserve {
-		return 0, nil, fmt.Errorf("node: sequence numbers exhausted: the clock says %d, records allow at most %d and the last %d are kept for withdrawals", n, uint64(dht.MaxSeq), withdrawalReserve)
+	if n > record.MaxSeq-withdrawalReserve {
+		return 0, nil, fmt.Errorf("node: sequence numbers exhausted: the clock says %d, records allow at most %d and the last %d are kept for withdrawals", n, uint64(record.MaxSeq), withdrawalReserve)
 	}
 	if s.saved < n || s.saved-n < reserveAhead/2 {
-		if serr := s.save(min(dht.MaxSeq, n+reserveAhead)); serr != nil {
+		if serr := s.save(min(record.MaxSeq, n+reserveAhead)); serr != nil {
 			if s.saved < n+withdrawalReserve {
 				return 0, nil, fmt.Errorf("node: no sequence number reserved for a record: save sequence: %w (withdrawals can still use the %d kept for them)", serr, withdrawalReserve)
 			}
@@ -151,7 +152,7 @@ func (s *Sequencer) save(ceiling uint64) error {
 	}
 	write := s.write
 	if write == nil {
-		write = writeFileAtomic
+		write = safefile.WriteFile
 	}
 	if err := write(s.path, []byte(strconv.FormatUint(ceiling, 10)+"\n"), 0o600); err != nil {
 		return err
@@ -173,11 +174,11 @@ func (s *Sequencer) Skip(held uint64) error {
 		return nil
 	}
 	s.last = held
-	if held >= dht.MaxSeq {
+	if held >= record.MaxSeq {
 		return fmt.Errorf("node: the network holds sequence number %d, the largest records allow: this node's records can no longer replace it", held)
 	}
 	if held > s.saved {
-		if err := s.save(min(dht.MaxSeq, held+reserveAhead)); err != nil {
+		if err := s.save(min(record.MaxSeq, held+reserveAhead)); err != nil {
 			return fmt.Errorf("node: save sequence: %w", err)
 		}
 	}

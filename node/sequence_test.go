@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/dht"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -150,7 +152,7 @@ func TestWithdrawWhenSequenceExhausted(t *testing.T) {
 	c := newCluster(t, nil)
 	storer := c.node(nil, "")
 	home := t.TempDir()
-	last := uint64(dht.MaxSeq - withdrawalReserve) // the last number a record that announces may take
+	last := uint64(record.MaxSeq - withdrawalReserve) // the last number a record that announces may take
 	if err := os.WriteFile(filepath.Join(home, SeqFile), []byte(strconv.FormatUint(last-1, 10)), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -171,12 +173,12 @@ func TestWithdrawWhenSequenceExhausted(t *testing.T) {
 	if err := a.Stop(context.Background()); err != nil {
 		t.Fatalf("withdrawal: %v", err)
 	}
-	if r := remoteRecord(storer, "acme/last", n.ID()); r == nil || !r.Withdrawn || r.Seq <= last || r.Seq > dht.MaxSeq {
+	if r := remoteRecord(storer, "acme/last", n.ID()); r == nil || !r.Withdrawn || r.Seq <= last || r.Seq > record.MaxSeq {
 		t.Fatalf("storer holds %+v, want a withdrawal above %d", r, last)
 	}
 	b, _ := os.ReadFile(filepath.Join(home, SeqFile))
-	if got, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); got != dht.MaxSeq {
-		t.Fatalf("sequence file holds %q, want the ceiling %d", b, uint64(dht.MaxSeq))
+	if got, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); got != record.MaxSeq {
+		t.Fatalf("sequence file holds %q, want the ceiling %d", b, uint64(record.MaxSeq))
 	}
 }
 
@@ -265,7 +267,7 @@ func TestSequencerRestartNeverReuses(t *testing.T) {
 // number past what records allow) leaves nothing sound to hand out: both
 // kinds of number fail with a clear error, nothing wraps.
 func TestSequencerAtMaxUint64(t *testing.T) {
-	for _, v := range []uint64{math.MaxUint64, dht.MaxSeq, dht.MaxSeq - withdrawalReserve} {
+	for _, v := range []uint64{math.MaxUint64, record.MaxSeq, record.MaxSeq - withdrawalReserve} {
 		t.Run(fmt.Sprint(v), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), SeqFile)
 			if err := os.WriteFile(path, []byte(strconv.FormatUint(v, 10)), 0o600); err != nil {
@@ -279,7 +281,7 @@ func TestSequencerAtMaxUint64(t *testing.T) {
 				t.Fatalf("Next: %d, %v", n, err)
 			}
 			n, err := s.NextWithdrawal()
-			if v >= dht.MaxSeq {
+			if v >= record.MaxSeq {
 				if err == nil || !strings.Contains(err.Error(), "exhausted") {
 					t.Fatalf("NextWithdrawal: %d, %v", n, err)
 				}

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 )
 
 // WatchConfig says how the agent keeps watched names fresh. The zero value
@@ -475,7 +475,7 @@ func (e *watchEntry) set(res *WatchResult) {
 }
 
 // nextExpiry is how long until the first instance of the result expires
-// (Expires + dht.MaxSkew, when finds stop accepting it); 0 for none.
+// (Expires + record.MaxSkew, when finds stop accepting it); 0 for none.
 func (e *watchEntry) nextExpiry() time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -491,7 +491,7 @@ func (e *watchEntry) nextExpiry() time.Duration {
 	if first.IsZero() {
 		return 0
 	}
-	return max(first.Add(dht.MaxSkew).Sub(e.h.n.now())+time.Millisecond, time.Millisecond)
+	return max(first.Add(record.MaxSkew).Sub(e.h.n.now())+time.Millisecond, time.Millisecond)
 }
 
 // prune drops the instances whose records have expired from the result,
@@ -505,7 +505,7 @@ func (e *watchEntry) prune() {
 	now := e.h.n.now()
 	res := *e.res
 	res.Instances = slices.DeleteFunc(slices.Clone(res.Instances), func(in WatchInstance) bool {
-		return now.After(in.Expires.Add(dht.MaxSkew))
+		return now.After(in.Expires.Add(record.MaxSkew))
 	})
 	same := len(res.Instances) == len(e.res.Instances)
 	e.mu.Unlock()
@@ -525,7 +525,7 @@ func (n *Node) watchResult(fr *FindResult) *WatchResult {
 	// by peer and sequence number, so it is the one the instance shows.
 	raws := map[string][]byte{}
 	for _, raw := range n.recent.get(fr.Name) {
-		if r, err := dht.Decode(raw); err == nil {
+		if r, err := record.Decode(raw); err == nil {
 			raws[r.Peer.String()+"/"+strconv.FormatUint(r.Seq, 10)] = raw
 		}
 	}

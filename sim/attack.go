@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cellnode/cellnode/node"
 )
 
 // Attack names an attack scenario: what the adversary does to the network.
@@ -89,37 +91,17 @@ type AttackScenario struct {
 	Skew []SkewCase `json:"skew,omitempty"`
 	// Republish is the real announcers' republish period; 0 means 500 ms
 	// (the simulator's runs are short; production uses 20 s).
-	Republish Duration `json:"republish,omitempty"`
+	Republish node.Duration `json:"republish,omitempty"`
 }
 
 // SkewCase sets the clocks of the publisher, of every storer and of the
 // finder relative to true time, and says whether the record should be
 // found.
 type SkewCase struct {
-	Publisher Duration `json:"publisher,omitempty"`
-	Storer    Duration `json:"storer,omitempty"`
-	Finder    Duration `json:"finder,omitempty"`
-	Found     bool     `json:"found"`
-}
-
-// Duration is a time.Duration written in JSON as a Go duration string.
-type Duration time.Duration
-
-// MarshalJSON writes d as a duration string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads a duration string such as "-4s".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration: want a string such as \"4s\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
+	Publisher node.Duration `json:"publisher,omitempty"`
+	Storer    node.Duration `json:"storer,omitempty"`
+	Finder    node.Duration `json:"finder,omitempty"`
+	Found     bool          `json:"found"`
 }
 
 // withDefaults returns as with zero fields set to their defaults.
@@ -138,7 +120,7 @@ func (as AttackScenario) withDefaults() AttackScenario {
 		as.FloodRecords = 600
 	}
 	if as.Republish == 0 {
-		as.Republish = Duration(500 * time.Millisecond)
+		as.Republish = node.Duration(500 * time.Millisecond)
 	}
 	if as.Sybils == nil {
 		k := as.Network.BucketSize

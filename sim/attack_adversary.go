@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/node"
 	"github.com/fxamacker/cbor/v2"
 	kb "github.com/libp2p/go-libp2p-kbucket"
@@ -218,8 +219,8 @@ type realCell struct {
 
 // delegate signs a delegation of name to the node key nodePub, valid from
 // an hour ago for a week.
-func delegate(pubPriv ed25519.PrivateKey, name string, nodePub ed25519.PublicKey, now time.Time) (*dht.Delegation, error) {
-	return dht.SignDelegation(pubPriv, dht.Delegation{Name: name, Node: nodePub, Issued: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour)})
+func delegate(pubPriv ed25519.PrivateKey, name string, nodePub ed25519.PublicKey, now time.Time) (*record.Delegation, error) {
+	return record.SignDelegation(pubPriv, record.Delegation{Name: name, Node: nodePub, Issued: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour)})
 }
 
 // startCell starts the real announcer of name, delegated by pubPriv, on
@@ -463,7 +464,7 @@ type wireResponse struct {
 }
 
 // The record and delegation formats of docs/records.md, reproduced so that
-// the adversary can build records that dht.Sign refuses to make.
+// the adversary can build records that record.Sign refuses to make.
 type wireBody struct {
 	Version   uint64   `cbor:"0,keyasint"`
 	Name      string   `cbor:"1,keyasint"`
@@ -520,7 +521,7 @@ func sealBody(b wireBody, signer ed25519.PrivateKey, sig []byte) []byte {
 		panic(err)
 	}
 	if signer != nil {
-		sig = ed25519.Sign(signer, dht.SignedMessage(dht.RecordDomain, body))
+		sig = ed25519.Sign(signer, record.SignedMessage(record.RecordDomain, body))
 	}
 	raw, err := wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
 	if err != nil {
@@ -535,7 +536,7 @@ func sealDelegation(d wireDelegation, signer ed25519.PrivateKey) []byte {
 	if err != nil {
 		panic(err)
 	}
-	sig := ed25519.Sign(signer, dht.SignedMessage(dht.DelegationDomain, body))
+	sig := ed25519.Sign(signer, record.SignedMessage(record.DelegationDomain, body))
 	raw, err := wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
 	if err != nil {
 		panic(err)
@@ -547,15 +548,15 @@ func sealDelegation(d wireDelegation, signer ed25519.PrivateKey) []byte {
 // issued at now for 60 s.
 func recordBody(priv ed25519.PrivateKey, name string, seq uint64, now time.Time, endpoint string) wireBody {
 	pub := priv.Public().(ed25519.PublicKey)
-	return wireBody{Version: dht.FormatVersion, Name: name, Peer: []byte(mustPeerID(pub)), Key: pub,
-		Endpoints: []string{endpoint}, Seq: seq, Issued: now.UnixMilli(), Expires: now.Add(dht.MaxLifetime).UnixMilli()}
+	return wireBody{Version: record.FormatVersion, Name: name, Peer: []byte(mustPeerID(pub)), Key: pub,
+		Endpoints: []string{endpoint}, Seq: seq, Issued: now.UnixMilli(), Expires: now.Add(record.MaxLifetime).UnixMilli()}
 }
 
 // signRecord signs a valid record of name with priv, delegated by d (nil
 // for an open record).
-func signRecord(priv ed25519.PrivateKey, name string, seq uint64, now time.Time, endpoint string, d *dht.Delegation) (*dht.Record, error) {
-	return dht.Sign(priv, dht.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey),
-		Endpoints: []string{endpoint}, Seq: seq, Issued: now, Expires: now.Add(dht.MaxLifetime), Delegation: d})
+func signRecord(priv ed25519.PrivateKey, name string, seq uint64, now time.Time, endpoint string, d *record.Delegation) (*record.Record, error) {
+	return record.Sign(priv, record.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey),
+		Endpoints: []string{endpoint}, Seq: seq, Issued: now, Expires: now.Add(record.MaxLifetime), Delegation: d})
 }
 
 // rawCall sends one request on the instances protocol from h to p and

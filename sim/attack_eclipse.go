@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -150,7 +151,7 @@ func (a *arena) eclipse(ctx context.Context, rep *AttackReport) error {
 		if err != nil {
 			return err
 		}
-		keys := []string{dht.Key(name)}
+		keys := []string{record.Key(name)}
 		if both {
 			keys = append(keys, dht.PublisherKey(name, pub))
 		}

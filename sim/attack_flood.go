@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -74,9 +75,9 @@ func (a *arena) flood(ctx context.Context, rep *AttackReport) error {
 		for i := range privs {
 			privs[i] = nodeKey()
 		}
-		record := func(i int) ([]byte, error) {
+		signed := func(i int) ([]byte, error) {
 			now := time.Now()
-			var d *dht.Delegation
+			var d *record.Delegation
 			if pp := pubFor(i); pp != nil {
 				var err error
 				if d, err = delegate(pp, v.name, privs[i].Public().(ed25519.PublicKey), now); err != nil {
@@ -89,7 +90,7 @@ func (a *arena) flood(ctx context.Context, rep *AttackReport) error {
 			}
 			return r.Bytes(), nil
 		}
-		nameStorers := closest(dht.Key(v.name), ids, k)
+		nameStorers := closest(record.Key(v.name), ids, k)
 		pubStorers := closest(dht.PublisherKey(v.name, pub), ids, k)
 		honest := a.honestNodes()
 		before := counters(honest)
@@ -101,7 +102,7 @@ func (a *arena) flood(ctx context.Context, rep *AttackReport) error {
 		for j, h := range flooders {
 			wg.Go(func() {
 				for i := j; i < len(privs); i += len(flooders) {
-					raw, err := record(i)
+					raw, err := signed(i)
 					if err != nil {
 						errOnce.Do(func() { signErr = err })
 						return

@@ -11,7 +11,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -32,9 +32,9 @@ func (a *arena) forgery(ctx context.Context, rep *AttackReport) error {
 	targets := a.honestIDs()
 
 	// A live record of a real instance, read from the storers as anyone can.
-	var real *dht.Record
-	for _, raw := range getAll(ctx, adv, closest(dht.Key(attackName), targets, k), attackName, nil) {
-		if r, err := dht.Verify(raw, attackName, time.Now()); err == nil && c.live()[r.Peer] && r.Delegation != nil {
+	var real *record.Record
+	for _, raw := range getAll(ctx, adv, closest(record.Key(attackName), targets, k), attackName, nil) {
+		if r, err := record.Verify(raw, attackName, time.Now()); err == nil && c.live()[r.Peer] && r.Delegation != nil {
 			real = r
 			break
 		}
@@ -61,11 +61,11 @@ func (a *arena) forgery(ctx context.Context, rep *AttackReport) error {
 	if err != nil {
 		return err
 	}
-	expired, err := dht.SignDelegation(c.pubPriv, dht.Delegation{Name: attackName, Node: evilKey, Issued: now.Add(-8 * 24 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
+	expired, err := record.SignDelegation(c.pubPriv, record.Delegation{Name: attackName, Node: evilKey, Issued: now.Add(-8 * 24 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
 	if err != nil {
 		return err
 	}
-	notSignedByNamed := sealDelegation(wireDelegation{Version: dht.FormatVersion, Name: attackName, Node: evilKey, Publisher: c.pub,
+	notSignedByNamed := sealDelegation(wireDelegation{Version: record.FormatVersion, Name: attackName, Node: evilKey, Publisher: c.pub,
 		Issued: now.Add(-time.Hour).UnixMilli(), NotAfter: now.Add(24 * time.Hour).UnixMilli()}, evilPub)
 	ownDelegation, err := delegate(evilPub, attackName, evilDelegated.Public().(ed25519.PublicKey), now)
 	if err != nil {
@@ -95,7 +95,7 @@ func (a *arena) forgery(ctx context.Context, rep *AttackReport) error {
 		edit(&b)
 		return sealBody(b, signer, realEnv.Sig)
 	}
-	valid := func(priv ed25519.PrivateKey, d *dht.Delegation) []byte {
+	valid := func(priv ed25519.PrivateKey, d *record.Delegation) []byte {
 		n++
 		r, err := signRecord(priv, attackName, seq, now, endpoint(n), d)
 		if err != nil {
@@ -108,8 +108,8 @@ func (a *arena) forgery(ctx context.Context, rep *AttackReport) error {
 	weak := func(key []byte) []byte {
 		n++
 		forgedEndpoints[endpoint(n)] = true
-		b := wireBody{Version: dht.FormatVersion, Name: attackName, Peer: append([]byte{0x00, 0x24, 0x08, 0x01, 0x12, 0x20}, key...),
-			Key: key, Endpoints: []string{endpoint(n)}, Issued: now.UnixMilli(), Expires: now.Add(dht.MaxLifetime).UnixMilli()}
+		b := wireBody{Version: record.FormatVersion, Name: attackName, Peer: append([]byte{0x00, 0x24, 0x08, 0x01, 0x12, 0x20}, key...),
+			Key: key, Endpoints: []string{endpoint(n)}, Issued: now.UnixMilli(), Expires: now.Add(record.MaxLifetime).UnixMilli()}
 		raw, err := forgeWeakKey(b, seq+uint64(n))
 		if err != nil {
 			panic(err)
@@ -300,7 +300,7 @@ func forgeWeakKey(b wireBody, seq uint64) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		msg := dht.SignedMessage(dht.RecordDomain, body)
+		msg := record.SignedMessage(record.RecordDomain, body)
 		ja := edIdentity()
 		for j := range h {
 			r := edBasePoint().add(ja.neg()).encode()

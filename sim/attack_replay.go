@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -25,22 +26,22 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 		return err
 	}
 	targets := a.honestIDs()
-	nameStorers := closest(dht.Key(attackName), targets, k)
+	nameStorers := closest(record.Key(attackName), targets, k)
 	pubStorers := closest(dht.PublisherKey(attackName, c.pub), targets, k)
 
 	// Capture: read the sets, as anyone may, while the real instances
 	// republish, until each instance has been seen in 3 versions.
-	captured := map[peer.ID]map[uint64]*dht.Record{}
+	captured := map[peer.ID]map[uint64]*record.Record{}
 	capture := func() {
 		raws := getAll(ctx, adv, nameStorers, attackName, nil)
 		raws = append(raws, getAll(ctx, adv, pubStorers, attackName, c.pub)...)
 		for _, raw := range raws {
-			r, err := dht.Verify(raw, attackName, time.Now())
+			r, err := record.Verify(raw, attackName, time.Now())
 			if err != nil {
 				continue
 			}
 			if captured[r.Peer] == nil {
-				captured[r.Peer] = map[uint64]*dht.Record{}
+				captured[r.Peer] = map[uint64]*record.Record{}
 			}
 			captured[r.Peer][r.Seq] = r
 		}
@@ -72,7 +73,7 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 	// send PUTs raw to every node into both sets and fills row. A PUT that
 	// a node takes while holding a newer record of the peer, or any PUT
 	// taken when mustRefuse, got through.
-	send := func(row *AttackRow, r *dht.Record, mustRefuse bool) {
+	send := func(row *AttackRow, r *record.Record, mustRefuse bool) {
 		for _, i := range a.honest() {
 			for _, pub := range []ed25519.PublicKey{nil, c.pub} {
 				h := held(i, pub, r.Peer)
@@ -97,7 +98,7 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 	// agreeing answers, if they come from planted nodes, sees the first
 	// instance only.
 	first := c.ins[0]
-	var plant *dht.Record
+	var plant *record.Record
 	for _, r := range captured[first.Peer] {
 		if plant == nil || r.Seq > plant.Seq {
 			plant = r
@@ -171,7 +172,7 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 	before = counters(honest)
 	for j, i := range nodes[:len(nodes)-1] {
 		priv := a.nw.members[i].priv
-		var deleg *dht.Delegation
+		var deleg *record.Delegation
 		for _, r := range captured[c.ins[j].Peer] {
 			deleg = r.Delegation
 		}
@@ -180,8 +181,8 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 			row *AttackRow
 			seq uint64
 		}{{&expired, uint64(then.UnixMicro())}, {&expiredHigh, newest[c.ins[j].Peer] + 1_000_000_000}} {
-			r, err := dht.Sign(priv, dht.Record{Name: attackName, PublicKey: priv.Public().(ed25519.PublicKey),
-				Endpoints: []string{c.ins[j].Endpoint}, Seq: tc.seq, Issued: then, Expires: then.Add(dht.MaxLifetime), Delegation: deleg})
+			r, err := record.Sign(priv, record.Record{Name: attackName, PublicKey: priv.Public().(ed25519.PublicKey),
+				Endpoints: []string{c.ins[j].Endpoint}, Seq: tc.seq, Issued: then, Expires: then.Add(record.MaxLifetime), Delegation: deleg})
 			if err != nil {
 				return err
 			}
@@ -216,7 +217,7 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 	return nil
 }
 
-func countVersions(m map[peer.ID]map[uint64]*dht.Record) int {
+func countVersions(m map[peer.ID]map[uint64]*record.Record) int {
 	n := 0
 	for _, vs := range m {
 		n += len(vs)

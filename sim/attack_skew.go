@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -28,7 +29,7 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 	grinder := rand.NewChaCha8(seed(a.as.Network.Seed, "skew-grind"))
 	var storers []*extra
 	tries := 0
-	for _, key := range []string{dht.Key(attackName), dht.PublisherKey(attackName, pub)} {
+	for _, key := range []string{record.Key(attackName), dht.PublisherKey(attackName, pub)} {
 		want := maxCPL(key, ids) + 1
 		for range k {
 			priv, n := grind(grinder, key, want)
@@ -56,7 +57,7 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 		storerNodes = append(storerNodes, s.node)
 	}
 	// The finder's lookups must end at the ground storers.
-	for _, key := range []string{dht.Key(attackName), dht.PublisherKey(attackName, pub)} {
+	for _, key := range []string{record.Key(attackName), dht.PublisherKey(attackName, pub)} {
 		got, err := finder.node.DHT().Kad().GetClosestPeers(ctx, key)
 		if err != nil {
 			return fmt.Errorf("%w: lookup: %v", errAttack, err)
@@ -118,8 +119,8 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 			if sc.Found {
 				row.Lost = 1
 			}
-			if _, err := dht.Verify(r.Bytes(), attackName, finder.clock.Now()); err != nil {
-				row.Reasons["finder_"+dht.Reason(err)]++
+			if _, err := record.Verify(r.Bytes(), attackName, finder.clock.Now()); err != nil {
+				row.Reasons["finder_"+record.Reason(err)]++
 			}
 		}
 		if sc.Found {

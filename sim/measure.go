@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
@@ -251,7 +252,7 @@ func cellName(c int) string { return fmt.Sprintf("sim/cell-%d", c) }
 // nameCID is the CID that design 2 provides for the cell name: raw codec,
 // sha2-256 of the name's DHT key.
 func nameCID(name string) cid.Cid {
-	h, _ := multihash.Sum([]byte(dht.Key(name)), multihash.SHA2_256, -1)
+	h, _ := multihash.Sum([]byte(record.Key(name)), multihash.SHA2_256, -1)
 	return cid.NewCidV1(cid.Raw, h)
 }
 
@@ -306,7 +307,7 @@ func (r *run) announce(s *slot, must bool, mu *sync.Mutex) error {
 func (nw *Network) announce(ctx context.Context, d Design, s *slot) error {
 	m := nw.member(s.node)
 	now := nw.Now(s.node)
-	r, err := dht.Sign(m.priv, dht.Record{
+	r, err := record.Sign(m.priv, record.Record{
 		Name: s.name, PublicKey: m.priv.Public().(ed25519.PublicKey),
 		Endpoints: []string{fmt.Sprintf("[100::%x]:9000", s.node+1)},
 		Seq:       nw.nextSeq(now), Issued: now, Expires: now.Add(nw.sc.Lifetime),
@@ -528,7 +529,7 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 				return
 			}
 			for _, raw := range ev.Records {
-				rec, err := dht.Verify(raw, name, nw.Now(from))
+				rec, err := record.Verify(raw, name, nw.Now(from))
 				if err == nil && !rec.Withdrawn && want[rec.Peer] {
 					onFirst(ev.At)
 					return
@@ -633,7 +634,7 @@ func (nw *Network) find(ctx context.Context, d Design, from int, name string, wa
 	found := map[peer.ID]bool{}
 	switch d {
 	case SetStore:
-		recs, st, err := m.node.DHT().Find(ctx, name, now)
+		recs, st, err := m.node.DHT().Find(ctx, name, nil, now)
 		for _, r := range recs {
 			found[r.Peer] = true
 		}
@@ -646,11 +647,11 @@ func (nw *Network) find(ctx context.Context, d Design, from int, name string, wa
 		var wg sync.WaitGroup
 		for p := range kad.FindProvidersAsync(ctx, nameCID(name), 0) {
 			wg.Go(func() {
-				v, err := kad.GetValue(ctx, dht.Key(name)+"/"+p.ID.String())
+				v, err := kad.GetValue(ctx, record.Key(name)+"/"+p.ID.String())
 				if err != nil {
 					return
 				}
-				r, err := dht.Verify(v, name, now())
+				r, err := record.Verify(v, name, now())
 				if err != nil || r.Withdrawn || r.Peer != p.ID {
 					return
 				}
@@ -725,10 +726,10 @@ func (r *run) stalenessPhase() error {
 	}
 	st := &rep.Staleness
 	st.Killed = len(victims)
-	st.BoundMS = ms(sc.Lifetime + dht.MaxSkew + 2*sc.Skew)
+	st.BoundMS = ms(sc.Lifetime + record.MaxSkew + 2*sc.Skew)
 	kill := nw.clock.Now()
-	fineFrom := sc.Lifetime + dht.MaxSkew - 2*sc.Skew - 2*time.Second
-	end := sc.Lifetime + dht.MaxSkew + 2*sc.Skew + time.Second
+	fineFrom := sc.Lifetime + record.MaxSkew - 2*sc.Skew - 2*time.Second
+	end := sc.Lifetime + record.MaxSkew + 2*sc.Skew + time.Second
 	const coarse, fine = 5 * time.Second, 250 * time.Millisecond
 	lastSeen := time.Duration(-1)
 	for {
@@ -757,7 +758,7 @@ func (r *run) stalenessPhase() error {
 					st.MaxPastLifeMS = max(st.MaxPastLifeMS, ms(now.Sub(issued[s].Add(sc.Lifetime))))
 					// The protocol's promise: a finder accepts a record
 					// until its own clock passes Expires + MaxSkew.
-					bound := issued[s].Add(sc.Lifetime + dht.MaxSkew + nw.Skew(s.node) - nw.Skew(f))
+					bound := issued[s].Add(sc.Lifetime + record.MaxSkew + nw.Skew(s.node) - nw.Skew(f))
 					if now.After(bound.Add(fine)) {
 						st.Violations++
 					}

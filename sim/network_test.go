@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -129,7 +129,7 @@ func TestNetwork(t *testing.T) {
 
 	t.Run("killed node expires", func(t *testing.T) {
 		// Short-lived records, so that expiry comes within the test:
-		// live until Expires + dht.MaxSkew, that is 3 s + 5 s.
+		// live until Expires + record.MaxSkew, that is 3 s + 5 s.
 		short := node.Announcement{CheckInterval: 100 * time.Millisecond, Republish: 500 * time.Millisecond, Lifetime: 3 * time.Second}
 		ins := announce(t, "acme/short", short, 10, 11, 12)
 		victim, rest := ins[0], peersOf(ins[1:]...)
@@ -176,7 +176,7 @@ func TestNetwork(t *testing.T) {
 			if gone {
 				break
 			}
-			if since := nw.Clock().Now().Sub(kill); since > 3*time.Second+dht.MaxSkew+time.Second {
+			if since := nw.Clock().Now().Sub(kill); since > 3*time.Second+record.MaxSkew+time.Second {
 				t.Fatalf("killed instance still found %v after the kill", since)
 			}
 		}

@@ -147,10 +147,10 @@ type Staleness struct {
 	MaxMS float64 `json:"max_ms"`
 	// MaxPastLifeMS is the longest time from a dead instance's record's
 	// end of life (issued + lifetime, on the network's clock) to a find
-	// that still returned it; the protocol allows dht.MaxSkew plus the
+	// that still returned it; the protocol allows record.MaxSkew plus the
 	// clock difference of publisher and finder.
 	MaxPastLifeMS float64 `json:"max_past_life_ms"`
-	// BoundMS is lifetime + dht.MaxSkew + twice the scenario's skew: no
+	// BoundMS is lifetime + record.MaxSkew + twice the scenario's skew: no
 	// dead instance may be returned longer than that after its kill.
 	BoundMS float64 `json:"bound_ms"`
 	// Violations counts returns later than the protocol allows for that

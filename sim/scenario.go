@@ -89,7 +89,7 @@ type Scenario struct {
 	// negative value means never.
 	RepeatEvery int `json:"repeat_every,omitempty"`
 	// Lifetime is the life of the records Measure publishes; 0 means 60 s
-	// (dht.MaxLifetime, the most allowed).
+	// (record.MaxLifetime, the most allowed).
 	Lifetime time.Duration `json:"lifetime,omitempty"`
 	// Republish is how often Measure publishes a record again; 0 means
 	// 20 s, as the announcer does. Bytes per instance per minute are
@@ -97,7 +97,7 @@ type Scenario struct {
 	Republish time.Duration `json:"republish,omitempty"`
 	// Skew is the largest clock error of a node: each node's clock is off
 	// by a value drawn uniformly in [-Skew, +Skew]; 0 means none. Records
-	// tolerate dht.MaxSkew (5 s).
+	// tolerate record.MaxSkew (5 s).
 	Skew time.Duration `json:"skew,omitempty"`
 	// Churn makes nodes leave and join during the find phase; the zero
 	// value means none.

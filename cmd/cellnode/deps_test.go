@@ -18,6 +18,10 @@ const module = "github.com/cellnode/cellnode"
 //
 //   - dht, manifest and bootstrap are libraries: they know nothing of the
 //     node that runs them, the command line or the simulator.
+//   - dht/record is the byte format alone: no DHT, no manifest.
+//   - manifest's three packages are side by side over manifest: gitobj
+//     (git objects) and project (Cell.toml, Cell.lock) do not use each
+//     other, and none of them uses the DHT.
 //   - node runs a cellnode; the command line and the simulator use it, not
 //     the other way round.
 //   - cli is the command line; it may use sim (a `sim` command).
@@ -26,16 +30,17 @@ const module = "github.com/cellnode/cellnode"
 // No package of the module, listed here or not (new ones included), may
 // depend on a command (cmd/cellnode or any other package under cmd/).
 var layers = map[string][]string{
-	"dht":       {"cli", "node", "sim"},
-	"manifest":  {"cli", "node", "sim"},
-	"bootstrap": {"cli", "node", "sim"},
-	"node":      {"cli", "sim"},
-	"sim":       {"cli"},
+	"dht":        {"cli", "node", "sim"},
+	"dht/record": {"dht", "manifest", "bootstrap"},
+	"manifest":   {"cli", "node", "sim", "dht", "manifest/gitobj", "manifest/project"},
+	"bootstrap":  {"cli", "node", "sim"},
+	"node":       {"cli", "sim"},
+	"sim":        {"cli"},
 }
 
 // mustExist are packages whose absence means the test looks at the wrong
 // tree (it would pass vacuously).
-var mustExist = []string{"dht", "manifest", "bootstrap", "node", "cli", "cmd/cellnode"}
+var mustExist = []string{"dht", "dht/record", "manifest", "manifest/gitobj", "manifest/project", "bootstrap", "node", "cli", "cmd/cellnode"}
 
 // TestDeps checks the layering of the module's packages on the output of
 // go list: each package's transitive dependencies (not those of its tests).

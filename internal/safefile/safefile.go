@@ -1,12 +1,14 @@
-// Package safefile reads small state files and checks the directories that
-// hold them, so that what another user or a stray device node put in their
-// place cannot hang, exhaust or impersonate anything.
+// Package safefile reads and writes small state files and checks the
+// directories that hold them, so that what another user or a stray device
+// node put in their place cannot hang, exhaust or impersonate anything.
 //
 // ReadFile reads only regular files, at most a given size, and never blocks
 // opening a FIFO. CheckDir and EnsureDir accept a directory only if this
 // user owns it and neither its group nor others can write to it. CheckSocket
 // accepts a unix socket only if this user owns it. Errors name the path and
-// say how to fix it. Everything here is safe for concurrent use.
+// say how to fix it. WriteFile replaces a file atomically and durably;
+// WriteNew creates one only if it does not exist. Everything here is safe
+// for concurrent use.
 package safefile
 
 import (
@@ -155,6 +157,45 @@ func WriteNew(path string, b []byte, perm os.FileMode) error {
 		return err
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// WriteFile replaces path with b, mode perm, atomically: the content goes
+// to a synced temporary file in the same directory that is then renamed over
+// path, and the directory is synced so that the rename survives a crash. A
+// reader sees the old file or the new one whole, never a mix; a failed
+// write leaves the old file as it was and no temporary file behind.
+func WriteFile(path string, b []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the rename, a no-op
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	// Some file systems cannot sync a directory; the file is whole either way.
+	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
 		d.Close()
 	}

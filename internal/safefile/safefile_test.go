@@ -171,3 +171,45 @@ func TestWriteNewRace(t *testing.T) {
 		t.Fatalf("mode %v", fi.Mode().Perm())
 	}
 }
+
+// TestWriteFile: WriteFile creates or replaces a file with the given mode
+// and leaves no temporary file; a failed write leaves the old file whole.
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state")
+	if err := WriteFile(path, []byte("one\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(path, []byte("two\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || string(b) != "two\n" {
+		t.Fatalf("content %q, %v; want \"two\\n\"", b, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("mode %v, %v; want 0644", fi.Mode(), err)
+	}
+	// A directory in the way: the rename fails, nothing else changes.
+	sub := filepath.Join(dir, "sub")
+	if err := os.MkdirAll(filepath.Join(sub, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(sub, []byte("three\n"), 0o600); err == nil {
+		t.Fatal("WriteFile over a non-empty directory succeeded")
+	}
+	if err := WriteFile(filepath.Join(dir, "missing", "f"), nil, 0o600); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("WriteFile into a missing directory: %v, want fs.ErrNotExist", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 2 {
+		t.Fatalf("directory holds %v, want only state and sub", ents)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "two\n" {
+		t.Fatalf("content %q after failed writes", b)
+	}
+}

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cellnode/cellnode/manifest/project"
+
 	"github.com/cellnode/cellnode/manifest"
 )
 
@@ -57,7 +59,7 @@ func Files(c Cell) (map[string]string, error) {
 	}
 	return map[string]string{
 		manifest.FileName: string(mj) + "\n",
-		manifest.DepsFile: fmt.Sprintf(cellTOML, c.Name),
+		project.DepsFile:  fmt.Sprintf(cellTOML, c.Name),
 		"go.mod":          fmt.Sprintf("module example.com/%s/%s\n\ngo 1.26\n", org, name),
 		"main.go":         strings.ReplaceAll(skeletonMain, "NAME", name),
 		"README.md": strings.NewReplacer("{{NAME}}", name, "{{CELL}}", c.Name, "{{KEY}}", c.KeyPath,

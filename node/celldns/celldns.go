@@ -41,7 +41,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
 	"github.com/miekg/dns"
 )
 
@@ -486,7 +486,7 @@ func ParseName(fqdn string) (Name, error) {
 		name, org = labels[0], strings.Join(labels[1:], ".")
 	}
 	cell := org + "/" + name
-	if _, err := dht.ParseName(cell); err != nil {
+	if _, err := record.ParseName(cell); err != nil {
 		return bad(strings.TrimPrefix(err.Error(), "dht: "))
 	}
 	if strings.HasPrefix(labels[0], "_") {

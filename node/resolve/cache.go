@@ -15,7 +15,7 @@ import (
 // The caches resolve keeps in a home, which Prune prunes.
 const (
 	BuildsDir = "builds" // sources resolve checked out and built, one per dependency and commit
-	ReposDir  = "repos"  // git remotes resolve fetched (manifest.Remotes)
+	ReposDir  = "repos"  // git remotes resolve fetched (gitobj.Remotes)
 )
 
 // Removal is one path Prune removed, or would remove, and its size.

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/manifest"
 )
 
@@ -20,7 +21,7 @@ func CheckManifest(m *manifest.Manifest, name string, pins []ed25519.PublicKey) 
 		return nil
 	}
 	for _, p := range m.Publishers {
-		if k, err := dht.ParsePublicKey(p); err == nil && slices.ContainsFunc(pins, func(q ed25519.PublicKey) bool { return q.Equal(k) }) {
+		if k, err := record.ParsePublicKey(p); err == nil && slices.ContainsFunc(pins, func(q ed25519.PublicKey) bool { return q.Equal(k) }) {
 			return nil
 		}
 	}

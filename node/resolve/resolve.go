@@ -28,7 +28,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/internal/safefile"
+	"github.com/cellnode/cellnode/manifest/gitobj"
+	"github.com/cellnode/cellnode/manifest/project"
+
 	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/progress"
 	"github.com/cellnode/cellnode/manifest"
@@ -121,7 +125,7 @@ type resolver struct {
 
 // outcome is what resolving one dependency gave.
 type outcome struct {
-	locked manifest.LockedCell
+	locked project.LockedCell
 	how    string
 }
 
@@ -134,11 +138,11 @@ func (r *resolver) run(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	deps, err := manifest.LoadDeps(r.Dir)
+	deps, err := project.LoadDeps(r.Dir)
 	if err != nil {
 		return &InputError{err}
 	}
-	lock, err := manifest.LoadLock(r.Dir)
+	lock, err := project.LoadLock(r.Dir)
 	if err != nil {
 		return &InputError{err}
 	}
@@ -172,18 +176,18 @@ func (r *resolver) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := node.WriteFileAtomic(path, content, 0o644); err != nil {
+		if err := safefile.WriteFile(path, content, 0o644); err != nil {
 			return err
 		}
 	}
 	for _, o := range results {
 		lock.Put(o.locked)
 	}
-	return manifest.WriteLock(r.Dir, lock)
+	return project.WriteLock(r.Dir, lock)
 }
 
-func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old *manifest.LockedCell) (outcome, error) {
-	locked := manifest.LockedCell{Name: k, Cell: d.Cell, Git: d.Git, Tag: d.Tag, Resolved: time.Now().UTC().Truncate(time.Second)}
+func (r *resolver) resolveOne(ctx context.Context, k string, d project.Dep, old *project.LockedCell) (outcome, error) {
+	locked := project.LockedCell{Name: k, Cell: d.Cell, Git: d.Git, Tag: d.Tag, Resolved: time.Now().UTC().Truncate(time.Second)}
 	if old != nil && old.Git == d.Git && old.Tag == d.Tag {
 		locked.Cell, locked.Commit, locked.Fingerprint, locked.Publishers = firstNonEmpty(d.Cell, old.Cell), old.Commit, old.Fingerprint, old.Publishers
 	}
@@ -193,12 +197,12 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	case err != nil:
 		fmt.Fprintf(r.Log, "cellnode: %s: not using the socket on this machine: %v\n", k, err)
 	case ok:
-		locked.Endpoints = []manifest.LockedEndpoint{{Endpoint: ep, LatencyMS: lat}}
+		locked.Endpoints = []project.LockedEndpoint{{Endpoint: ep, LatencyMS: lat}}
 		return outcome{locked, r.localTrust(k, d, old, filepath.Join(dirs.Socket(), k+".sock"))}, nil
 	}
 
 	// 2. The manifest at the tag.
-	remotes := manifest.NewRemotes(filepath.Join(r.Home, ReposDir))
+	remotes := gitobj.NewRemotes(filepath.Join(r.Home, ReposDir))
 	var commit cid.Cid
 	var m *manifest.Manifest
 	local := isLocalURL(d.Git)
@@ -206,7 +210,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	if !r.Offline || local {
 		h, err = remotes.Resolve(ctx, d.Git, d.Tag)
 	} else {
-		err = fmt.Errorf("%w: offline", manifest.ErrUnreachable)
+		err = fmt.Errorf("%w: offline", gitobj.ErrUnreachable)
 	}
 	switch {
 	case err == nil:
@@ -214,7 +218,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 		if m, err = remotes.Manifest(d.Git, h); err != nil {
 			return outcome{}, err
 		}
-	case errors.Is(err, manifest.ErrUnreachable):
+	case errors.Is(err, gitobj.ErrUnreachable):
 		if locked.Commit == "" {
 			if r.Offline {
 				return outcome{}, fmt.Errorf("offline: only cells running on this machine resolve, %s is not running here (no %s in %s), and Cell.lock pins no commit for it", k, k+".sock", dirs.Socket())
@@ -246,7 +250,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	// 3. Live instances, trusted publishers only.
 	var pubs []ed25519.PublicKey
 	for _, p := range m.Publishers {
-		k, err := dht.ParsePublicKey(p)
+		k, err := record.ParsePublicKey(p)
 		if err != nil {
 			return outcome{}, fmt.Errorf("manifest publishers: %w", err)
 		}
@@ -267,7 +271,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 		}
 	}
 	var seen string
-	var eps []manifest.LockedEndpoint
+	var eps []project.LockedEndpoint
 	for _, in := range res.Instances {
 		if !in.Reachable {
 			continue
@@ -278,7 +282,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 			}
 			continue
 		}
-		eps = append(eps, manifest.LockedEndpoint{Endpoint: in.Best, LatencyMS: in.LatencyMS})
+		eps = append(eps, project.LockedEndpoint{Endpoint: in.Best, LatencyMS: in.LatencyMS})
 	}
 	if len(eps) > 0 {
 		locked.Endpoints = eps
@@ -310,7 +314,7 @@ func (r *resolver) resolveOne(ctx context.Context, k string, d manifest.Dep, old
 	if err != nil {
 		return outcome{}, err
 	}
-	locked.Endpoints = []manifest.LockedEndpoint{ep}
+	locked.Endpoints = []project.LockedEndpoint{ep}
 	return outcome{locked, "built from source and started here"}, nil
 }
 
@@ -332,7 +336,7 @@ func (r *resolver) manifestFromPeers(ctx context.Context, k string, commit cid.C
 }
 
 // checkPins holds the resolution to what Cell.lock pinned, unless --update.
-func (r *resolver) checkPins(k string, d manifest.Dep, commit cid.Cid, m *manifest.Manifest, old *manifest.LockedCell) error {
+func (r *resolver) checkPins(k string, d project.Dep, commit cid.Cid, m *manifest.Manifest, old *project.LockedCell) error {
 	if old == nil || r.Update || old.Git != d.Git || old.Tag != d.Tag {
 		return nil
 	}
@@ -364,32 +368,32 @@ func (r *resolver) net(ctx context.Context) (*Session, error) {
 // spawn builds the dependency from source at the commit (from the git URL,
 // or cloned from peers when it cannot be reached), starts it with
 // CELL_SOCKET_DIR set, and waits for its socket.
-func (r *resolver) spawn(ctx context.Context, k string, d manifest.Dep, commit cid.Cid, h plumbing.Hash, m *manifest.Manifest, res *node.FindResult) (manifest.LockedEndpoint, error) {
+func (r *resolver) spawn(ctx context.Context, k string, d project.Dep, commit cid.Cid, h plumbing.Hash, m *manifest.Manifest, res *node.FindResult) (project.LockedEndpoint, error) {
 	if m.Build == nil {
-		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: the manifest of %s has no build section", m.Name)
+		return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: the manifest of %s has no build section", m.Name)
 	}
 	src := filepath.Join(r.Home, BuildsDir, k+"-"+commit.String())
 	if _, err := os.Stat(filepath.Join(src, manifest.FileName)); err != nil {
 		os.RemoveAll(src)
 		if err := os.MkdirAll(filepath.Dir(src), 0o700); err != nil {
-			return manifest.LockedEndpoint{}, err
+			return project.LockedEndpoint{}, err
 		}
 		// From the git cache when it has the commit, else from peers.
-		err := manifest.NewRemotes(filepath.Join(r.Home, ReposDir)).Checkout(d.Git, h, src)
+		err := gitobj.NewRemotes(filepath.Join(r.Home, ReposDir)).Checkout(d.Git, h, src)
 		if err != nil {
 			os.RemoveAll(src)
 			err = r.cloneFromPeers(ctx, commit, res, src)
 		}
 		if err != nil {
-			return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: get the source: %w", err)
+			return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: get the source: %w", err)
 		}
 	}
 	ep, lat, err := spawn.Start(ctx, spawn.Spec{Name: k, Manifest: m, Commit: commit.String(), Src: src, Home: r.Home,
 		Progress: r.Progress, Log: r.Log})
 	if err != nil {
-		return manifest.LockedEndpoint{}, fmt.Errorf("auto_spawn: %w", err)
+		return project.LockedEndpoint{}, fmt.Errorf("auto_spawn: %w", err)
 	}
-	return manifest.LockedEndpoint{Endpoint: ep, LatencyMS: lat}, nil
+	return project.LockedEndpoint{Endpoint: ep, LatencyMS: lat}, nil
 }
 
 func (r *resolver) cloneFromPeers(ctx context.Context, commit cid.Cid, res *node.FindResult, dir string) error {
@@ -413,7 +417,7 @@ func (r *resolver) cloneFromPeers(ctx context.Context, commit cid.Cid, res *node
 // be: resolve built and started it from the pinned commit, or a node on
 // this machine announces it under a delegation from a pinned publisher.
 // Otherwise it says plainly that the socket was not verified.
-func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell, path string) string {
+func (r *resolver) localTrust(k string, d project.Dep, old *project.LockedCell, path string) string {
 	if old == nil || (old.Commit == "" && len(old.Publishers) == 0) {
 		return "running on this machine; not verified: Cell.lock pins nothing for it yet"
 	}
@@ -424,7 +428,7 @@ func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell
 	}
 	var pins []ed25519.PublicKey
 	for _, p := range old.Publishers {
-		if key, err := dht.ParsePublicKey(p); err == nil {
+		if key, err := record.ParsePublicKey(p); err == nil {
 			pins = append(pins, key)
 		}
 	}
@@ -433,7 +437,7 @@ func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell
 		if cell != "" && lc.Name != cell {
 			continue
 		}
-		rec, err := dht.Verify(lc.Record, lc.Name, time.Now())
+		rec, err := record.Verify(lc.Record, lc.Name, time.Now())
 		if err != nil || rec.Withdrawn || !slices.Contains(rec.Endpoints, "unix:"+path) {
 			continue
 		}
@@ -445,7 +449,7 @@ func (r *resolver) localTrust(k string, d manifest.Dep, old *manifest.LockedCell
 }
 
 // render returns the endpoint file of one dependency in the chosen format.
-func (r *resolver) render(c manifest.LockedCell) (string, []byte, error) {
+func (r *resolver) render(c project.LockedCell) (string, []byte, error) {
 	eps := EndpointsOf(c)
 	base := filepath.Join(r.Out, c.Name+"_instances")
 	switch r.Format {
@@ -474,7 +478,7 @@ func (r *resolver) render(c manifest.LockedCell) (string, []byte, error) {
 }
 
 // EndpointsOf returns the endpoints of c, best first.
-func EndpointsOf(c manifest.LockedCell) []string {
+func EndpointsOf(c project.LockedCell) []string {
 	out := make([]string, len(c.Endpoints))
 	for i, e := range c.Endpoints {
 		out[i] = e.Endpoint

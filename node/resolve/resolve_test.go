@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cellnode/cellnode/manifest/project"
+
 	"github.com/cellnode/cellnode/manifest"
 )
 
@@ -39,7 +41,7 @@ func TestFilter(t *testing.T) {
 // InputErrors, and nothing is written.
 func TestRunInput(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, manifest.DepsFile), []byte("[cell\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, project.DepsFile), []byte("[cell\n"), 0o644)
 	cfg := Config{Dir: dir, Home: t.TempDir()}
 	var in *InputError
 	if err := Run(context.Background(), cfg); !errors.As(err, &in) {
@@ -49,7 +51,7 @@ func TestRunInput(t *testing.T) {
 	if err := Run(context.Background(), cfg); !errors.As(err, &in) {
 		t.Fatalf("bad format: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, manifest.LockFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, project.LockFile)); err == nil {
 		t.Fatal("Cell.lock written")
 	}
 }

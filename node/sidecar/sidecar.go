@@ -18,7 +18,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/manifest/gitobj"
+
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/manifest"
 	"github.com/cellnode/cellnode/node"
@@ -109,7 +111,7 @@ const maxDelegationFile = 16 << 10
 
 // ReadDelegation reads a delegation file written by key delegate: a regular
 // file holding one PEM block of type DelegationPEM.
-func ReadDelegation(path string) (*dht.Delegation, error) {
+func ReadDelegation(path string) (*record.Delegation, error) {
 	b, err := safefile.ReadFile(path, maxDelegationFile)
 	if err != nil {
 		return nil, err
@@ -118,7 +120,7 @@ func ReadDelegation(path string) (*dht.Delegation, error) {
 	if blk == nil || blk.Type != DelegationPEM {
 		return nil, fmt.Errorf("%s: not a %s PEM block", path, DelegationPEM)
 	}
-	return dht.DecodeDelegation(blk.Bytes)
+	return record.DecodeDelegation(blk.Bytes)
 }
 
 // Identity works out the cell's name and manifest commit from --name,
@@ -133,7 +135,7 @@ func Identity(name, dir, ref string, log *slog.Logger) (string, cid.Cid, []ed255
 	}
 	var pubs []ed25519.PublicKey
 	for _, p := range m.Publishers {
-		k, err := dht.ParsePublicKey(p)
+		k, err := record.ParsePublicKey(p)
 		if err != nil {
 			return "", cid.Undef, nil, inputErr("Cell.json publishers: %v", err)
 		}
@@ -159,19 +161,19 @@ func cellManifest(name, dir, ref string, log *slog.Logger) (string, cid.Cid, *ma
 	default:
 		return "", cid.Undef, nil, inputErr("%v", err)
 	}
-	if _, err := dht.ParseName(name); err != nil {
+	if _, err := record.ParseName(name); err != nil {
 		return "", cid.Undef, nil, &InputError{err}
 	}
-	commit, err := manifest.CommitCID(dir, ref)
+	commit, err := gitobj.CommitCID(dir, ref)
 	if err != nil {
-		if ref == "" && (errors.Is(err, manifest.ErrNotRepo) || errors.Is(err, manifest.ErrNoCommits)) {
+		if ref == "" && (errors.Is(err, gitobj.ErrNotRepo) || errors.Is(err, gitobj.ErrNoCommits)) {
 			return name, cid.Undef, m, nil
 		}
 		return "", cid.Undef, nil, inputErr("--ref: %v", err)
 	}
-	at, err := manifest.AtCommit(dir, commit)
+	at, err := gitobj.AtCommit(dir, commit)
 	switch {
-	case errors.Is(err, manifest.ErrNoManifest):
+	case errors.Is(err, gitobj.ErrNoManifest):
 		log.Warn("the commit has no Cell.json at its root; announcing without a manifest", "cid", commit)
 		return name, cid.Undef, m, nil
 	case err != nil:
@@ -179,7 +181,7 @@ func cellManifest(name, dir, ref string, log *slog.Logger) (string, cid.Cid, *ma
 	case at.Name != name:
 		return "", cid.Undef, nil, inputErr("the Cell.json committed at %s names %s, not %s", commit, at.Name, name)
 	}
-	if dirty, derr := manifest.Dirty(dir); derr == nil && dirty {
+	if dirty, derr := gitobj.Dirty(dir); derr == nil && dirty {
 		log.Warn("Cell.json has uncommitted changes; the record names the committed manifest", "cid", commit)
 	}
 	return name, commit, at, nil

@@ -10,7 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cellnode/cellnode/dht"
+	"github.com/cellnode/cellnode/dht/record"
+
 	"github.com/cellnode/cellnode/internal/dirs"
 	"github.com/cellnode/cellnode/internal/safefile"
 	"github.com/cellnode/cellnode/node"
@@ -47,7 +48,7 @@ func Write(home string, c Cell) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return node.WriteFileAtomic(filepath.Join(dir, c.Name+".json"), b, 0o600)
+	return safefile.WriteFile(filepath.Join(dir, c.Name+".json"), b, 0o600)
 }
 
 // List returns the cells recorded in home's state directory, running or
@@ -96,7 +97,7 @@ func ListRunning(ctx context.Context, home string) []Running {
 			continue
 		}
 		r := Running{Name: lc.Name, Endpoint: lc.Endpoint, PID: lc.PID, Started: lc.Started, Source: "cellnode run"}
-		if rec, err := dht.Verify(lc.Record, lc.Name, now); err == nil {
+		if rec, err := record.Verify(lc.Record, lc.Name, now); err == nil {
 			r.Announced = !rec.Withdrawn
 			if rec.Manifest.Defined() {
 				r.Manifest = rec.Manifest.String()
