@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/poll"
 	"maps"
 	"slices"
 	"testing"
@@ -158,7 +159,7 @@ func TestNetwork(t *testing.T) {
 			nw.Clock().Advance(time.Second)
 			now := nw.Clock().Now()
 			for _, in := range ins[1:] {
-				err := waitFor(ctx, 10*time.Millisecond, func() bool { return !in.Announcer.Status().LastPublish.Before(now) })
+				err := poll.Until(ctx, 10*time.Millisecond, func() bool { return !in.Announcer.Status().LastPublish.Before(now) })
 				if err != nil {
 					t.Fatalf("%s not republished: %v", in.Peer, err)
 				}
@@ -193,7 +194,7 @@ func TestNetwork(t *testing.T) {
 			t.Fatalf("found %d instances before the stop", len(got))
 		}
 		ins[0].StopService()
-		err := waitFor(ctx, 50*time.Millisecond, func() bool {
+		err := poll.Until(ctx, 50*time.Millisecond, func() bool {
 			if ins[0].Announcer.Status().Announcing {
 				return false
 			}

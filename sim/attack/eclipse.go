@@ -1,9 +1,10 @@
-package sim
+package attack
 
 import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/cellnode/cellnode/sim"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -73,7 +74,7 @@ func (a *arena) eclipse(ctx context.Context, rep *AttackReport) error {
 	pub := pubPriv.Public().(ed25519.PublicKey)
 	ids := a.honestIDs()
 	k := a.as.Network.BucketSize
-	grinder := rand.NewChaCha8(seed(a.as.Network.Seed, "sybil-grind"))
+	grinder := rand.NewChaCha8(sim.Seed(a.as.Network.Seed, "sybil-grind"))
 
 	mode := &atomic.Int32{}
 	puts, gets := &atomic.Int64{}, &atomic.Int64{}
@@ -171,9 +172,9 @@ func (a *arena) eclipse(ctx context.Context, rep *AttackReport) error {
 		// This step's Sybils leave, so that the next step's figures are
 		// its own.
 		for _, s := range sybils {
-			for _, p := range a.nw.mn.Peers() {
+			for _, p := range a.nw.Mocknet().Peers() {
 				if p != s.node.ID() {
-					_ = a.nw.mn.UnlinkPeers(s.node.ID(), p)
+					_ = a.nw.Mocknet().UnlinkPeers(s.node.ID(), p)
 				}
 			}
 			_ = s.host.Close()
@@ -205,7 +206,7 @@ func (a *arena) eclipse(ctx context.Context, rep *AttackReport) error {
 // same at every Sybil, so that their answers agree.
 func sybilJunkFor(s uint64, name string) ([][]byte, error) {
 	var junk [][]byte
-	rng := rand.New(rand.NewChaCha8(seed(s, "sybil-junk/"+name)))
+	rng := rand.New(rand.NewChaCha8(sim.Seed(s, "sybil-junk/"+name)))
 	for i := range 50 {
 		var sd [ed25519.SeedSize]byte
 		for j := range sd {

@@ -1,9 +1,10 @@
-package sim
+package attack
 
 import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/cellnode/cellnode/sim"
 	"sync"
 	"time"
 
@@ -44,7 +45,7 @@ func (a *arena) partition(ctx context.Context, rep *AttackReport) error {
 		var out []map[peer.ID]uint64
 		for _, i := range finders[s] {
 			n := a.nw.Node(i)
-			fctx, cancel := context.WithTimeout(ctx, opTimeout)
+			fctx, cancel := context.WithTimeout(ctx, sim.OpTimeout)
 			res, err := n.FindWith(fctx, attackName, node.FindOptions{Publishers: pinned})
 			cancel()
 			seen := map[peer.ID]uint64{}
@@ -100,8 +101,8 @@ func (a *arena) partition(ctx context.Context, rep *AttackReport) error {
 	for _, x := range sides[0] {
 		for _, y := range sides[1] {
 			idx, idy := a.nw.Node(x).ID(), a.nw.Node(y).ID()
-			_ = a.nw.mn.UnlinkPeers(idx, idy)
-			_ = a.nw.mn.DisconnectPeers(idx, idy)
+			_ = a.nw.Mocknet().UnlinkPeers(idx, idy)
+			_ = a.nw.Mocknet().DisconnectPeers(idx, idy)
 		}
 	}
 	if err := c.waitRepublished(ctx, 3); err != nil {
@@ -115,7 +116,7 @@ func (a *arena) partition(ctx context.Context, rep *AttackReport) error {
 	// record of the other side's instance published after the heal.
 	for _, x := range sides[0] {
 		for _, y := range sides[1] {
-			if _, err := a.nw.mn.LinkPeers(a.nw.Node(x).ID(), a.nw.Node(y).ID()); err != nil {
+			if _, err := a.nw.Mocknet().LinkPeers(a.nw.Node(x).ID(), a.nw.Node(y).ID()); err != nil {
 				return err
 			}
 		}

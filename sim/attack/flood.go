@@ -1,10 +1,11 @@
-package sim
+package attack
 
 import (
 	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/cellnode/cellnode/sim"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -39,7 +40,7 @@ func (a *arena) flood(ctx context.Context, rep *AttackReport) error {
 		}
 		flooders = append(flooders, h)
 	}
-	keys := rand.NewChaCha8(seed(a.as.Network.Seed, "flood-keys"))
+	keys := rand.NewChaCha8(sim.Seed(a.as.Network.Seed, "flood-keys"))
 	nodeKey := func() ed25519.PrivateKey {
 		var s [ed25519.SeedSize]byte
 		_, _ = keys.Read(s[:])
@@ -143,7 +144,7 @@ func (a *arena) flood(ctx context.Context, rep *AttackReport) error {
 	if err := a.rateLimit(ctx, rep, flooders[0], ids); err != nil {
 		return err
 	}
-	rep.Rows = append(rep.Rows, storeExhaustion(""), storeExhaustion(AttackerNet))
+	rep.Rows = append(rep.Rows, storeExhaustion(""), storeExhaustion(sim.AttackerNet))
 	return nil
 }
 

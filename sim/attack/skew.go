@@ -1,9 +1,10 @@
-package sim
+package attack
 
 import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/cellnode/cellnode/sim"
 	"math/rand/v2"
 	"time"
 
@@ -25,7 +26,7 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 	pubPriv := a.key("publisher")
 	pub := pubPriv.Public().(ed25519.PublicKey)
 	ids := a.honestIDs()
-	grinder := rand.NewChaCha8(seed(a.as.Network.Seed, "skew-grind"))
+	grinder := rand.NewChaCha8(sim.Seed(a.as.Network.Seed, "skew-grind"))
 	var storers []*extra
 	tries := 0
 	for _, key := range []string{dht.Key(attackName), dht.PublisherKey(attackName, pub)} {
@@ -96,7 +97,7 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 			return err
 		}
 		before := counters(storerNodes)
-		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		pctx, cancel := context.WithTimeout(ctx, sim.OpTimeout)
 		st, _ := publisher.node.DHT().Publish(pctx, r)
 		cancel()
 		after := counters(storerNodes)

@@ -1,9 +1,11 @@
-package sim
+package attack
 
 import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/poll"
+	"github.com/cellnode/cellnode/sim"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -26,7 +28,7 @@ import (
 // arena is one attack run: the honest network, and what the attack adds to
 // it (adversary hosts, nodes that join later), closed together.
 type arena struct {
-	nw  *Network
+	nw  *sim.Network
 	as  AttackScenario
 	rng *rand.Rand
 
@@ -46,8 +48,8 @@ type extra struct {
 	clock *skewClock
 }
 
-func newArena(nw *Network, as AttackScenario) *arena {
-	return &arena{nw: nw, as: as, rng: rand.New(rand.NewChaCha8(seed(as.Network.Seed, "attack")))}
+func newArena(nw *sim.Network, as AttackScenario) *arena {
+	return &arena{nw: nw, as: as, rng: rand.New(rand.NewChaCha8(sim.Seed(as.Network.Seed, "attack")))}
 }
 
 // close closes what the arena added; the caller closes the network.
@@ -68,7 +70,7 @@ func (a *arena) close() {
 
 // key derives a deterministic ed25519 key from the seed and purpose.
 func (a *arena) key(purpose string) ed25519.PrivateKey {
-	s := seed(a.as.Network.Seed, "attack-key/"+purpose)
+	s := sim.Seed(a.as.Network.Seed, "attack-key/"+purpose)
 	return ed25519.NewKeyFromSeed(s[:ed25519.SeedSize])
 }
 
@@ -109,7 +111,7 @@ func (a *arena) pick(n int, avoid ...int) []int {
 // already there but the adversary hosts without a node (which talk to the
 // nodes only, so that a thousand of them cost a thousand links each, not a
 // million in all). An attacker's host gets an address in the attacker's
-// one /16 (AttackerNet); any other a /16 of its own.
+// one /16 (sim.AttackerNet); any other a /16 of its own.
 func (a *arena) addHost(priv ed25519.PrivateKey, attacker bool) (host.Host, error) {
 	sk, err := crypto.UnmarshalEd25519PrivateKey(priv)
 	if err != nil {
@@ -120,13 +122,13 @@ func (a *arena) addHost(priv ed25519.PrivateKey, attacker bool) (host.Host, erro
 	n := a.addrs
 	lone := maps.Clone(a.lone)
 	a.mu.Unlock()
-	h, err := a.nw.mn.AddPeer(sk, extraAddr(n, attacker))
+	h, err := a.nw.Mocknet().AddPeer(sk, sim.HostAddr(n, attacker))
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range a.nw.mn.Peers() {
+	for _, o := range a.nw.Mocknet().Peers() {
 		if o != h.ID() && !lone[o] {
-			if _, err := a.nw.mn.LinkPeers(h.ID(), o); err != nil {
+			if _, err := a.nw.Mocknet().LinkPeers(h.ID(), o); err != nil {
 				h.Close()
 				return nil, err
 			}
@@ -189,7 +191,7 @@ func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []pee
 		}
 	}
 	rt := e.node.DHT().Kad().RoutingTable()
-	if err := waitFor(ctx, time.Millisecond, func() bool { return rt.Size() > 0 }); err != nil {
+	if err := poll.Until(ctx, time.Millisecond, func() bool { return rt.Size() > 0 }); err != nil {
 		return nil, fmt.Errorf("join: routing table still empty: %w", err)
 	}
 	select {
@@ -213,7 +215,7 @@ type realCell struct {
 	name    string
 	pubPriv ed25519.PrivateKey
 	pub     ed25519.PublicKey
-	ins     []*Instance
+	ins     []*sim.Instance
 }
 
 // delegate signs a delegation of name to the node key nodePub, valid from
@@ -227,7 +229,7 @@ func delegate(pubPriv ed25519.PrivateKey, name string, nodePub ed25519.PublicKey
 func (a *arena) startCell(ctx context.Context, name string, pubPriv ed25519.PrivateKey, nodes []int) (*realCell, error) {
 	c := &realCell{name: name, pubPriv: pubPriv, pub: pubPriv.Public().(ed25519.PublicKey)}
 	for _, i := range nodes {
-		d, err := delegate(pubPriv, name, a.nw.members[i].priv.Public().(ed25519.PublicKey), time.Now())
+		d, err := delegate(pubPriv, name, a.nw.Key(i).Public().(ed25519.PublicKey), time.Now())
 		if err != nil {
 			return nil, err
 		}
@@ -254,7 +256,7 @@ func (c *realCell) waitRepublished(ctx context.Context, n int) error {
 	for i, in := range c.ins {
 		base[i] = in.Announcer.Status().Publishes
 	}
-	return waitFor(ctx, 10*time.Millisecond, func() bool {
+	return poll.Until(ctx, 10*time.Millisecond, func() bool {
 		for i, in := range c.ins {
 			if s := in.Announcer.Status(); s.Announcing && s.Publishes < base[i]+n {
 				return false
@@ -288,7 +290,7 @@ type findOutcome struct {
 // find runs a find of name from n, trusting pubs (none: nothing pinned),
 // and judges it against want.
 func find(ctx context.Context, n *node.Node, name string, pubs []ed25519.PublicKey, want map[peer.ID]bool) findOutcome {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, sim.OpTimeout)
 	defer cancel()
 	start := time.Now()
 	res, err := n.FindWith(ctx, name, node.FindOptions{Publishers: pubs})
@@ -327,7 +329,7 @@ func (a *arena) findRow(ctx context.Context, row *AttackRow, name string, pubs [
 		row.Shown += o.shown
 		durs = append(durs, o.dur)
 	}
-	row.Millis = latency(durs, 0).P50MS
+	row.Millis = sim.LatencyOf(durs, 0).P50MS
 	return outs
 }
 

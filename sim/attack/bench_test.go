@@ -1,8 +1,9 @@
-package sim
+package attack
 
 import (
 	"context"
 	"fmt"
+	"github.com/cellnode/cellnode/sim"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func benchAttack(b *testing.B, as AttackScenario) {
 //	go test ./sim -run '^$' -bench Flood -benchtime 1x -timeout 30m
 func BenchmarkFlood(b *testing.B) {
 	benchAttack(b, AttackScenario{Name: "flood-full", Attack: AttackFlood,
-		Network:    Scenario{Nodes: 40, BucketSize: 20, Latency: time.Millisecond, Seed: 14},
+		Network:    sim.Scenario{Nodes: 40, BucketSize: 20, Latency: time.Millisecond, Seed: 14},
 		FloodPeers: 1000, FloodRecords: 10000, Finds: 10})
 }
 

@@ -1,9 +1,10 @@
-package sim
+package attack
 
 import (
 	"context"
 	"errors"
 	"flag"
+	"github.com/cellnode/cellnode/sim"
 	"os"
 	"path/filepath"
 	"strings"
@@ -265,7 +266,7 @@ func TestLoadAttack(t *testing.T) {
 			t.Errorf("%s: loaded", name)
 		}
 	}
-	if _, err := RunAttack(context.Background(), AttackScenario{Attack: "x"}); !errors.Is(err, ErrBadScenario) {
+	if _, err := RunAttack(context.Background(), AttackScenario{Attack: "x"}); !errors.Is(err, sim.ErrBadScenario) {
 		t.Errorf("RunAttack of a bad scenario: %v", err)
 	}
 }
