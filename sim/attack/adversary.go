@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"github.com/cellnode/cellnode/internal/poll"
+	"github.com/cellnode/cellnode/internal/wire"
 	"github.com/cellnode/cellnode/sim"
 	"io"
 	"maps"
@@ -443,27 +444,6 @@ func mustPeerID(pub ed25519.PublicKey) peer.ID {
 	return id
 }
 
-// The instances protocol as an adversary speaks it: the framing of
-// dht/protocol.go (one varint-length-prefixed CBOR request and response per
-// stream) reproduced here, so that the adversary can send bytes no honest
-// node would.
-const (
-	wireOpPut = 1
-	wireOpGet = 2
-)
-
-type wireRequest struct {
-	Op        uint64 `cbor:"1,keyasint"`
-	Name      string `cbor:"2,keyasint"`
-	Record    []byte `cbor:"3,keyasint,omitempty"`
-	Publisher []byte `cbor:"4,keyasint,omitempty"`
-}
-
-type wireResponse struct {
-	Error   string   `cbor:"1,keyasint,omitempty"`
-	Records [][]byte `cbor:"2,keyasint,omitempty"`
-}
-
 // The record and delegation formats of docs/records.md, reproduced so that
 // the adversary can build records that dht.Sign refuses to make.
 type wireBody struct {
@@ -495,14 +475,6 @@ type wireDelegation struct {
 	NotAfter  int64  `cbor:"5,keyasint"`
 }
 
-var wireEnc = func() cbor.EncMode {
-	em, err := cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		panic(err)
-	}
-	return em
-}()
-
 // openBody decodes the envelope and body of record bytes.
 func openBody(raw []byte) (wireBody, wireEnvelope, error) {
 	var env wireEnvelope
@@ -517,14 +489,14 @@ func openBody(raw []byte) (wireBody, wireEnvelope, error) {
 // sealBody encodes b and signs it with signer as a record signature; a nil
 // signer keeps sig.
 func sealBody(b wireBody, signer ed25519.PrivateKey, sig []byte) []byte {
-	body, err := wireEnc.Marshal(b)
+	body, err := wire.Enc.Marshal(b)
 	if err != nil {
 		panic(err)
 	}
 	if signer != nil {
 		sig = ed25519.Sign(signer, dht.SignedMessage(dht.RecordDomain, body))
 	}
-	raw, err := wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
+	raw, err := wire.Enc.Marshal(wireEnvelope{Body: body, Sig: sig})
 	if err != nil {
 		panic(err)
 	}
@@ -533,12 +505,12 @@ func sealBody(b wireBody, signer ed25519.PrivateKey, sig []byte) []byte {
 
 // sealDelegation encodes d and signs it with signer as a delegation.
 func sealDelegation(d wireDelegation, signer ed25519.PrivateKey) []byte {
-	body, err := wireEnc.Marshal(d)
+	body, err := wire.Enc.Marshal(d)
 	if err != nil {
 		panic(err)
 	}
 	sig := ed25519.Sign(signer, dht.SignedMessage(dht.DelegationDomain, body))
-	raw, err := wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
+	raw, err := wire.Enc.Marshal(wireEnvelope{Body: body, Sig: sig})
 	if err != nil {
 		panic(err)
 	}
@@ -563,8 +535,8 @@ func signRecord(priv ed25519.PrivateKey, name string, seq uint64, now time.Time,
 // rawCall sends one request on the instances protocol from h to p and
 // returns the response. A refusal is a response with Error set, not an
 // error.
-func rawCall(ctx context.Context, h host.Host, p peer.ID, req wireRequest) (*wireResponse, error) {
-	msg, err := wireEnc.Marshal(req)
+func rawCall(ctx context.Context, h host.Host, p peer.ID, req wire.Request) (*wire.Response, error) {
+	msg, err := wire.Enc.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
@@ -572,7 +544,7 @@ func rawCall(ctx context.Context, h host.Host, p peer.ID, req wireRequest) (*wir
 }
 
 // rawSend sends msg, framed, as the request of one stream from h to p.
-func rawSend(ctx context.Context, h host.Host, p peer.ID, msg []byte) (*wireResponse, error) {
+func rawSend(ctx context.Context, h host.Host, p peer.ID, msg []byte) (*wire.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	s, err := h.NewStream(ctx, p, dht.ProtocolID)
@@ -593,7 +565,7 @@ func rawSend(ctx context.Context, h host.Host, p peer.ID, msg []byte) (*wireResp
 		_ = s.Reset()
 		return nil, err
 	}
-	var resp wireResponse
+	var resp wire.Response
 	if err := cbor.Unmarshal(b, &resp); err != nil {
 		return nil, err
 	}
@@ -608,7 +580,7 @@ type putResult struct {
 	transportErrors int
 }
 
-func (r *putResult) add(resp *wireResponse, err error) bool {
+func (r *putResult) add(resp *wire.Response, err error) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sent++
@@ -637,7 +609,7 @@ func putAll(ctx context.Context, h host.Host, targets []peer.ID, name string, pu
 	var wg sync.WaitGroup
 	for _, p := range targets {
 		wg.Go(func() {
-			resp, err := rawCall(ctx, h, p, wireRequest{Op: wireOpPut, Name: name, Record: raw, Publisher: pub})
+			resp, err := rawCall(ctx, h, p, wire.Request{Op: wire.OpPut, Name: name, Record: raw, Publisher: pub})
 			res.add(resp, err)
 		})
 	}
@@ -652,7 +624,7 @@ func getAll(ctx context.Context, h host.Host, targets []peer.ID, name string, pu
 	var wg sync.WaitGroup
 	for _, p := range targets {
 		wg.Go(func() {
-			resp, err := rawCall(ctx, h, p, wireRequest{Op: wireOpGet, Name: name, Publisher: pub})
+			resp, err := rawCall(ctx, h, p, wire.Request{Op: wire.OpGet, Name: name, Publisher: pub})
 			if err != nil || resp.Error != "" {
 				return
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/wire"
 	"github.com/cellnode/cellnode/sim"
 	"math/rand/v2"
 	"sync/atomic"
@@ -42,22 +43,22 @@ func (s *sybil) handle(st network.Stream) {
 		_ = st.Reset()
 		return
 	}
-	var req wireRequest
+	var req wire.Request
 	if err := cbor.Unmarshal(msg, &req); err != nil {
 		_ = st.Reset()
 		return
 	}
-	var resp wireResponse
+	var resp wire.Response
 	switch req.Op {
-	case wireOpPut:
+	case wire.OpPut:
 		s.puts.Add(1)
-	case wireOpGet:
+	case wire.OpGet:
 		s.gets.Add(1)
 		if s.mode.Load() == sybilJunk {
 			resp.Records = s.junk
 		}
 	}
-	out, _ := wireEnc.Marshal(resp)
+	out, _ := wire.Enc.Marshal(resp)
 	if err := msgio.NewVarintWriter(st).WriteMsg(out); err != nil {
 		_ = st.Reset()
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/wire"
 	"github.com/cellnode/cellnode/sim"
 	"math/rand/v2"
 	"sync"
@@ -173,7 +174,7 @@ func (a *arena) rateLimit(ctx context.Context, rep *AttackReport, h host.Host, i
 		if err != nil {
 			return err
 		}
-		resp, err := rawCall(ctx, h, target, wireRequest{Op: wireOpPut, Name: "acme/flood-rate", Record: r.Bytes()})
+		resp, err := rawCall(ctx, h, target, wire.Request{Op: wire.OpPut, Name: "acme/flood-rate", Record: r.Bytes()})
 		res.add(resp, err)
 	}
 	row := AttackRow{Case: fmt.Sprintf("one peer, %d PUTs back to back, one storer", n), Attempts: res.sent,
