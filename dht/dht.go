@@ -81,6 +81,12 @@ type Config struct {
 	PeerRate float64
 	// Logger receives debug logs; nil means discard.
 	Logger *slog.Logger
+	// ValueRecords makes the node accept kad-dht value records (PutValue)
+	// of live instance records under /cell/<org>/<name>/<peer>, outside the
+	// store's quotas (see Validator). Only the simulator sets it, for the
+	// baseline it measures against (design 2 of DESIGN.md); a node that
+	// leaves it false refuses every value record under /cell/.
+	ValueRecords bool
 }
 
 // DHT is a node's view of the cell namespace: two kad-dht instances with
@@ -170,7 +176,7 @@ func kadOptions(cfg Config) []kaddht.Option {
 	mode := map[Mode]kaddht.ModeOpt{ModeAuto: kaddht.ModeAuto, ModeServer: kaddht.ModeServer, ModeClient: kaddht.ModeClient}[cfg.Mode]
 	opts := []kaddht.Option{
 		kaddht.ProtocolPrefix(ProtocolPrefix),
-		kaddht.Validator(record.NamespacedValidator{"cell": Validator{Now: cfg.Store.Now}}),
+		kaddht.Validator(record.NamespacedValidator{"cell": valueValidator(cfg)}),
 		kaddht.Mode(mode),
 		kaddht.BucketSize(cfg.BucketSize),
 		// kad-dht serves value records by age only; our 60 s expiry is

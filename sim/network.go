@@ -187,6 +187,7 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 			Flat:               true, // mocknet's addresses are made up
 			BucketSize:         nw.sc.BucketSize,
 			DisableAutoRefresh: true,
+			ValueRecords:       true, // the baseline's records (Scenario.Baseline)
 		},
 	})
 	if err != nil {
