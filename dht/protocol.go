@@ -179,8 +179,6 @@ type RemoteError struct {
 
 func (e *RemoteError) Error() string { return fmt.Sprintf("peer %s: %s", e.Peer, e.Msg) }
 
-var errNoStore = errors.New("dht: no peer stored the record")
-
 func checkPublisher(p []byte) error {
 	if p != nil && len(p) != 32 {
 		return fmt.Errorf("publisher key of %d bytes", len(p))

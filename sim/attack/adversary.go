@@ -206,10 +206,9 @@ func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []pee
 // skewClock is time.Now plus a settable offset.
 type skewClock struct{ off atomic.Int64 }
 
-func (c *skewClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *skewClock) Set(d time.Duration)     { c.off.Store(int64(d)) }
-func (c *skewClock) Offset() time.Duration   { return time.Duration(c.off.Load()) }
-func offsetClock(d time.Duration) *skewClock { c := &skewClock{}; c.Set(d); return c }
+func (c *skewClock) Now() time.Time        { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *skewClock) Set(d time.Duration)   { c.off.Store(int64(d)) }
+func (c *skewClock) Offset() time.Duration { return time.Duration(c.off.Load()) }
 
 // realCell is the attacked cell: its publisher key and its real instances.
 type realCell struct {
@@ -381,14 +380,6 @@ func rejections(before, after map[string]uint64) map[string]uint64 {
 		}
 	}
 	return out
-}
-
-func sumValues(m map[string]uint64) int {
-	n := 0
-	for _, v := range m {
-		n += int(v)
-	}
-	return n
 }
 
 // closest returns the n of ids closest to the DHT key, closest first.
@@ -635,14 +626,4 @@ func getAll(ctx context.Context, h host.Host, targets []peer.ID, name string, pu
 	}
 	wg.Wait()
 	return out
-}
-
-func mergeReasons(dst map[string]uint64, src map[string]uint64) map[string]uint64 {
-	if dst == nil {
-		dst = map[string]uint64{}
-	}
-	for k, v := range src {
-		dst[k] += v
-	}
-	return dst
 }
