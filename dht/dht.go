@@ -79,6 +79,11 @@ type Config struct {
 	// remote peer may make of this node (a token bucket with a burst of
 	// 5 s worth); 0 means 20. Requests over it are refused and counted.
 	PeerRate float64
+	// RateNow is the clock of the per-peer rate limit; nil means
+	// time.Now. The simulator gives its nodes the simulated clock, so that
+	// what the limit lets through depends on that clock, not on how fast a
+	// loaded machine runs the requests.
+	RateNow func() time.Time
 	// Logger receives debug logs; nil means discard.
 	Logger *slog.Logger
 	// ValueRecords makes the node accept kad-dht value records (PutValue)
@@ -138,6 +143,9 @@ func New(h host.Host, cfg Config) (*DHT, error) {
 	}
 	if cfg.Store.Now == nil {
 		cfg.Store.Now = time.Now
+	}
+	if cfg.RateNow == nil {
+		cfg.RateNow = time.Now
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -376,7 +384,7 @@ func (d *DHT) allow(p peer.ID) bool {
 		l = rate.NewLimiter(rate.Limit(d.cfg.PeerRate), int(5*d.cfg.PeerRate))
 		d.limiters[p] = l
 	}
-	return l.Allow()
+	return l.AllowN(d.cfg.RateNow(), 1)
 }
 
 // Kad returns the WAN kad-dht instance (the only one when Flat).

@@ -177,12 +177,14 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 	if sk := nw.sc.Skew; sk > 0 {
 		m.skew.Store(place.Int64N(int64(2*sk)+1) - int64(sk))
 	}
+	now := func() time.Time { return nw.clock.Now().Add(time.Duration(m.skew.Load())) }
 	m.node, err = node.New(node.Config{
 		Host:         &meteredHost{Host: h, m: m.meter, nw: nw, self: m},
 		NoRuntimeDir: true,
 		SameMachine:  true, // every service listens on this machine's loopback
-		Now:          func() time.Time { return nw.clock.Now().Add(time.Duration(m.skew.Load())) },
+		Now:          now,
 		DHT: dht.Config{
+			RateNow:            now,
 			Mode:               dht.ModeServer,
 			Flat:               true, // mocknet's addresses are made up
 			BucketSize:         nw.sc.BucketSize,
