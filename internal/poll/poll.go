@@ -30,6 +30,21 @@ func Until(ctx context.Context, interval time.Duration, cond func() bool) error 
 	}
 }
 
+// Check is Until for a condition that can fail: it calls f at once and then
+// every interval until f reports done or an error, or ctx ends, and
+// returns f's error or ctx's.
+func Check(ctx context.Context, interval time.Duration, f func() (bool, error)) error {
+	var err error
+	if e := Until(ctx, interval, func() bool {
+		var ok bool
+		ok, err = f()
+		return ok || err != nil
+	}); e != nil {
+		return e
+	}
+	return err
+}
+
 // Interval is how often T checks its condition.
 const Interval = 5 * time.Millisecond
 
