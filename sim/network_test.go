@@ -71,8 +71,7 @@ func findFrom(t *testing.T, ctx context.Context, nw *Network, i int, name string
 // TestNetwork runs the real announcers and finds on one network of 40
 // nodes: publish and find, an abrupt kill, a service that stops.
 func TestNetwork(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	nw := testNetwork(t, ctx, Scenario{Nodes: 40, BucketSize: 8, Latency: time.Millisecond, Seed: 3})
 	if nw.Len() != 40 {
 		t.Fatalf("%d nodes", nw.Len())
@@ -213,8 +212,7 @@ func TestNetwork(t *testing.T) {
 
 // TestSeed checks that the seed alone decides node identities.
 func TestSeed(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	ids := func(seed uint64) []peer.ID {
 		nw := testNetwork(t, ctx, Scenario{Nodes: 4, InstancesPerCell: 1, Seed: seed})
 		var out []peer.ID
