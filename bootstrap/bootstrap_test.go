@@ -445,13 +445,10 @@ func TestConnect(t *testing.T) {
 			got, _ := Connect(t.Context(), self, []peer.AddrInfo{silent}, []peer.AddrInfo{info(b)}, time.Hour)
 			done <- got
 		}()
-		select {
-		case got := <-done:
-			if !slices.Equal(got, []peer.ID{b.ID()}) {
-				t.Errorf("connected to %v, want %v", got, b.ID())
-			}
-		case <-time.After(time.Minute):
-			t.Fatal("Connect waited for the silent bootstrap peer")
+		// Waiting for the silent peer would take the hour: the test's
+		// -timeout fails it long before.
+		if got := <-done; !slices.Equal(got, []peer.ID{b.ID()}) {
+			t.Errorf("connected to %v, want %v", got, b.ID())
 		}
 	})
 	t.Run("canceled context", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/poll"
 	"net"
 	"testing"
 	"time"
@@ -70,12 +71,8 @@ func TestDeadPeersBounded(t *testing.T) {
 	if err := pub.host.Connect(ctx, peer.AddrInfo{ID: storer.host.ID(), Addrs: storer.host.Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	for pub.dht.TableSizes()["lan"] == 0 { // identify adds the storer
-		if ctx.Err() != nil {
-			t.Fatal("the storer never entered the routing table")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	// identify adds the storer
+	poll.T(t, "the storer in the routing table", func() bool { return pub.dht.TableSizes()["lan"] > 0 })
 	var dead []peer.ID
 	for range 12 {
 		id, err := test.RandPeerID()

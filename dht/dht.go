@@ -80,8 +80,19 @@ type Config struct {
 	// remote peer may make of this node (a token bucket with a burst of
 	// 5 s worth); 0 means 20. Requests over it are refused and counted.
 	PeerRate float64
+	// RateNow is the clock of the per-peer rate limit; nil means
+	// time.Now. The simulator gives its nodes the simulated clock, so that
+	// what the limit lets through depends on that clock, not on how fast a
+	// loaded machine runs the requests.
+	RateNow func() time.Time
 	// Logger receives debug logs; nil means discard.
 	Logger *slog.Logger
+	// ValueRecords makes the node accept kad-dht value records (PutValue)
+	// of live instance records under /cell/<org>/<name>/<peer>, outside the
+	// store's quotas (see Validator). Only the simulator sets it, for the
+	// baseline it measures against (design 2 of DESIGN.md); a node that
+	// leaves it false refuses every value record under /cell/.
+	ValueRecords bool
 }
 
 // Node is a node's view of the cell namespace: two kad-dht instances with
@@ -134,6 +145,9 @@ func New(h host.Host, cfg Config) (*Node, error) {
 	if cfg.Store.Now == nil {
 		cfg.Store.Now = time.Now
 	}
+	if cfg.RateNow == nil {
+		cfg.RateNow = time.Now
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -171,7 +185,7 @@ func kadOptions(cfg Config) []kaddht.Option {
 	mode := map[Mode]kaddht.ModeOpt{ModeAuto: kaddht.ModeAuto, ModeServer: kaddht.ModeServer, ModeClient: kaddht.ModeClient}[cfg.Mode]
 	opts := []kaddht.Option{
 		kaddht.ProtocolPrefix(ProtocolPrefix),
-		kaddht.Validator(p2precord.NamespacedValidator{"cell": Validator{Now: cfg.Store.Now}}),
+		kaddht.Validator(p2precord.NamespacedValidator{"cell": valueValidator(cfg)}),
 		kaddht.Mode(mode),
 		kaddht.BucketSize(cfg.BucketSize),
 		// kad-dht serves value records by age only; our 60 s expiry is
@@ -371,7 +385,7 @@ func (d *Node) allow(p peer.ID) bool {
 		l = rate.NewLimiter(rate.Limit(d.cfg.PeerRate), int(5*d.cfg.PeerRate))
 		d.limiters[p] = l
 	}
-	return l.Allow()
+	return l.AllowN(d.cfg.RateNow(), 1)
 }
 
 // Kad returns the WAN kad-dht instance (the only one when Flat).

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/poll"
 	"slices"
 	"sync"
 	"testing"
@@ -73,13 +74,7 @@ func testNetwork(t *testing.T, n int, clk *clock) []*testNode {
 	// Identify fills the routing tables after the connections are up: wait
 	// for it, then refresh.
 	for _, nd := range nodes {
-		deadline := time.Now().Add(10 * time.Second)
-		for n > 1 && nd.dht.Kad().RoutingTable().Size() == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("routing table still empty after 10 s")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		poll.T(t, "a routing table with a peer", func() bool { return n == 1 || nd.dht.Kad().RoutingTable().Size() > 0 })
 	}
 	for _, nd := range nodes {
 		if err := <-nd.dht.Kad().RefreshRoutingTable(); err != nil && n > 1 {

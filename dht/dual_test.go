@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/poll"
 	"testing"
 	"time"
 
@@ -76,17 +77,10 @@ func TestDualSpaces(t *testing.T) {
 
 	waitTables := func(n *testNode, wan, lan int) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		poll.T(t, fmt.Sprintf("routing tables with wan ≥ %d, lan ≥ %d peers", wan, lan), func() bool {
 			s := n.dht.TableSizes()
-			if s["wan"] >= wan && s["lan"] >= lan {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("routing tables %v, want wan ≥ %d, lan ≥ %d", s, wan, lan)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return s["wan"] >= wan && s["lan"] >= lan
+		})
 	}
 	waitTables(both, 3, 3)
 	waitTables(wanFinder, 3, 0)

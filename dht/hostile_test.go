@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"github.com/cellnode/cellnode/internal/poll"
 	"io"
 	"sync"
 	"testing"
@@ -131,14 +132,10 @@ func TestHostilePeerInstances(t *testing.T) {
 
 	// The server counts a stream once its handler ran; wait for the last.
 	var c map[string]uint64
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	poll.T(t, "every malformed stream counted", func() bool {
 		c = d.Counters()
-		if c["request_malformed"] >= uint64(sent) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return c["request_malformed"] >= uint64(sent)
+	})
 	t.Logf("%d malformed streams in %v: counters %v; heap %d → peak %d MB, descriptors %d → peak %d",
 		sent, elapsed.Round(time.Millisecond), c, heap0/footprint.MB, peakHeap/footprint.MB, fds0, peakFDs)
 	if c["request_malformed"] != uint64(sent) {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/internal/frame"
+	"github.com/cellnode/cellnode/internal/wire"
 	"github.com/fxamacker/cbor/v2"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -14,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
 
-	"github.com/cellnode/cellnode/internal/frame"
 )
 
 // ProtocolID is the stream protocol on which DHT servers store and serve
@@ -23,41 +24,23 @@ import (
 const ProtocolID protocol.ID = "/cell/instances/1.0.0"
 
 const (
-	opPut = 1
-	opGet = 2
+	opPut = wire.OpPut
+	opGet = wire.OpGet
 
 	maxRequestSize  = record.MaxRecordSize + 512
 	maxResponseSize = 2 << 20
 )
 
-type request struct {
-	Op     uint64 `cbor:"1,keyasint"`
-	Name   string `cbor:"2,keyasint"`
-	Record []byte `cbor:"3,keyasint,omitempty"`
-	// Publisher, when set, names the set of that publisher's records for
-	// the name instead of the name's own set.
-	Publisher []byte `cbor:"4,keyasint,omitempty"`
-}
-
-type response struct {
-	Error   string   `cbor:"1,keyasint,omitempty"`
-	Records [][]byte `cbor:"2,keyasint,omitempty"`
-	// Core (GET) says the storer counts itself among the Replication
-	// peers closest to the key, by its own routing table: it should hold
-	// every record of the set, where a peer a little farther may hold only
-	// those that publishers sent it on their way (see Node.publishAt).
-	Core bool `cbor:"3,keyasint,omitempty"`
-}
+// The protocol's messages (internal/wire, shared with the attack suite and
+// the fuzz targets).
+type (
+	request  = wire.Request
+	response = wire.Response
+)
 
 // msgDec decodes protocol messages: strict on structure, tolerant of fields
 // a later version may add.
-var msgDec, _ = cbor.DecOptions{
-	DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-	IndefLength:      cbor.IndefLengthForbidden,
-	TagsMd:           cbor.TagsForbidden,
-	MaxArrayElements: 4096,
-	MaxNestedLevels:  4,
-}.DecMode()
+var msgDec = wire.Dec
 
 // msgEnc encodes protocol messages in core deterministic encoding, as the
 // record format does its bodies.

@@ -1,6 +1,7 @@
 package dht
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -9,12 +10,14 @@ import (
 	p2precord "github.com/libp2p/go-libp2p-record"
 )
 
-// Validator is the kad-dht record validator of the "cell" namespace. It
-// accepts a value record under the key "/cell/<org>/<name>/<peer id>" only if
-// it is a live instance record of that cell signed by that peer. Every DHT
-// server of the network runs it, so the kad-dht value store can never hold
-// anything else under /cell/. Select prefers the highest sequence number and
-// returns 0 on a tie, so republishing the same record is accepted.
+// Validator is the kad-dht record validator of the "cell" namespace in the
+// simulator's nodes (Config.ValueRecords), for its baseline of stock value
+// records. It accepts a value record under the key
+// "/cell/<org>/<name>/<peer id>" only if it is a live instance record of
+// that cell signed by that peer. Select prefers the highest sequence number
+// and returns 0 on a tie, so republishing the same record is accepted. Every
+// other node runs NoValues, which refuses them all: instances are stored
+// by the instances protocol, within the store's quotas.
 type Validator struct {
 	// Now is the validator's clock; nil means time.Now.
 	Now func() time.Time
@@ -63,4 +66,32 @@ func (v Validator) Select(key string, values [][]byte) (int, error) {
 		return 0, fmt.Errorf("dht: select %s: no valid record", key)
 	}
 	return best, nil
+}
+
+// ErrValueRecord is the refusal of a kad-dht value record under /cell/ by a
+// node that does not take them (every node but the simulator's).
+var ErrValueRecord = errors.New("dht: kad-dht value records under /cell/ are not accepted; instances are stored by " + string(ProtocolID))
+
+// NoValues is the kad-dht validator of the "cell" namespace that refuses
+// every value record (ErrValueRecord).
+type NoValues struct{}
+
+var _ p2precord.Validator = NoValues{}
+
+// Validate implements p2precord.Validator.
+func (NoValues) Validate(key string, _ []byte) error {
+	return fmt.Errorf("%w (key %q)", ErrValueRecord, key)
+}
+
+// Select implements p2precord.Validator.
+func (NoValues) Select(key string, _ [][]byte) (int, error) {
+	return 0, fmt.Errorf("%w (key %q)", ErrValueRecord, key)
+}
+
+// valueValidator is the "cell" namespace's validator for cfg.
+func valueValidator(cfg Config) p2precord.Validator {
+	if cfg.ValueRecords {
+		return Validator{Now: cfg.Store.Now}
+	}
+	return NoValues{}
 }

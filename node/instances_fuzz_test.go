@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
+	"github.com/cellnode/cellnode/internal/wire"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,20 +18,6 @@ import (
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/libp2p/go-msgio"
 )
-
-// The instances protocol's messages, as docs/records.md gives them, so that
-// the fuzz seeds are real requests and responses.
-type fuzzRequest struct {
-	Op        uint64 `cbor:"1,keyasint"`
-	Name      string `cbor:"2,keyasint"`
-	Record    []byte `cbor:"3,keyasint,omitempty"`
-	Publisher []byte `cbor:"4,keyasint,omitempty"`
-}
-
-type fuzzResponse struct {
-	Error   string   `cbor:"1,keyasint,omitempty"`
-	Records [][]byte `cbor:"2,keyasint,omitempty"`
-}
 
 // framed returns v as one varint-length-prefixed CBOR message.
 func framed(v any) []byte {
@@ -83,12 +70,12 @@ func fuzzDelegation(f *testing.F) (ed25519.PublicKey, func(ed25519.PublicKey) *r
 func FuzzInstancesRequest(f *testing.F) {
 	pub, deleg := fuzzDelegation(f)
 	rec := fuzzRecord(f, 1, "acme/exchange", deleg)
-	f.Add(framed(fuzzRequest{Op: 1, Name: "acme/exchange", Record: rec.Bytes()}))
-	f.Add(framed(fuzzRequest{Op: 1, Name: "acme/exchange", Record: rec.Bytes(), Publisher: pub}))
-	f.Add(framed(fuzzRequest{Op: 2, Name: "acme/exchange", Publisher: pub}))
-	f.Add(framed(fuzzRequest{Op: 2, Name: "../../etc"}))
-	f.Add(framed(fuzzRequest{Op: 1, Name: "acme/exchange", Publisher: []byte{1, 2, 3}}))
-	f.Add(framed(fuzzRequest{Op: 7}))
+	f.Add(framed(wire.Request{Op: wire.OpPut, Name: "acme/exchange", Record: rec.Bytes()}))
+	f.Add(framed(wire.Request{Op: wire.OpPut, Name: "acme/exchange", Record: rec.Bytes(), Publisher: pub}))
+	f.Add(framed(wire.Request{Op: wire.OpGet, Name: "acme/exchange", Publisher: pub}))
+	f.Add(framed(wire.Request{Op: wire.OpGet, Name: "../../etc"}))
+	f.Add(framed(wire.Request{Op: wire.OpPut, Name: "acme/exchange", Publisher: []byte{1, 2, 3}}))
+	f.Add(framed(wire.Request{Op: 7}))
 	f.Add(framed(map[int]any{1: 2, 2: "acme/exchange", 9: []any{1, "x"}}))
 	f.Add(binary.AppendUvarint(nil, 1<<20))
 	f.Add([]byte{0x03, 0xa1, 0x01})
@@ -105,7 +92,7 @@ func FuzzInstancesRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { srv.Close() })
-	call := func(t *testing.T, b []byte) (*fuzzResponse, error) {
+	call := func(t *testing.T, b []byte) (*wire.Response, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s, err := client.NewStream(ctx, srvHost.ID(), dht.ProtocolID)
@@ -124,7 +111,7 @@ func FuzzInstancesRequest(f *testing.F) {
 		if err != nil {
 			return nil, err // the server reset the stream
 		}
-		var resp fuzzResponse
+		var resp wire.Response
 		if err := cbor.Unmarshal(msg, &resp); err != nil {
 			t.Fatalf("response does not decode: %v", err)
 		}
@@ -139,7 +126,7 @@ func FuzzInstancesRequest(f *testing.F) {
 				}
 			}
 		}
-		if resp, err := call(t, framed(fuzzRequest{Op: 2, Name: "acme/exchange"})); err != nil || resp.Error != "" {
+		if resp, err := call(t, framed(wire.Request{Op: wire.OpGet, Name: "acme/exchange"})); err != nil || resp.Error != "" {
 			t.Fatalf("server no longer answers a good GET: %v %+v", err, resp)
 		}
 	})
@@ -153,10 +140,11 @@ func FuzzInstancesResponse(f *testing.F) {
 	pub, deleg := fuzzDelegation(f)
 	good := fuzzRecord(f, 1, "acme/exchange", deleg)
 	other := fuzzRecord(f, 2, "acme/other", nil)
-	f.Add(framed(fuzzResponse{Records: [][]byte{good.Bytes()}}))
-	f.Add(framed(fuzzResponse{Records: [][]byte{good.Bytes(), other.Bytes(), []byte("junk"), {}}}))
-	f.Add(framed(fuzzResponse{Error: "rate limited"}))
-	f.Add(framed(fuzzResponse{Records: make([][]byte, 4097)}))
+	f.Add(framed(wire.Response{Records: [][]byte{good.Bytes()}}))
+	f.Add(framed(wire.Response{Records: [][]byte{good.Bytes(), other.Bytes(), []byte("junk"), {}}}))
+	f.Add(framed(wire.Response{Records: [][]byte{good.Bytes()}, Core: true}))
+	f.Add(framed(wire.Response{Error: "rate limited"}))
+	f.Add(framed(wire.Response{Records: make([][]byte, 4097)}))
 	f.Add(binary.AppendUvarint(nil, 2<<20+1))
 	f.Add([]byte{})
 

@@ -140,12 +140,10 @@ func findPeers(t *testing.T, n *Node, name string) map[string]Instance {
 func TestEndToEnd(t *testing.T) {
 	c := newCluster(t, nil)
 	want := map[string]bool{}
-	var nodes []*Node
 	for range 3 {
 		n := c.node(nil, "")
 		announce(t, n, "acme/exchange", service(t).Addr().String())
 		want[n.ID().String()] = true
-		nodes = append(nodes, n)
 	}
 	other := c.node(nil, "")
 	announce(t, other, "acme/other", service(t).Addr().String())

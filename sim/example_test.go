@@ -8,23 +8,22 @@ import (
 	"github.com/cellnode/cellnode/sim"
 )
 
+// ExampleRun prints what a run's scenario fixes (the design, the nodes,
+// the finds); what it measures varies from run to run and is checked by
+// TestRunTiny.
 func ExampleRun() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	sc, err := sim.LoadScenario("testdata/tiny.json")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	rep, err := sim.Run(ctx, sc)
+	rep, err := sim.Run(context.Background(), sc)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	st := rep.Staleness
-	fmt.Printf("%s on %d nodes: %d finds, %.0f%% found everything; dead instance gone in time: %v\n",
-		rep.Design, rep.Nodes, rep.Finds, 100*rep.Success, st.Killed == 1 && st.MaxMS <= st.BoundMS && st.Violations == 0)
-	// Output: set-store on 8 nodes: 5 finds, 100% found everything; dead instance gone in time: true
+	fmt.Printf("%s on %d nodes: %d finds, %d instance killed\n", rep.Design, rep.Nodes, rep.Finds, rep.Staleness.Killed)
+	// Output: set-store on 8 nodes: 5 finds, 1 instance killed
 }
 
 func ExampleScenario_WithDefaults() {

@@ -24,8 +24,8 @@ import (
 )
 
 const (
-	// opTimeout bounds one announce or one find.
-	opTimeout = 30 * time.Second
+	// OpTimeout bounds one announce or one find.
+	OpTimeout = 30 * time.Second
 	// republishParallel is how many nodes republish at once.
 	republishParallel = 4
 )
@@ -175,8 +175,8 @@ func (nw *Network) measure(ctx context.Context, designs []Design, progress func(
 	}
 	sc := nw.sc
 	r := &run{nw: nw, ctx: ctx, designs: designs, byName: map[string][]*slot{}, hosts: map[int]bool{},
-		rng:      rand.New(rand.NewChaCha8(seed(sc.Seed, "schedule"))),
-		churnRng: rand.New(rand.NewChaCha8(seed(sc.Seed, "churn"))),
+		rng:      rand.New(rand.NewChaCha8(Seed(sc.Seed, "schedule"))),
+		churnRng: rand.New(rand.NewChaCha8(Seed(sc.Seed, "churn"))),
 		progress: progress, sched: sha256.New()}
 	live := nw.liveHonest()
 	if len(live) < sc.InstancesPerCell {
@@ -315,7 +315,7 @@ func (nw *Network) announce(ctx context.Context, d Design, s *slot) error {
 	if err != nil {
 		return fmt.Errorf("sim: sign %s for node %d: %w", s.name, s.node, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, OpTimeout)
 	defer cancel()
 	switch d {
 	case SetStore:
@@ -445,7 +445,7 @@ func (r *run) apply(ev event) error {
 			return r.ctx.Err()
 		}
 	case evSplit:
-		nw.Split(rand.New(rand.NewChaCha8(seed(nw.sc.Seed, "partition"))), nw.sc.Partition.Fraction)
+		nw.Split(rand.New(rand.NewChaCha8(Seed(nw.sc.Seed, "partition"))), nw.sc.Partition.Fraction)
 		for i := range nw.Len() {
 			side, _ := nw.Side(i)
 			r.note("side %d %d", i, side)
@@ -627,7 +627,7 @@ func (nw *Network) byPeer(p peer.ID) *member {
 // when the first record of a peer in want is verified; for SetStore, the
 // tap sees that.
 func (nw *Network) find(ctx context.Context, d Design, from int, name string, want map[peer.ID]bool, onFirst func(time.Time)) (map[peer.ID]bool, dht.FindStats, error) {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, OpTimeout)
 	defer cancel()
 	m := nw.member(from)
 	now := func() time.Time { return nw.Now(from) }

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -15,8 +14,7 @@ func TestCompare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	c, err := Compare(ctx, sc)
 	if err != nil {
 		t.Fatal(err)
@@ -58,15 +56,12 @@ func TestCompare(t *testing.T) {
 					t.Errorf("no %s message counted for finds: %v", k, r.FindMessages)
 				}
 			}
-			var total uint64
-			for _, v := range r.FindMessages {
-				total += v
-			}
+			// A find's messages are those its finder sent from its start
+			// until its requests settled (run.find); background work is
+			// driven by the run, never beside a find, so not one message
+			// of the other design may be counted.
 			for _, k := range tc.notFind {
-				// A few strays come from the other design's background
-				// traffic on the same network (seen without -race: 4 of
-				// about 1000); more than 2 % would mean a miscount.
-				if r.FindMessages[k]*50 > total {
+				if r.FindMessages[k] != 0 {
 					t.Errorf("%d %s messages counted for finds: %v", r.FindMessages[k], k, r.FindMessages)
 				}
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/poll"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -109,14 +110,14 @@ func New(ctx context.Context, sc Scenario) (_ *Network, err error) {
 	mem0 := memUse()
 	start := time.Now()
 	nw := &Network{sc: sc, mn: mocknet.New(), byID: map[peer.ID]*member{},
-		joinRand: rand.New(rand.NewChaCha8(seed(sc.Seed, "join")))}
+		joinRand: rand.New(rand.NewChaCha8(Seed(sc.Seed, "join")))}
 	defer func() {
 		if err != nil {
 			nw.Close()
 		}
 	}()
-	keys := rand.NewChaCha8(seed(sc.Seed, "keys"))
-	place := rand.New(rand.NewChaCha8(seed(sc.Seed, "place")))
+	keys := rand.NewChaCha8(Seed(sc.Seed, "keys"))
+	place := rand.New(rand.NewChaCha8(Seed(sc.Seed, "place")))
 	for i := range sc.Nodes {
 		if _, err := nw.addNode(keys, place); err != nil {
 			return nil, fmt.Errorf("sim: node %d: %w", i, err)
@@ -143,9 +144,9 @@ func New(ctx context.Context, sc Scenario) (_ *Network, err error) {
 	return nw, nil
 }
 
-// seed derives the seed of one stream of random choices from the
+// Seed derives the seed of one stream of random choices from the
 // scenario's seed.
-func seed(s uint64, purpose string) [32]byte {
+func Seed(s uint64, purpose string) [32]byte {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], s)
 	return sha256.Sum256(append(b[:], purpose...))
@@ -176,16 +177,19 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 	if sk := nw.sc.Skew; sk > 0 {
 		m.skew.Store(place.Int64N(int64(2*sk)+1) - int64(sk))
 	}
+	now := func() time.Time { return nw.clock.Now().Add(time.Duration(m.skew.Load())) }
 	m.node, err = node.New(node.Config{
 		Host:         &meteredHost{Host: h, m: m.meter, nw: nw, self: m},
 		NoRuntimeDir: true,
 		SameMachine:  true, // every service listens on this machine's loopback
-		Now:          func() time.Time { return nw.clock.Now().Add(time.Duration(m.skew.Load())) },
+		Now:          now,
 		DHT: dht.Config{
+			RateNow:            now,
 			Mode:               dht.ModeServer,
 			Flat:               true, // mocknet's addresses are made up
 			BucketSize:         nw.sc.BucketSize,
 			DisableAutoRefresh: true,
+			ValueRecords:       true, // the baseline's records (Scenario.Baseline)
 		},
 	})
 	if err != nil {
@@ -223,7 +227,7 @@ func (nw *Network) chooseAdversaries() {
 	if len(nw.sc.Adversaries) == 0 {
 		return
 	}
-	perm := rand.New(rand.NewChaCha8(seed(nw.sc.Seed, "adversaries"))).Perm(len(nw.members))
+	perm := rand.New(rand.NewChaCha8(Seed(nw.sc.Seed, "adversaries"))).Perm(len(nw.members))
 	for _, spec := range nw.sc.Adversaries {
 		a := AdversaryNodes{Spec: spec}
 		for _, i := range perm[:spec.Count] {
@@ -248,7 +252,7 @@ func (nw *Network) Honest(i int) bool { return nw.member(i).kind == "" }
 // (identify must run first). kad-dht's own tests find that sequential
 // connects fare much better.
 func (nw *Network) connect(ctx context.Context) error {
-	topo := rand.New(rand.NewChaCha8(seed(nw.sc.Seed, "topology")))
+	topo := rand.New(rand.NewChaCha8(Seed(nw.sc.Seed, "topology")))
 	for i := 1; i < len(nw.members); i++ {
 		m := nw.members[i]
 		var to []*member
@@ -278,7 +282,7 @@ func (nw *Network) fillTables(ctx context.Context) error {
 		keys[i] = kb.ConvertPeerID(ids[i])
 	}
 	k := nw.sc.BucketSize
-	r := rand.New(rand.NewChaCha8(seed(nw.sc.Seed, "tables")))
+	r := rand.New(rand.NewChaCha8(Seed(nw.sc.Seed, "tables")))
 	byCpl := make([][]int, 8*len(keys[0])+1)
 	for i, m := range nw.members {
 		for c := range byCpl {
@@ -324,7 +328,7 @@ func (nw *Network) warm(ctx context.Context, m *member) {
 	if !m.warmed.CompareAndSwap(false, true) || nw.sc.Setup == SetupJoin || m.idx >= nw.sc.Nodes {
 		return
 	}
-	r := rand.New(rand.NewChaCha8(seed(uint64(m.idx), "warm")))
+	r := rand.New(rand.NewChaCha8(Seed(uint64(m.idx), "warm")))
 	var wg sync.WaitGroup
 	for range warmLookups {
 		var b [32]byte
@@ -345,7 +349,7 @@ func (nw *Network) join(ctx context.Context, m *member, to []*member) error {
 		}
 	}
 	rt := m.node.DHT().Kad().RoutingTable()
-	if err := waitFor(ctx, time.Millisecond, func() bool { return rt.Size() > 0 }); err != nil {
+	if err := poll.Until(ctx, time.Millisecond, func() bool { return rt.Size() > 0 }); err != nil {
 		return fmt.Errorf("sim: node %d: routing table still empty: %w", m.idx, err)
 	}
 	return nil
@@ -547,25 +551,6 @@ func (nw *Network) Clock() *Clock { return &nw.clock }
 
 // Now returns node i's time: the network's clock plus the node's skew.
 func (nw *Network) Now(i int) time.Time { return nw.clock.Now().Add(nw.Skew(i)) }
-
-// waitFor polls cond every interval until it holds or ctx ends.
-func waitFor(ctx context.Context, interval time.Duration, cond func() bool) error {
-	if cond() {
-		return nil
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			if cond() {
-				return nil
-			}
-		}
-	}
-}
 
 // Scenario returns the network's scenario, defaults applied.
 func (nw *Network) Scenario() Scenario { return nw.sc }
@@ -818,7 +803,7 @@ func (in *Instance) StopService() {
 // WaitPublished waits until the announcer has published a record without
 // error, or ctx ends.
 func (in *Instance) WaitPublished(ctx context.Context) error {
-	err := waitFor(ctx, 5*time.Millisecond, func() bool {
+	err := poll.Until(ctx, 5*time.Millisecond, func() bool {
 		s := in.Announcer.Status()
 		return s.Announcing && s.Publishes > 0 && s.LastError == ""
 	})
@@ -895,11 +880,19 @@ func memberAddr(i int) ma.Multiaddr {
 	return ma.StringCast(fmt.Sprintf("/ip6/100::%x/tcp/4242", i+1))
 }
 
-// extraAddr returns the address of the arena's n-th added host: in
+// HostAddr returns the address of the n-th host added to a network beside
+// its nodes (by the attack suite): in
 // AttackerNet for an attacker, else in a /16 of its own from 120.0.0.0 up.
-func extraAddr(n int, attacker bool) ma.Multiaddr {
+func HostAddr(n int, attacker bool) ma.Multiaddr {
 	if attacker {
 		return ma.StringCast(fmt.Sprintf("/ip4/5.9.%d.%d/tcp/4242", n/256%256, n%256))
 	}
 	return ma.StringCast(fmt.Sprintf("/ip4/%d.%d.0.2/tcp/4242", 120+n/256%80, n%256))
 }
+
+// Mocknet returns the mocknet the network's hosts live on, for hosts added
+// beside the nodes (the attack suite's adversaries and Sybils).
+func (nw *Network) Mocknet() mocknet.Mocknet { return nw.mn }
+
+// Key returns node i's identity key.
+func (nw *Network) Key(i int) ed25519.PrivateKey { return nw.member(i).priv }

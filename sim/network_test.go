@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/poll"
 	"maps"
 	"slices"
 	"testing"
@@ -70,8 +71,7 @@ func findFrom(t *testing.T, ctx context.Context, nw *Network, i int, name string
 // TestNetwork runs the real announcers and finds on one network of 40
 // nodes: publish and find, an abrupt kill, a service that stops.
 func TestNetwork(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	nw := testNetwork(t, ctx, Scenario{Nodes: 40, BucketSize: 8, Latency: time.Millisecond, Seed: 3})
 	if nw.Len() != 40 {
 		t.Fatalf("%d nodes", nw.Len())
@@ -158,7 +158,7 @@ func TestNetwork(t *testing.T) {
 			nw.Clock().Advance(time.Second)
 			now := nw.Clock().Now()
 			for _, in := range ins[1:] {
-				err := waitFor(ctx, 10*time.Millisecond, func() bool { return !in.Announcer.Status().LastPublish.Before(now) })
+				err := poll.Until(ctx, 10*time.Millisecond, func() bool { return !in.Announcer.Status().LastPublish.Before(now) })
 				if err != nil {
 					t.Fatalf("%s not republished: %v", in.Peer, err)
 				}
@@ -193,7 +193,7 @@ func TestNetwork(t *testing.T) {
 			t.Fatalf("found %d instances before the stop", len(got))
 		}
 		ins[0].StopService()
-		err := waitFor(ctx, 50*time.Millisecond, func() bool {
+		err := poll.Until(ctx, 50*time.Millisecond, func() bool {
 			if ins[0].Announcer.Status().Announcing {
 				return false
 			}
@@ -212,8 +212,7 @@ func TestNetwork(t *testing.T) {
 
 // TestSeed checks that the seed alone decides node identities.
 func TestSeed(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := t.Context()
 	ids := func(seed uint64) []peer.ID {
 		nw := testNetwork(t, ctx, Scenario{Nodes: 4, InstancesPerCell: 1, Seed: seed})
 		var out []peer.ID

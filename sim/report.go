@@ -357,3 +357,7 @@ func (c *Comparison) WriteText(w io.Writer) error {
 	}
 	return nil
 }
+
+// LatencyOf summarizes durations d; rtt, when not 0, is the unit of the
+// RTT figures.
+func LatencyOf(d []time.Duration, rtt time.Duration) Latency { return latency(d, rtt) }

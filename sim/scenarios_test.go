@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 	"time"
@@ -40,20 +39,32 @@ func small(t *testing.T, file string) Scenario {
 }
 
 // TestScenarios runs the shipped scenarios, shrunk: every find of a live
-// reachable instance succeeds (all but a few under churn and after a
-// partition), and no dead instance outlives its record.
+// reachable instance succeeds, and no dead instance outlives its record.
+// Two figures cannot be exact, and each says why: finds in the first
+// republish interval after a partition heals (a find may stop on the
+// agreeing answers of its own side's storers, which have not yet had the
+// other side's new records), and finds under ±4 s of clock skew (clocks up
+// to 8 s apart, beyond the 5 s records tolerate: a storer may refuse a
+// record "from the future"). Everything else is exact.
 func TestScenarios(t *testing.T) {
 	for _, tc := range []struct {
 		file       string
 		minSuccess float64
 		check      func(t *testing.T, r *Report)
 	}{
-		{"churn.json", 0.95, func(t *testing.T, r *Report) {
+		// Nodes that leave are killed without withdrawing; finds want
+		// the live instances only, which k = 8 storers and a republish
+		// every 20 s keep findable.
+		{"churn.json", 1, func(t *testing.T, r *Report) {
 			if r.Churn.Left != 9 || r.Churn.Joined != 9 || r.Churn.JoinErrors != 0 {
 				t.Errorf("churn %+v, want 9 left and 9 joined", r.Churn)
 			}
 		}},
-		{"partition.json", 0.9, func(t *testing.T, r *Report) {
+		// Exact before and during the cut; after the heal, see above:
+		// at most one find in 4 misses (seen: 1 and 2 of 14, each a find
+		// that stopped early on the closest peers it had cached before
+		// the heal).
+		{"partition.json", 0, func(t *testing.T, r *Report) {
 			for _, p := range []string{"before", "during", "after"} {
 				if r.Phases[p].Finds == 0 {
 					t.Errorf("no find %s the partition: %+v", p, r.Phases)
@@ -61,6 +72,9 @@ func TestScenarios(t *testing.T) {
 			}
 			if r.Phases["before"].Success != 1 || r.Phases["during"].Success != 1 {
 				t.Errorf("phases %+v: a find missed a reachable instance before or during the partition", r.Phases)
+			}
+			if a := r.Phases["after"]; a.Misses*4 > a.Finds {
+				t.Errorf("after the heal, %d of %d finds missed an instance", a.Misses, a.Finds)
 			}
 		}},
 		{"regions.json", 1, func(t *testing.T, r *Report) {
@@ -77,14 +91,12 @@ func TestScenarios(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			r, err := Run(ctx, small(t, tc.file))
+			r, err := Run(t.Context(), small(t, tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("\n%s", r)
-			if r.Success < tc.minSuccess {
+			if r.Success < tc.minSuccess || (tc.minSuccess == 1 && r.Misses != 0) {
 				t.Errorf("success %.3f, want at least %.2f (first error %q)", r.Success, tc.minSuccess, r.FirstError)
 			}
 			if r.FindFirst.N == 0 || r.FindFirst.P50MS > r.Find.P50MS {
@@ -114,8 +126,7 @@ func TestRegions(t *testing.T) {
 		Weights:  []float64{3, 1},
 		OneWayMS: [][]float64{{1, 20}, {20, 1}},
 	}}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := t.Context()
 	nw := testNetwork(t, ctx, sc)
 	var count [2]int
 	for i := range nw.Len() {
@@ -154,8 +165,7 @@ func TestRegions(t *testing.T) {
 }
 
 func TestSkew(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := t.Context()
 	nw := testNetwork(t, ctx, Scenario{Nodes: 20, InstancesPerCell: 1, Skew: 4 * time.Second})
 	var lo, hi time.Duration
 	for i := range nw.Len() {
@@ -180,13 +190,30 @@ func TestSkew(t *testing.T) {
 
 // TestJoinSetup builds a network the way kad-dht joins nodes.
 func TestJoinSetup(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := t.Context()
 	r, err := Run(ctx, Scenario{Nodes: 20, BucketSize: 8, Setup: SetupJoin, Cells: 2, InstancesPerCell: 2, Finds: 10, Kills: -1, Seed: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Success != 1 {
 		t.Fatalf("success %.2f (first error %q)", r.Success, r.FirstError)
+	}
+}
+
+// TestRunTiny: on the tiny scenario (the one ExampleRun shows) every find
+// returns every live instance and the killed instance is gone within its
+// record's bound.
+func TestRunTiny(t *testing.T) {
+	sc, err := LoadScenario("testdata/tiny.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(t.Context(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := r.Staleness
+	if r.Success != 1 || r.Misses != 0 || st.Killed != 1 || st.MaxMS > st.BoundMS || st.Violations != 0 {
+		t.Fatalf("success %.2f (%d misses), staleness %+v\n%s", r.Success, r.Misses, st, r)
 	}
 }

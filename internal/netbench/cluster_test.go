@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cellnode/cellnode/internal/poll"
 	"net"
 	"os"
 	"os/exec"
@@ -192,7 +193,7 @@ func (c *cluster) killAll() {
 func (c *cluster) startBootstrap(ctx context.Context, nd *delaynet.Node) *proc {
 	addrFile := filepath.Join(c.dir, "bootstrap.addrs")
 	p := c.start(nd, "bootstrap", "bootstrap", "--addr-file", addrFile)
-	err := poll(ctx, 10*time.Millisecond, func() (bool, error) {
+	err := poll.Check(ctx, 10*time.Millisecond, func() (bool, error) {
 		if !p.alive() {
 			return false, fmt.Errorf("bootstrap exited: %v\n%s", p.err, tail(p.log))
 		}
@@ -250,7 +251,7 @@ func (c *cluster) startSidecar(nd *delaynet.Node, tag, cell string) *proc {
 // client dials a running node's local API.
 func (p *proc) client(ctx context.Context) (*node.Client, error) {
 	var cl *node.Client
-	err := poll(ctx, 10*time.Millisecond, func() (bool, error) {
+	err := poll.Check(ctx, 10*time.Millisecond, func() (bool, error) {
 		if !p.alive() {
 			return false, fmt.Errorf("node exited: %v\n%s", p.err, tail(p.log))
 		}
@@ -267,7 +268,7 @@ func (p *proc) waitAnnounced(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return poll(ctx, 20*time.Millisecond, func() (bool, error) {
+	return poll.Check(ctx, 20*time.Millisecond, func() (bool, error) {
 		if !p.alive() {
 			return false, fmt.Errorf("node exited: %v\n%s", p.err, tail(p.log))
 		}
@@ -462,21 +463,4 @@ func tail(path string) string {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
-}
-
-// poll calls f every interval until it reports done, fails, or ctx ends.
-func poll(ctx context.Context, every time.Duration, f func() (bool, error)) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		ok, err := f()
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }

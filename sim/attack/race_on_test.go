@@ -1,6 +1,6 @@
 //go:build race
 
-package sim
+package attack
 
 // raceEnabled is true when the tests run under the race detector, which
 // makes them several times slower: the heaviest scenarios run smaller.

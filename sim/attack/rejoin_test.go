@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/poll"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/node"
@@ -51,7 +53,7 @@ func TestAttackRejoin(t *testing.T) {
 			// Bootstrap saves the peers in the background, first the
 			// ones it connected to, then the refreshed table.
 			path := filepath.Join(homes[i], node.PeersFile)
-			if err := waitFor(ctx, 5*time.Millisecond, func() bool { _, err := os.Stat(path); return err == nil }); err != nil {
+			if err := poll.Until(ctx, 5*time.Millisecond, func() bool { _, err := os.Stat(path); return err == nil }); err != nil {
 				t.Fatalf("no %s after the first bootstrap: %v", path, err)
 			}
 			var err error
@@ -62,7 +64,7 @@ func TestAttackRejoin(t *testing.T) {
 	}
 	// kad-dht's own bootstrap fills the routing tables through b.
 	for i, n := range nodes {
-		if err := waitFor(ctx, 20*time.Millisecond, func() bool { return len(n.DHT().Peers()) >= 3 }); err != nil {
+		if err := poll.Until(ctx, 20*time.Millisecond, func() bool { return len(n.DHT().Peers()) >= 3 }); err != nil {
 			t.Fatalf("node %d: routing tables of %d peers: %v", i, len(n.DHT().Peers()), err)
 		}
 	}
@@ -76,7 +78,7 @@ func TestAttackRejoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := waitFor(ctx, 10*time.Millisecond, func() bool { s := an.Status(); return s.Announcing && s.StoredAt > 0 }); err != nil {
+	if err := poll.Until(ctx, 10*time.Millisecond, func() bool { s := an.Status(); return s.Announcing && s.StoredAt > 0 }); err != nil {
 		t.Fatalf("not published: %+v", an.Status())
 	}
 
@@ -120,5 +122,16 @@ func TestAttackRejoin(t *testing.T) {
 	// A node that never saw anyone says it is offline.
 	if err := loopbackNode(t, t.TempDir(), boot).Bootstrap(cctx); !errors.Is(err, node.ErrOffline) {
 		t.Fatalf("new node without a bootstrap node: %v, want ErrOffline", err)
+	}
+}
+
+// serve accepts connections on ln and closes them, until ln is closed.
+func serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
 	}
 }

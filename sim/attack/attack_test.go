@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"context"
@@ -7,31 +7,22 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
-	"time"
+
+	"github.com/cellnode/cellnode/sim"
 )
 
-// strict makes the attack tests fail on the weaknesses they measure but
-// the code does not defend yet (see docs/security.md), instead of logging
-// them.
-var strict = flag.Bool("attack.strict", false, "fail attack tests on known, measured weaknesses too")
+// strict makes the one weakness the suite measures but the code does not
+// defend (TestAttackEclipseUnpinnedMayLose, see docs/security.md) fail the
+// test instead of being logged. Every other check is a hard assertion.
+var strict = flag.Bool("attack.strict", false, "fail on the known, measured weakness too (unpinned finds against Sybils)")
 
 // runAttack runs the attack scenario in testdata/attack-<name>.json and
 // logs its report.
 func runAttack(t *testing.T, name string) *AttackReport {
 	t.Helper()
-	as, err := LoadAttack(filepath.Join("testdata", "attack-"+name+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if raceEnabled && len(as.Sybils) > 3 {
-		// Under the race detector the full eclipse sweep takes minutes:
-		// keep none, fewer than k, and k Sybils.
-		as.Sybils = []int{0, 3, 8}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	rep, err := RunAttack(ctx, as)
+	rep, err := loadAndRun(name)
 	if rep != nil {
 		t.Logf("\n%s", rep)
 	}
@@ -39,6 +30,24 @@ func runAttack(t *testing.T, name string) *AttackReport {
 		t.Fatal(err)
 	}
 	return rep
+}
+
+// loadAndRun runs the attack scenario in testdata/attack-<name>.json,
+// sized down under the race detector, for as long as the test may run.
+func loadAndRun(name string) (*AttackReport, error) {
+	as, err := LoadAttack(filepath.Join("testdata", "attack-"+name+".json"))
+	if err != nil {
+		return nil, err
+	}
+	if raceEnabled && len(as.Sybils) > 3 && os.Getenv("CELLNODE_ATTACK_FULL") == "" {
+		// Under the race detector on a loaded 2-core machine the eclipse
+		// sweep took 130 to 320 s and ran out of time: keep none and k
+		// Sybils (on the name's key, then on both keys), with half the
+		// finds (CELLNODE_ATTACK_FULL=1: the whole sweep).
+		as.Sybils = []int{0, as.Network.BucketSize}
+		as.Finds = max(as.Finds/2, 4)
+	}
+	return RunAttack(context.Background(), as)
 }
 
 // weakness reports a measured weakness: an error under -attack.strict, a
@@ -112,9 +121,8 @@ func TestAttackForgery(t *testing.T) {
 	if r.Through != 0 {
 		t.Errorf("unpinned finds: %d forgeries shown", r.Through)
 	}
-	if r.Lost != 0 {
-		weakness(t, "unpinned finds lost %d real instances: the adversary's valid records, put at every node, "+
-			"made the first answers agree and the finds stop before the storers answered", r.Lost)
+	if r.Lost != 0 || r.FindsOK != r.Finds {
+		t.Errorf("unpinned finds lost %d real instances (%d of %d finds as wanted)", r.Lost, r.FindsOK, r.Finds)
 	}
 }
 
@@ -135,9 +143,9 @@ func TestAttackReplay(t *testing.T) {
 		}
 	}
 	for _, c := range []string{"  finds pinning the publisher, after planting", "finds pinning the real publisher", "finds pinning nothing"} {
-		if r := row(t, rep, c); r.Through != 0 || r.Lost != 0 {
-			weakness(t, "%s: %d finds returned an older version or the withdrawn instance, %d instances missing "+
-				"(finds stop on 3 agreeing answers from nodes that are not the storers)", c, r.Through, r.Lost)
+		if r := row(t, rep, c); r.Through != 0 || r.Lost != 0 || r.FindsOK != r.Finds {
+			t.Errorf("%s: %d finds returned an older version or the withdrawn instance, %d instances missing, %d of %d exact",
+				c, r.Through, r.Lost, r.FindsOK, r.Finds)
 		}
 	}
 }
@@ -161,8 +169,8 @@ func TestAttackSkew(t *testing.T) {
 // publisher's set.
 func TestAttackFlood(t *testing.T) {
 	rep := runAttack(t, "flood")
-	pinnedRows, lostOpen := 0, 0
-	for _, r := range rep.Rows {
+	pinnedRows, openRows := 0, 0
+	for i, r := range rep.Rows {
 		switch {
 		case strings.Contains(r.Case, "records from"):
 			if r.Through != 0 {
@@ -174,29 +182,44 @@ func TestAttackFlood(t *testing.T) {
 				t.Errorf("flood %d: pinned finds lost %d instances (%d of %d exact)", pinnedRows, r.Lost, r.FindsOK, r.Finds)
 			}
 		case strings.Contains(r.Case, "pinning nothing"):
-			lostOpen += r.Lost
+			// Of the 4 instances, the 2 that announced before the flood
+			// hold their places in the name's set; the 2 that start
+			// after it may be crowded out, except by a flood from one
+			// publisher key, which the per-publisher quota holds to a
+			// quarter of the set.
+			openRows++
+			flood := rep.Rows[i-2].Case
+			maxLost := 2 * r.Finds
+			if strings.HasPrefix(flood, "one publisher key") {
+				maxLost = 0
+			}
+			if r.Lost > maxLost {
+				t.Errorf("after %q, unpinned finds lost %d real instances, want at most %d (the late ones)", flood, r.Lost, maxLost)
+			}
+			t.Logf("after %q, unpinned finds lost %d of %d real instances", flood, r.Lost, 4*r.Finds)
 		}
 	}
-	if pinnedRows != 3 {
-		t.Fatalf("%d pinned rows", pinnedRows)
+	if pinnedRows != 3 || openRows != 3 {
+		t.Fatalf("%d pinned rows, %d unpinned", pinnedRows, openRows)
 	}
 	for _, r := range rep.Rows {
 		switch {
-		case strings.HasPrefix(r.Case, "one peer,") && r.Reasons["rate_limited"] == 0:
-			t.Errorf("one fast peer was never rate limited: %+v", r)
+		case strings.HasPrefix(r.Case, "one peer,") && (r.Stored != 100 || r.Reasons["rate_limited"] != uint64(r.Attempts-100)):
+			// The storer's clock stands still: the burst (100) gets in,
+			// every other PUT is refused for the rate.
+			t.Errorf("one fast peer, clock stopped: %d stored, %d rate limited of %d, want 100 and the rest", r.Stored, r.Reasons["rate_limited"], r.Attempts)
 		case strings.HasSuffix(r.Case, "from one /16") && r.Lost != 0:
 			t.Errorf("a flood from one network kept a new cell's set out: %+v", r)
 		}
 	}
-	t.Logf("unpinned finds lost %d real instances to the floods", lostOpen)
 }
 
 // TestAttackEclipse: without Sybils every find succeeds; a finder that
 // pins the publisher loses nothing to Sybils from one /16, up to k of them
-// on the name's key and on the publisher's (replica diversity). Unpinned
-// finds are measured and logged (see docs/security.md).
+// on the name's key and on the publisher's (replica diversity), and is
+// never shown a fake; an unpinned finder loses nothing to 3 Sybils.
 func TestAttackEclipse(t *testing.T) {
-	rep := runAttack(t, "eclipse")
+	rep := eclipseReport(t)
 	for _, r := range rep.Rows {
 		switch {
 		case strings.HasPrefix(r.Case, "0 Sybils"):
@@ -207,10 +230,44 @@ func TestAttackEclipse(t *testing.T) {
 			if r.Lost != 0 || r.Shown != 0 {
 				t.Errorf("%s: %d instances lost, %d fakes shown to a pinned finder", r.Case, r.Lost, r.Shown)
 			}
-		case r.Lost > 0:
-			weakness(t, "%s: %d instances lost to an unpinned finder (the honest storers' sets around Sybils are ragged)", r.Case, r.Lost)
+		case strings.HasPrefix(r.Case, "3 Sybils") && r.Lost != 0:
+			t.Errorf("%s: %d instances lost to an unpinned finder with 3 Sybils", r.Case, r.Lost)
 		}
 	}
+}
+
+// TestAttackEclipseUnpinnedMayLose is the suite's one known weakness: an
+// unpinned finder may lose an instance to 7 to 12 Sybils from one /16 on
+// the name's key (about one run in three before storers said whether they
+// are core; the honest storers' sets around the Sybils are ragged and
+// three of them can agree on a subset). It logs each loss, and fails on it
+// only with -attack.strict (docs/security.md).
+func TestAttackEclipseUnpinnedMayLose(t *testing.T) {
+	rep := eclipseReport(t)
+	for _, r := range rep.Rows {
+		if !strings.Contains(r.Case, "pinning the publisher") && !strings.HasPrefix(r.Case, "0 Sybils") && r.Lost > 0 {
+			weakness(t, "%s: %d instances lost to an unpinned finder", r.Case, r.Lost)
+		}
+	}
+}
+
+// eclipseReport runs the eclipse scenario once for both eclipse tests.
+var eclipseOnce struct {
+	sync.Once
+	rep *AttackReport
+	err error
+}
+
+func eclipseReport(t *testing.T) *AttackReport {
+	t.Helper()
+	eclipseOnce.Do(func() { eclipseOnce.rep, eclipseOnce.err = loadAndRun("eclipse") })
+	if eclipseOnce.rep != nil {
+		t.Logf("\n%s", eclipseOnce.rep)
+	}
+	if eclipseOnce.err != nil {
+		t.Fatal(eclipseOnce.err)
+	}
+	return eclipseOnce.rep
 }
 
 // TestAttackPartition: after the cut heals, finds on both sides see both
@@ -219,15 +276,14 @@ func TestAttackEclipse(t *testing.T) {
 func TestAttackPartition(t *testing.T) {
 	rep := runAttack(t, "partition")
 	if n := rep.Through(); n != 0 {
-		weakness(t, "%d times a finder saw an instance's sequence number go back (storers never take an older record; "+
-			"a find that stops on the first agreeing answers can miss the newer one)", n)
+		t.Errorf("%d times a finder saw an instance's sequence number go back", n)
 	}
 	last := rep.Rows[len(rep.Rows)-1]
 	if last.FindsOK != last.Finds {
 		t.Errorf("%s: %d of %d finds converged (%s)", last.Case, last.FindsOK, last.Finds, last.Note)
 	}
 	if r := rep.Row("healed, links only"); r == nil || r.FindsOK != r.Finds {
-		weakness(t, "links alone did not bring the sides together within 5 republish intervals")
+		t.Errorf("links alone did not bring the sides together within 5 republish intervals: %+v", r)
 	}
 }
 
@@ -265,7 +321,7 @@ func TestLoadAttack(t *testing.T) {
 			t.Errorf("%s: loaded", name)
 		}
 	}
-	if _, err := RunAttack(context.Background(), AttackScenario{Attack: "x"}); !errors.Is(err, ErrBadScenario) {
+	if _, err := RunAttack(context.Background(), AttackScenario{Attack: "x"}); !errors.Is(err, sim.ErrBadScenario) {
 		t.Errorf("RunAttack of a bad scenario: %v", err)
 	}
 }

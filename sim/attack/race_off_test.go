@@ -1,6 +1,6 @@
 //go:build !race
 
-package sim
+package attack
 
 // raceEnabled is true when the tests run under the race detector.
 const raceEnabled = false

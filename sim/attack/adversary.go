@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"context"
@@ -12,6 +12,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/poll"
+	"github.com/cellnode/cellnode/internal/wire"
+	"github.com/cellnode/cellnode/sim"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/dht/record"
@@ -27,7 +31,7 @@ import (
 // arena is one attack run: the honest network, and what the attack adds to
 // it (adversary hosts, nodes that join later), closed together.
 type arena struct {
-	nw  *Network
+	nw  *sim.Network
 	as  AttackScenario
 	rng *rand.Rand
 
@@ -47,8 +51,8 @@ type extra struct {
 	clock *skewClock
 }
 
-func newArena(nw *Network, as AttackScenario) *arena {
-	return &arena{nw: nw, as: as, rng: rand.New(rand.NewChaCha8(seed(as.Network.Seed, "attack")))}
+func newArena(nw *sim.Network, as AttackScenario) *arena {
+	return &arena{nw: nw, as: as, rng: rand.New(rand.NewChaCha8(sim.Seed(as.Network.Seed, "attack")))}
 }
 
 // close closes what the arena added; the caller closes the network.
@@ -69,7 +73,7 @@ func (a *arena) close() {
 
 // key derives a deterministic ed25519 key from the seed and purpose.
 func (a *arena) key(purpose string) ed25519.PrivateKey {
-	s := seed(a.as.Network.Seed, "attack-key/"+purpose)
+	s := sim.Seed(a.as.Network.Seed, "attack-key/"+purpose)
 	return ed25519.NewKeyFromSeed(s[:ed25519.SeedSize])
 }
 
@@ -110,7 +114,7 @@ func (a *arena) pick(n int, avoid ...int) []int {
 // already there but the adversary hosts without a node (which talk to the
 // nodes only, so that a thousand of them cost a thousand links each, not a
 // million in all). An attacker's host gets an address in the attacker's
-// one /16 (AttackerNet); any other a /16 of its own.
+// one /16 (sim.AttackerNet); any other a /16 of its own.
 func (a *arena) addHost(priv ed25519.PrivateKey, attacker bool) (host.Host, error) {
 	sk, err := crypto.UnmarshalEd25519PrivateKey(priv)
 	if err != nil {
@@ -121,13 +125,13 @@ func (a *arena) addHost(priv ed25519.PrivateKey, attacker bool) (host.Host, erro
 	n := a.addrs
 	lone := maps.Clone(a.lone)
 	a.mu.Unlock()
-	h, err := a.nw.mn.AddPeer(sk, extraAddr(n, attacker))
+	h, err := a.nw.Mocknet().AddPeer(sk, sim.HostAddr(n, attacker))
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range a.nw.mn.Peers() {
+	for _, o := range a.nw.Mocknet().Peers() {
 		if o != h.ID() && !lone[o] {
-			if _, err := a.nw.mn.LinkPeers(h.ID(), o); err != nil {
+			if _, err := a.nw.Mocknet().LinkPeers(h.ID(), o); err != nil {
 				h.Close()
 				return nil, err
 			}
@@ -190,7 +194,7 @@ func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []pee
 		}
 	}
 	rt := e.node.DHT().Kad().RoutingTable()
-	if err := waitFor(ctx, time.Millisecond, func() bool { return rt.Size() > 0 }); err != nil {
+	if err := poll.Until(ctx, time.Millisecond, func() bool { return rt.Size() > 0 }); err != nil {
 		return nil, fmt.Errorf("join: routing table still empty: %w", err)
 	}
 	select {
@@ -204,17 +208,16 @@ func (a *arena) joinVia(ctx context.Context, priv ed25519.PrivateKey, dial []pee
 // skewClock is time.Now plus a settable offset.
 type skewClock struct{ off atomic.Int64 }
 
-func (c *skewClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *skewClock) Set(d time.Duration)     { c.off.Store(int64(d)) }
-func (c *skewClock) Offset() time.Duration   { return time.Duration(c.off.Load()) }
-func offsetClock(d time.Duration) *skewClock { c := &skewClock{}; c.Set(d); return c }
+func (c *skewClock) Now() time.Time        { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *skewClock) Set(d time.Duration)   { c.off.Store(int64(d)) }
+func (c *skewClock) Offset() time.Duration { return time.Duration(c.off.Load()) }
 
 // realCell is the attacked cell: its publisher key and its real instances.
 type realCell struct {
 	name    string
 	pubPriv ed25519.PrivateKey
 	pub     ed25519.PublicKey
-	ins     []*Instance
+	ins     []*sim.Instance
 }
 
 // delegate signs a delegation of name to the node key nodePub, valid from
@@ -228,7 +231,7 @@ func delegate(pubPriv ed25519.PrivateKey, name string, nodePub ed25519.PublicKey
 func (a *arena) startCell(ctx context.Context, name string, pubPriv ed25519.PrivateKey, nodes []int) (*realCell, error) {
 	c := &realCell{name: name, pubPriv: pubPriv, pub: pubPriv.Public().(ed25519.PublicKey)}
 	for _, i := range nodes {
-		d, err := delegate(pubPriv, name, a.nw.members[i].priv.Public().(ed25519.PublicKey), time.Now())
+		d, err := delegate(pubPriv, name, a.nw.Key(i).Public().(ed25519.PublicKey), time.Now())
 		if err != nil {
 			return nil, err
 		}
@@ -255,7 +258,7 @@ func (c *realCell) waitRepublished(ctx context.Context, n int) error {
 	for i, in := range c.ins {
 		base[i] = in.Announcer.Status().Publishes
 	}
-	return waitFor(ctx, 10*time.Millisecond, func() bool {
+	return poll.Until(ctx, 10*time.Millisecond, func() bool {
 		for i, in := range c.ins {
 			if s := in.Announcer.Status(); s.Announcing && s.Publishes < base[i]+n {
 				return false
@@ -289,7 +292,7 @@ type findOutcome struct {
 // find runs a find of name from n, trusting pubs (none: nothing pinned),
 // and judges it against want.
 func find(ctx context.Context, n *node.Node, name string, pubs []ed25519.PublicKey, want map[peer.ID]bool) findOutcome {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	ctx, cancel := context.WithTimeout(ctx, sim.OpTimeout)
 	defer cancel()
 	start := time.Now()
 	res, err := n.FindWith(ctx, name, node.FindOptions{Publishers: pubs})
@@ -328,7 +331,7 @@ func (a *arena) findRow(ctx context.Context, row *AttackRow, name string, pubs [
 		row.Shown += o.shown
 		durs = append(durs, o.dur)
 	}
-	row.Millis = latency(durs, 0).P50MS
+	row.Millis = sim.LatencyOf(durs, 0).P50MS
 	return outs
 }
 
@@ -379,14 +382,6 @@ func rejections(before, after map[string]uint64) map[string]uint64 {
 		}
 	}
 	return out
-}
-
-func sumValues(m map[string]uint64) int {
-	n := 0
-	for _, v := range m {
-		n += int(v)
-	}
-	return n
 }
 
 // closest returns the n of ids closest to the DHT key, closest first.
@@ -442,27 +437,6 @@ func mustPeerID(pub ed25519.PublicKey) peer.ID {
 	return id
 }
 
-// The instances protocol as an adversary speaks it: the framing of
-// dht/protocol.go (one varint-length-prefixed CBOR request and response per
-// stream) reproduced here, so that the adversary can send bytes no honest
-// node would.
-const (
-	wireOpPut = 1
-	wireOpGet = 2
-)
-
-type wireRequest struct {
-	Op        uint64 `cbor:"1,keyasint"`
-	Name      string `cbor:"2,keyasint"`
-	Record    []byte `cbor:"3,keyasint,omitempty"`
-	Publisher []byte `cbor:"4,keyasint,omitempty"`
-}
-
-type wireResponse struct {
-	Error   string   `cbor:"1,keyasint,omitempty"`
-	Records [][]byte `cbor:"2,keyasint,omitempty"`
-}
-
 // The record and delegation formats of docs/records.md, reproduced so that
 // the adversary can build records that record.Sign refuses to make.
 type wireBody struct {
@@ -494,14 +468,6 @@ type wireDelegation struct {
 	NotAfter  int64  `cbor:"5,keyasint"`
 }
 
-var wireEnc = func() cbor.EncMode {
-	em, err := cbor.CoreDetEncOptions().EncMode()
-	if err != nil {
-		panic(err)
-	}
-	return em
-}()
-
 // openBody decodes the envelope and body of record bytes.
 func openBody(raw []byte) (wireBody, wireEnvelope, error) {
 	var env wireEnvelope
@@ -516,14 +482,14 @@ func openBody(raw []byte) (wireBody, wireEnvelope, error) {
 // sealBody encodes b and signs it with signer as a record signature; a nil
 // signer keeps sig.
 func sealBody(b wireBody, signer ed25519.PrivateKey, sig []byte) []byte {
-	body, err := wireEnc.Marshal(b)
+	body, err := wire.Enc.Marshal(b)
 	if err != nil {
 		panic(err)
 	}
 	if signer != nil {
 		sig = ed25519.Sign(signer, record.SignedMessage(record.RecordDomain, body))
 	}
-	raw, err := wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
+	raw, err := wire.Enc.Marshal(wireEnvelope{Body: body, Sig: sig})
 	if err != nil {
 		panic(err)
 	}
@@ -532,12 +498,12 @@ func sealBody(b wireBody, signer ed25519.PrivateKey, sig []byte) []byte {
 
 // sealDelegation encodes d and signs it with signer as a delegation.
 func sealDelegation(d wireDelegation, signer ed25519.PrivateKey) []byte {
-	body, err := wireEnc.Marshal(d)
+	body, err := wire.Enc.Marshal(d)
 	if err != nil {
 		panic(err)
 	}
 	sig := ed25519.Sign(signer, record.SignedMessage(record.DelegationDomain, body))
-	raw, err := wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
+	raw, err := wire.Enc.Marshal(wireEnvelope{Body: body, Sig: sig})
 	if err != nil {
 		panic(err)
 	}
@@ -562,8 +528,8 @@ func signRecord(priv ed25519.PrivateKey, name string, seq uint64, now time.Time,
 // rawCall sends one request on the instances protocol from h to p and
 // returns the response. A refusal is a response with Error set, not an
 // error.
-func rawCall(ctx context.Context, h host.Host, p peer.ID, req wireRequest) (*wireResponse, error) {
-	msg, err := wireEnc.Marshal(req)
+func rawCall(ctx context.Context, h host.Host, p peer.ID, req wire.Request) (*wire.Response, error) {
+	msg, err := wire.Enc.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
@@ -571,7 +537,7 @@ func rawCall(ctx context.Context, h host.Host, p peer.ID, req wireRequest) (*wir
 }
 
 // rawSend sends msg, framed, as the request of one stream from h to p.
-func rawSend(ctx context.Context, h host.Host, p peer.ID, msg []byte) (*wireResponse, error) {
+func rawSend(ctx context.Context, h host.Host, p peer.ID, msg []byte) (*wire.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	s, err := h.NewStream(ctx, p, dht.ProtocolID)
@@ -592,7 +558,7 @@ func rawSend(ctx context.Context, h host.Host, p peer.ID, msg []byte) (*wireResp
 		_ = s.Reset()
 		return nil, err
 	}
-	var resp wireResponse
+	var resp wire.Response
 	if err := cbor.Unmarshal(b, &resp); err != nil {
 		return nil, err
 	}
@@ -607,7 +573,7 @@ type putResult struct {
 	transportErrors int
 }
 
-func (r *putResult) add(resp *wireResponse, err error) bool {
+func (r *putResult) add(resp *wire.Response, err error) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sent++
@@ -636,7 +602,7 @@ func putAll(ctx context.Context, h host.Host, targets []peer.ID, name string, pu
 	var wg sync.WaitGroup
 	for _, p := range targets {
 		wg.Go(func() {
-			resp, err := rawCall(ctx, h, p, wireRequest{Op: wireOpPut, Name: name, Record: raw, Publisher: pub})
+			resp, err := rawCall(ctx, h, p, wire.Request{Op: wire.OpPut, Name: name, Record: raw, Publisher: pub})
 			res.add(resp, err)
 		})
 	}
@@ -651,7 +617,7 @@ func getAll(ctx context.Context, h host.Host, targets []peer.ID, name string, pu
 	var wg sync.WaitGroup
 	for _, p := range targets {
 		wg.Go(func() {
-			resp, err := rawCall(ctx, h, p, wireRequest{Op: wireOpGet, Name: name, Publisher: pub})
+			resp, err := rawCall(ctx, h, p, wire.Request{Op: wire.OpGet, Name: name, Publisher: pub})
 			if err != nil || resp.Error != "" {
 				return
 			}
@@ -662,14 +628,4 @@ func getAll(ctx context.Context, h host.Host, targets []peer.ID, name string, pu
 	}
 	wg.Wait()
 	return out
-}
-
-func mergeReasons(dst map[string]uint64, src map[string]uint64) map[string]uint64 {
-	if dst == nil {
-		dst = map[string]uint64{}
-	}
-	for k, v := range src {
-		dst[k] += v
-	}
-	return dst
 }

@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/cellnode/cellnode/sim"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/dht/record"
@@ -26,7 +28,7 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 	pubPriv := a.key("publisher")
 	pub := pubPriv.Public().(ed25519.PublicKey)
 	ids := a.honestIDs()
-	grinder := rand.NewChaCha8(seed(a.as.Network.Seed, "skew-grind"))
+	grinder := rand.NewChaCha8(sim.Seed(a.as.Network.Seed, "skew-grind"))
 	var storers []*extra
 	tries := 0
 	for _, key := range []string{record.Key(attackName), dht.PublisherKey(attackName, pub)} {
@@ -97,7 +99,7 @@ func (a *arena) skew(ctx context.Context, rep *AttackReport) error {
 			return err
 		}
 		before := counters(storerNodes)
-		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		pctx, cancel := context.WithTimeout(ctx, sim.OpTimeout)
 		st, _ := publisher.node.DHT().Publish(pctx, r)
 		cancel()
 		after := counters(storerNodes)

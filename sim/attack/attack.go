@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cellnode/cellnode/sim"
 
 	"github.com/cellnode/cellnode/node"
 )
@@ -70,7 +72,7 @@ type AttackScenario struct {
 	Attack Attack `json:"attack"`
 	// Network is the honest network (nodes, k, latency, seed). Its Cells,
 	// InstancesPerCell, Finds and Design are not used.
-	Network Scenario `json:"network"`
+	Network sim.Scenario `json:"network"`
 	// Instances is the number of real instances of the attacked cell;
 	// 0 means 3.
 	Instances int `json:"instances,omitempty"`
@@ -137,21 +139,21 @@ func (as AttackScenario) Validate() error {
 	as = as.withDefaults()
 	switch {
 	case !slices.Contains([]Attack{AttackForgery, AttackReplay, AttackSkew, AttackFlood, AttackEclipse, AttackPartition}, as.Attack):
-		return fmt.Errorf("%w: attack %q", ErrBadScenario, as.Attack)
+		return fmt.Errorf("%w: attack %q", sim.ErrBadScenario, as.Attack)
 	case as.Instances < 1 || as.Instances > as.Network.Nodes/2:
-		return fmt.Errorf("%w: instances %d, want 1 to half the nodes", ErrBadScenario, as.Instances)
+		return fmt.Errorf("%w: instances %d, want 1 to half the nodes", sim.ErrBadScenario, as.Instances)
 	case as.Finds < 1:
-		return fmt.Errorf("%w: finds %d", ErrBadScenario, as.Finds)
+		return fmt.Errorf("%w: finds %d", sim.ErrBadScenario, as.Finds)
 	case as.FloodPeers < 1 || as.FloodPeers > 5000 || as.FloodRecords < 1 || as.FloodRecords > 1_000_000:
-		return fmt.Errorf("%w: flood of %d records from %d peers", ErrBadScenario, as.FloodRecords, as.FloodPeers)
+		return fmt.Errorf("%w: flood of %d records from %d peers", sim.ErrBadScenario, as.FloodRecords, as.FloodPeers)
 	case !slices.IsSorted(as.Sybils) || len(as.Sybils) > 0 && (as.Sybils[0] < 0 || as.Sybils[len(as.Sybils)-1] > 256):
-		return fmt.Errorf("%w: sybils %v, want increasing counts of 0 to 256", ErrBadScenario, as.Sybils)
+		return fmt.Errorf("%w: sybils %v, want increasing counts of 0 to 256", sim.ErrBadScenario, as.Sybils)
 	case as.Republish < 0:
-		return fmt.Errorf("%w: republish %v", ErrBadScenario, time.Duration(as.Republish))
+		return fmt.Errorf("%w: republish %v", sim.ErrBadScenario, time.Duration(as.Republish))
 	case as.Attack == AttackReplay && as.Instances < 2:
-		return fmt.Errorf("%w: a replay needs 2 instances or more", ErrBadScenario)
+		return fmt.Errorf("%w: a replay needs 2 instances or more", sim.ErrBadScenario)
 	case as.Attack == AttackSkew && len(as.Skew) == 0:
-		return fmt.Errorf("%w: skew attack without skew cases", ErrBadScenario)
+		return fmt.Errorf("%w: skew attack without skew cases", sim.ErrBadScenario)
 	}
 	return nil
 }
@@ -277,7 +279,7 @@ func RunAttack(ctx context.Context, as AttackScenario) (*AttackReport, error) {
 	}
 	as = as.withDefaults()
 	start := time.Now()
-	nw, err := New(ctx, as.Network)
+	nw, err := sim.New(ctx, as.Network)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +300,7 @@ func RunAttack(ctx context.Context, as AttackScenario) (*AttackReport, error) {
 	case AttackPartition:
 		err = a.partition(ctx, rep)
 	default:
-		err = fmt.Errorf("%w: attack %q", ErrBadScenario, as.Attack)
+		err = fmt.Errorf("%w: attack %q", sim.ErrBadScenario, as.Attack)
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	if err != nil {

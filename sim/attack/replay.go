@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/poll"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/dht/record"
@@ -46,7 +48,7 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 			captured[r.Peer][r.Seq] = r
 		}
 	}
-	err = waitFor(ctx, 100*time.Millisecond, func() bool {
+	err = poll.Until(ctx, 100*time.Millisecond, func() bool {
 		capture()
 		for p := range c.live() {
 			if len(captured[p]) < 3 {
@@ -133,7 +135,7 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 	// One instance withdraws; the adversary keeps its last live records.
 	gone := c.ins[len(c.ins)-2] // not the first, not the late one
 	gone.StopService()
-	if err := waitFor(ctx, 10*time.Millisecond, func() bool { return !gone.Announcer.Status().Announcing }); err != nil {
+	if err := poll.Until(ctx, 10*time.Millisecond, func() bool { return !gone.Announcer.Status().Announcing }); err != nil {
 		return fmt.Errorf("%w: withdrawal: %v", errAttack, err)
 	}
 	capture() // the withdrawal too, which is newer than every live record
@@ -171,7 +173,7 @@ func (a *arena) replay(ctx context.Context, rep *AttackReport) error {
 	expiredHigh := AttackRow{Case: "expired, seq above the live record's"}
 	before = counters(honest)
 	for j, i := range nodes[:len(nodes)-1] {
-		priv := a.nw.members[i].priv
+		priv := a.nw.Key(i)
 		var deleg *record.Delegation
 		for _, r := range captured[c.ins[j].Peer] {
 			deleg = r.Delegation

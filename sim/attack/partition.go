@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/cellnode/cellnode/sim"
 
 	"github.com/cellnode/cellnode/node"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -44,7 +46,7 @@ func (a *arena) partition(ctx context.Context, rep *AttackReport) error {
 		var out []map[peer.ID]uint64
 		for _, i := range finders[s] {
 			n := a.nw.Node(i)
-			fctx, cancel := context.WithTimeout(ctx, opTimeout)
+			fctx, cancel := context.WithTimeout(ctx, sim.OpTimeout)
 			res, err := n.FindWith(fctx, attackName, node.FindOptions{Publishers: pinned})
 			cancel()
 			seen := map[peer.ID]uint64{}
@@ -100,8 +102,8 @@ func (a *arena) partition(ctx context.Context, rep *AttackReport) error {
 	for _, x := range sides[0] {
 		for _, y := range sides[1] {
 			idx, idy := a.nw.Node(x).ID(), a.nw.Node(y).ID()
-			_ = a.nw.mn.UnlinkPeers(idx, idy)
-			_ = a.nw.mn.DisconnectPeers(idx, idy)
+			_ = a.nw.Mocknet().UnlinkPeers(idx, idy)
+			_ = a.nw.Mocknet().DisconnectPeers(idx, idy)
 		}
 	}
 	if err := c.waitRepublished(ctx, 3); err != nil {
@@ -115,7 +117,7 @@ func (a *arena) partition(ctx context.Context, rep *AttackReport) error {
 	// record of the other side's instance published after the heal.
 	for _, x := range sides[0] {
 		for _, y := range sides[1] {
-			if _, err := a.nw.mn.LinkPeers(a.nw.Node(x).ID(), a.nw.Node(y).ID()); err != nil {
+			if _, err := a.nw.Mocknet().LinkPeers(a.nw.Node(x).ID(), a.nw.Node(y).ID()); err != nil {
 				return err
 			}
 		}

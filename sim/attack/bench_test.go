@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cellnode/cellnode/sim"
 )
 
 // benchAttack runs as once per iteration and reports, besides the time,
@@ -46,7 +48,7 @@ func benchAttack(b *testing.B, as AttackScenario) {
 //	go test ./sim -run '^$' -bench Flood -benchtime 1x -timeout 30m
 func BenchmarkFlood(b *testing.B) {
 	benchAttack(b, AttackScenario{Name: "flood-full", Attack: AttackFlood,
-		Network:    Scenario{Nodes: 40, BucketSize: 20, Latency: time.Millisecond, Seed: 14},
+		Network:    sim.Scenario{Nodes: 40, BucketSize: 20, Latency: time.Millisecond, Seed: 14},
 		FloodPeers: 1000, FloodRecords: 10000, Finds: 10})
 }
 

@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"math/big"
 	"slices"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/wire"
 
 	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -251,7 +253,7 @@ func malleate(raw []byte) []byte {
 	}
 	s := new(big.Int).Add(leInt(env.Sig[32:]), edL)
 	sig := append(bytes.Clone(env.Sig[:32]), leBytes(s)...)
-	out, err := wireEnc.Marshal(wireEnvelope{Body: env.Body, Sig: sig})
+	out, err := wire.Enc.Marshal(wireEnvelope{Body: env.Body, Sig: sig})
 	if err != nil {
 		panic(err)
 	}
@@ -296,7 +298,7 @@ func forgeWeakKey(b wireBody, seq uint64) ([]byte, error) {
 	}
 	for i := range uint64(256) {
 		b.Seq = seq + i
-		body, err := wireEnc.Marshal(b)
+		body, err := wire.Enc.Marshal(b)
 		if err != nil {
 			return nil, err
 		}
@@ -314,7 +316,7 @@ func forgeWeakKey(b wireBody, seq uint64) ([]byte, error) {
 				if !ed25519.Verify(b.Key, msg, sig) {
 					return nil, fmt.Errorf("sim: forged signature for key %x does not verify", b.Key)
 				}
-				return wireEnc.Marshal(wireEnvelope{Body: body, Sig: sig})
+				return wire.Enc.Marshal(wireEnvelope{Body: body, Sig: sig})
 			}
 			ja = ja.add(a)
 		}

@@ -1,4 +1,4 @@
-package sim
+package attack
 
 import (
 	"context"
@@ -7,6 +7,9 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/wire"
+	"github.com/cellnode/cellnode/sim"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/dht/record"
@@ -42,22 +45,22 @@ func (s *sybil) handle(st network.Stream) {
 		_ = st.Reset()
 		return
 	}
-	var req wireRequest
+	var req wire.Request
 	if err := cbor.Unmarshal(msg, &req); err != nil {
 		_ = st.Reset()
 		return
 	}
-	var resp wireResponse
+	var resp wire.Response
 	switch req.Op {
-	case wireOpPut:
+	case wire.OpPut:
 		s.puts.Add(1)
-	case wireOpGet:
+	case wire.OpGet:
 		s.gets.Add(1)
 		if s.mode.Load() == sybilJunk {
 			resp.Records = s.junk
 		}
 	}
-	out, _ := wireEnc.Marshal(resp)
+	out, _ := wire.Enc.Marshal(resp)
 	if err := msgio.NewVarintWriter(st).WriteMsg(out); err != nil {
 		_ = st.Reset()
 	}
@@ -74,7 +77,7 @@ func (a *arena) eclipse(ctx context.Context, rep *AttackReport) error {
 	pub := pubPriv.Public().(ed25519.PublicKey)
 	ids := a.honestIDs()
 	k := a.as.Network.BucketSize
-	grinder := rand.NewChaCha8(seed(a.as.Network.Seed, "sybil-grind"))
+	grinder := rand.NewChaCha8(sim.Seed(a.as.Network.Seed, "sybil-grind"))
 
 	mode := &atomic.Int32{}
 	puts, gets := &atomic.Int64{}, &atomic.Int64{}
@@ -172,9 +175,9 @@ func (a *arena) eclipse(ctx context.Context, rep *AttackReport) error {
 		// This step's Sybils leave, so that the next step's figures are
 		// its own.
 		for _, s := range sybils {
-			for _, p := range a.nw.mn.Peers() {
+			for _, p := range a.nw.Mocknet().Peers() {
 				if p != s.node.ID() {
-					_ = a.nw.mn.UnlinkPeers(s.node.ID(), p)
+					_ = a.nw.Mocknet().UnlinkPeers(s.node.ID(), p)
 				}
 			}
 			_ = s.host.Close()
@@ -206,7 +209,7 @@ func (a *arena) eclipse(ctx context.Context, rep *AttackReport) error {
 // same at every Sybil, so that their answers agree.
 func sybilJunkFor(s uint64, name string) ([][]byte, error) {
 	var junk [][]byte
-	rng := rand.New(rand.NewChaCha8(seed(s, "sybil-junk/"+name)))
+	rng := rand.New(rand.NewChaCha8(sim.Seed(s, "sybil-junk/"+name)))
 	for i := range 50 {
 		var sd [ed25519.SeedSize]byte
 		for j := range sd {

@@ -1,0 +1,54 @@
+// Package wire holds the messages of the instances protocol
+// (/cell/instances/1.0.0, docs/records.md): one varint-length-prefixed CBOR
+// Request and one Response per stream. dht speaks it; the attack suite and
+// the fuzz targets build and read the same structs, so that no copy of them
+// can drift from the protocol.
+package wire
+
+import "github.com/fxamacker/cbor/v2"
+
+// The operations of a Request.
+const (
+	OpPut = 1 // store Record in the set of Name (or of Name and Publisher)
+	OpGet = 2 // return the records of that set
+)
+
+// Request is what a node asks of a storer.
+type Request struct {
+	Op     uint64 `cbor:"1,keyasint"`
+	Name   string `cbor:"2,keyasint"`
+	Record []byte `cbor:"3,keyasint,omitempty"`
+	// Publisher, when set, names the set of that publisher's records for
+	// the name instead of the name's own set.
+	Publisher []byte `cbor:"4,keyasint,omitempty"`
+}
+
+// Response is a storer's answer.
+type Response struct {
+	Error   string   `cbor:"1,keyasint,omitempty"`
+	Records [][]byte `cbor:"2,keyasint,omitempty"`
+	// Core (GET) says the storer counts itself among the Replication
+	// peers closest to the key, by its own routing table: it should hold
+	// every record of the set, where a peer a little farther may hold only
+	// those that publishers sent it on their way (see dht.Node.publishAt).
+	Core bool `cbor:"3,keyasint,omitempty"`
+}
+
+// Dec decodes messages: strict on structure, tolerant of fields a later
+// version may add.
+var Dec, _ = cbor.DecOptions{
+	DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+	IndefLength:      cbor.IndefLengthForbidden,
+	TagsMd:           cbor.TagsForbidden,
+	MaxArrayElements: 4096,
+	MaxNestedLevels:  4,
+}.DecMode()
+
+// Enc encodes messages in CBOR's core deterministic encoding.
+var Enc = func() cbor.EncMode {
+	em, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	return em
+}()
