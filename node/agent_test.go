@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -80,15 +79,6 @@ func dnsQuery(t testing.TB, addr, name string, qtype uint16) *dns.Msg {
 		t.Fatalf("DNS %s %s: %v", dns.TypeToString[qtype], name, err)
 	}
 	return r
-}
-
-func peersOf(res *WatchResult) []string {
-	var out []string
-	for _, in := range res.Instances {
-		out = append(out, in.Peer)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // TestAgentEndToEnd: an agent registers a cell through its shared socket;

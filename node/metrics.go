@@ -402,10 +402,3 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
-
-func b2u(b bool) uint64 {
-	if b {
-		return 1
-	}
-	return 0
-}
