@@ -12,8 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/cellnode/cellnode/internal/poll"
 	"github.com/cellnode/cellnode/node"
 	"github.com/spf13/cobra"
 )
@@ -217,13 +217,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 30 s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.T(t, "the condition", cond)
 }
 
 // TestDemo runs the Quick start's first command.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/internal/poll"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -109,13 +110,7 @@ func freeze(n *Node, a *Announcer) {
 // waitFor polls cond until it holds or 30 s pass.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.T(t, what, cond)
 }
 
 func findPeers(t *testing.T, n *Node, name string) map[string]Instance {
