@@ -116,19 +116,23 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 		opts.All = r.URL.Query().Get("all") == "1"
 		name := r.URL.Query().Get("name")
 		key := findKey(name, opts)
-		body, age := s.cache.get(key, func(ctx context.Context) []byte {
-			select {
-			case s.finds <- struct{}{}: // a refresh takes a find's place, or none
-			default:
-				return nil
-			}
-			defer s.release()
-			res, err := n.FindSigned(ctx, name, opts)
-			if err != nil {
-				return nil
-			}
-			return encodeFind(res)
-		})
+		var body []byte
+		var age time.Duration
+		if !noCache(r) {
+			body, age = s.cache.get(key, func(ctx context.Context) []byte {
+				select {
+				case s.finds <- struct{}{}: // a refresh takes a find's place, or none
+				default:
+					return nil
+				}
+				defer s.release()
+				res, err := n.FindSigned(ctx, name, opts)
+				if err != nil {
+					return nil
+				}
+				return encodeFind(res)
+			})
+		}
 		if body == nil {
 			if !s.acquire(ctx, w) {
 				return
