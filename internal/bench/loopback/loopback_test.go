@@ -97,7 +97,15 @@ type env struct {
 // instance.
 func setup(b *testing.B, cfg Config, bin string, churn int, noEtcd bool) *env {
 	b.Helper()
-	e := &env{b: b, cfg: cfg, ctx: context.Background(), dir: b.TempDir(), table: &Table{}, load0: loadavg()}
+	dir := b.TempDir()
+	if os.Getenv("LOOPBACK_KEEP") != "" { // homes and logs kept for a look afterwards
+		var err error
+		if dir, err = os.MkdirTemp("", "loopback-"); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("homes and logs kept in %s", dir)
+	}
+	e := &env{b: b, cfg: cfg, ctx: context.Background(), dir: dir, table: &Table{}, load0: loadavg()}
 	if !noEtcd {
 		et, err := StartEtcd(e.ctx, e.dir)
 		if err != nil {
@@ -543,7 +551,7 @@ func (e *env) stopBatch(n int, startF, gone *Measure) batchResult {
 		}
 		fctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 		started := time.Now()
-		r, err := e.finders.Find(fctx, stopCell)
+		r, err := e.finders.FindFresh(fctx, stopCell)
 		cancel()
 		if err != nil {
 			continue
@@ -597,7 +605,7 @@ func (e *env) stopBatch(n int, startF, gone *Measure) batchResult {
 	for _, f := range e.stable {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
-			r, err := f.Find(ctx, stopCell)
+			r, err := f.FindFresh(ctx, stopCell)
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()
