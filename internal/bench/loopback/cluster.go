@@ -50,6 +50,8 @@ type Cluster struct {
 	BootAPI *http.Client
 	// DHTMode, when not "", is passed to every sidecar as --dht-mode.
 	DHTMode string
+	// RunArgs are more flags for every sidecar (such as --log-level debug).
+	RunArgs []string
 
 	mu       sync.Mutex
 	seq      int
@@ -143,6 +145,7 @@ func (c *Cluster) Start(name string) (*Sidecar, error) {
 	if c.DHTMode != "" {
 		args = append(args, "--dht-mode", c.DHTMode)
 	}
+	args = append(args, c.RunArgs...)
 	env := []string{"CELLNODE_RUNTIME_DIR=" + c.newDir("rt")}
 	p, err := StartProc("run "+filepath.Base(home), c.Bin, args, env, home+".log")
 	if err != nil {

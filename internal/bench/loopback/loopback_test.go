@@ -119,6 +119,7 @@ func setup(b *testing.B, cfg Config, bin string, churn int, noEtcd bool) *env {
 		b.Fatal(err)
 	}
 	cl.DHTMode = cfg.DHTMode
+	cl.RunArgs = strings.Fields(os.Getenv("LOOPBACK_RUN_ARGS"))
 	e.cl = cl
 	b.Cleanup(cl.Close)
 	e.stable = e.startMany(svcCell, cfg.Sidecars)
