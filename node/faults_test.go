@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -304,5 +306,73 @@ func TestAloneOnTheLAN(t *testing.T) {
 	}
 	if !res.Offline || len(res.Instances) != 1 || res.Instances[0].Peer != n.ID().String() {
 		t.Fatalf("find alone: offline %v, %d instances; want offline with the local instance", res.Offline, len(res.Instances))
+	}
+}
+
+// TestRejoinAfterFailedBootstrap: a node whose bootstrap peer did not
+// answer when it started (here: its address refused connections) is back on
+// the network at its next publish once the peer answers, not when
+// kad-dht's own retry of the bootstrap peers comes round (every 2 minutes,
+// past this test's 30 s wait).
+func TestRejoinAfterFailedBootstrap(t *testing.T) {
+	c := newCluster(t, nil)
+	// The bootstrap peer's address is a port that refuses connections until
+	// a forwarder to the bootstrap node starts listening on it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	target := ""
+	for _, a := range c.boot.Host().Addrs() {
+		if ip, err := a.ValueForProtocol(ma.P_IP4); err == nil && ip == "127.0.0.1" {
+			p, _ := a.ValueForProtocol(ma.P_TCP)
+			target = "127.0.0.1:" + p
+		}
+	}
+	boot := peer.AddrInfo{ID: c.boot.ID(), Addrs: []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))}}
+	n, err := New(Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, RuntimeDir: t.TempDir(),
+		Bootstrap: []peer.AddrInfo{boot}, DHT: dht.Config{Mode: dht.ModeServer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	if err := n.Bootstrap(context.Background()); !errors.Is(err, ErrOffline) {
+		t.Fatalf("Bootstrap with the bootstrap peer down: %v, want ErrOffline", err)
+	}
+	a, err := n.Announce(Announcement{Name: "acme/rejoin", Endpoint: service(t).Addr().String(), CheckInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a failed publish", func() bool { return a.Status().Failures > 0 })
+
+	fwd, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Skipf("the bootstrap peer's port was taken meanwhile: %v", err)
+	}
+	t.Cleanup(func() { fwd.Close() })
+	go forward(fwd, target)
+	waitFor(t, "a publish stored at the bootstrap node", func() bool { return a.Status().StoredAt > 0 })
+}
+
+// forward accepts connections on ln and pipes each to target, until ln
+// closes.
+func forward(ln net.Listener, target string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+			io.Copy(c, u)
+		}()
 	}
 }
