@@ -265,7 +265,7 @@ func Dial(home string) (*Client, error) {
 // Status asks the node for its status.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
 	var s Status
-	return &s, c.get(ctx, "/v1/status", &s)
+	return &s, c.get(ctx, "/v1/status", &s, false)
 }
 
 // Find asks the node to find the cell name, and verifies the answer itself
@@ -273,6 +273,17 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 // and what it says about instances counts only as far as their signed
 // records show it. Instances that fail are dropped and listed in Dropped.
 func (c *Client) Find(ctx context.Context, name string, opts FindOptions) (*FindReply, error) {
+	return c.find(ctx, name, opts, false)
+}
+
+// FindFresh is Find with "Cache-Control: no-cache": the node runs a find of
+// its own instead of answering from a recent result (benchmarks that time
+// when a change reaches the network).
+func (c *Client) FindFresh(ctx context.Context, name string, opts FindOptions) (*FindReply, error) {
+	return c.find(ctx, name, opts, true)
+}
+
+func (c *Client) find(ctx context.Context, name string, opts FindOptions, fresh bool) (*FindReply, error) {
 	q := url.Values{"name": {name}}
 	for _, p := range opts.Publishers {
 		q.Add("publisher", base64.StdEncoding.EncodeToString(p))
@@ -284,7 +295,7 @@ func (c *Client) Find(ctx context.Context, name string, opts FindOptions) (*Find
 		q.Set("timeout", time.Until(dl).String())
 	}
 	var reply FindReply
-	if err := c.get(ctx, "/v1/find?"+q.Encode(), &reply); err != nil {
+	if err := c.get(ctx, "/v1/find?"+q.Encode(), &reply, fresh); err != nil {
 		return nil, err
 	}
 	now := time.Now
@@ -301,13 +312,16 @@ func (c *Client) ManifestInfo(ctx context.Context, cid string, hints []peer.ID) 
 		q.Add("hint", h.String())
 	}
 	var info ManifestInfo
-	return &info, c.get(ctx, "/v1/manifest?"+q.Encode(), &info)
+	return &info, c.get(ctx, "/v1/manifest?"+q.Encode(), &info, false)
 }
 
-func (c *Client) get(ctx context.Context, path string, v any) error {
+func (c *Client) get(ctx context.Context, path string, v any, noCache bool) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://cellnode"+path, nil)
 	if err != nil {
 		return err
+	}
+	if noCache {
+		req.Header.Set("Cache-Control", "no-cache")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
