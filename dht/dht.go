@@ -25,6 +25,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/time/rate"
 )
 
@@ -205,10 +206,10 @@ func kadOptions(cfg Config) []kaddht.Option {
 // dualOptions are kadOptions for the WAN and LAN DHTs of kad-dht's dual
 // package, with two changes to its LAN defaults: the LAN DHT serves unless
 // the node is a client (dual leaves it in auto mode, where a node on a LAN
-// never serves), and it keeps every address its lookups learn, loopback
-// included, so that nodes on one machine find each other (dual drops
-// loopback addresses; one learnt of a peer on another machine only costs
-// a dial that fails at once, beside the dials of its other addresses).
+// never serves), and it keeps the loopback addresses its lookups learn of
+// a peer that has no other address, so that nodes listening on loopback
+// alone find each other (dual drops every loopback address; see
+// lanAddrs).
 func dualOptions(cfg Config) []dual.Option {
 	lanMode := kaddht.ModeServer
 	if cfg.Mode == ModeClient {
@@ -221,9 +222,32 @@ func dualOptions(cfg Config) []dual.Option {
 			// own options) replaced the extension dual had added.
 			kaddht.ProtocolExtension(dual.LanExtension),
 			kaddht.Mode(lanMode),
-			kaddht.AddressFilter(func(addrs []ma.Multiaddr) []ma.Multiaddr { return addrs }),
+			kaddht.AddressFilter(lanAddrs),
 		),
 	}
+}
+
+// lanAddrs filters the addresses the LAN DHT's lookups learn of a peer: a
+// peer's loopback addresses are dropped when it has others. A loopback
+// address learnt from another node is most often that node's machine's,
+// not ours, and a dial to it does not fail at once: nothing answers a QUIC
+// handshake sent to a closed local UDP port, and libp2p dials a peer's
+// addresses one after the other, 30 ms apart on private networks, IPv6
+// (::1) first, so each new connection to a peer on another machine waited
+// 30 to 60 ms on its loopback addresses. A peer on this machine that also
+// listens on another address is reached there; one that listens on
+// loopback alone keeps its loopback addresses.
+func lanAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return addrs
+	}
+	return out
 }
 
 // space is one of a node's kad-dht instances, with the closest peers of

@@ -557,16 +557,41 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 			}
 		}()
 	}()
+	// kad-dht waits up to 10 s for a FIND_NODE's answer, and a peer killed
+	// while connected over QUIC leaves a connection that takes the query and
+	// never answers; the lookup then waits on it before it can end. A query
+	// outstanding past the peer's request budget (requestBudget, as for our
+	// own requests) gets the peer forgotten, which closes its connections
+	// and so fails the query at once.
+	sent := map[peer.ID]time.Time{}
+	tick := time.NewTicker(silentCheck)
+	defer tick.Stop()
 	evs := events
 	for {
 		select {
 		case ev, ok := <-evs:
 			if !ok {
 				evs = nil // closed early: wait for the result alone
-			} else if ev.Type == routing.PeerResponse {
+				continue
+			}
+			switch ev.Type {
+			case routing.SendingQuery:
+				sent[ev.ID] = time.Now()
+			case routing.QueryError:
+				delete(sent, ev.ID)
+			case routing.PeerResponse:
+				delete(sent, ev.ID)
 				heard(ev.ID)
 				for _, ai := range ev.Responses {
 					heard(ai.ID)
+				}
+			}
+		case <-tick.C:
+			for p, at := range sent {
+				if time.Since(at) > d.requestBudget(p) {
+					delete(sent, p)
+					d.count.add("lookup_silent_peers", 1)
+					d.forget(p)
 				}
 			}
 		case res := <-done:
@@ -576,3 +601,7 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 		}
 	}
 }
+
+// silentCheck is how often a lookup looks for queries outstanding past
+// their peer's request budget.
+const silentCheck = 100 * time.Millisecond

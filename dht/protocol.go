@@ -115,12 +115,12 @@ func source(c network.Conn) string {
 }
 
 // call sends one request to p and returns its response.
-// A peer that cannot be dialled, or does not answer within RequestTimeout
-// while the caller still waits, is dropped from the routing tables and its
+// A peer that cannot be dialled, or does not answer within its request
+// budget (requestBudget) while the caller still waits, is dropped from the routing tables and its
 // connections are closed (a dead QUIC connection otherwise takes every
 // request until it idles out), so the next lookup does not wait on it.
 func (d *Node) call(parent context.Context, p peer.ID, req request) (*response, error) {
-	ctx, cancel := context.WithTimeout(parent, d.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(parent, d.requestBudget(p))
 	defer cancel()
 	resp, err := d.exchange(ctx, p, req)
 	var remote *RemoteError
@@ -128,6 +128,27 @@ func (d *Node) call(parent context.Context, p peer.ID, req request) (*response, 
 		d.forget(p)
 	}
 	return resp, err
+}
+
+// Request budget: a request to a peer whose latency is known is given
+// requestRTTs times that latency, at least minRequestBudget, at most
+// RequestTimeout. A peer killed while connected over QUIC leaves a
+// connection that takes requests and answers nothing (no packet says it is
+// gone) until it idles out after 30 s; with the whole RequestTimeout, each
+// request on it cost 5 s (a withdrawal its whole budget, and a lookup
+// beside it kad-dht's 10 s read timeout, until the failed request closed
+// the connection).
+const (
+	requestRTTs      = 10
+	minRequestBudget = time.Second
+)
+
+func (d *Node) requestBudget(p peer.ID) time.Duration {
+	l := d.host.Peerstore().LatencyEWMA(p)
+	if l <= 0 {
+		return d.cfg.RequestTimeout
+	}
+	return min(d.cfg.RequestTimeout, max(minRequestBudget, requestRTTs*l))
 }
 
 // forget drops p from every routing table and closes its connections.

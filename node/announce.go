@@ -122,7 +122,9 @@ type Announcer struct {
 // A publish counts as failed when no remote peer took the record (this
 // node's own store does not count): the status says so, a warning is
 // logged at once and once every 5 republish intervals while it lasts, and
-// the publish is retried sooner than the republish period. When storers
+// the publish is retried sooner than the republish period. A publish that
+// finds every routing table empty (the node's bootstrap failed, or all its
+// peers left) bootstraps again first. When storers
 // refuse the records as stale, the node moves its sequence past the one
 // the network holds and republishes. Announce returns ErrClosed once the
 // node's Close has begun.
@@ -477,6 +479,7 @@ func (an *Announcer) publish(ctx context.Context) {
 	an.live = r.Expires.Add(record.MaxSkew) // from now on the record may be out there
 	an.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	an.n.rejoin(pctx)
 	st, err := an.n.publishRecord(pctx, r)
 	cancel()
 	cancelled := ctx.Err() != nil

@@ -117,19 +117,23 @@ func startAPI(n *Node, path string) (*apiServer, error) {
 		opts.All = r.URL.Query().Get("all") == "1"
 		name := r.URL.Query().Get("name")
 		key := findKey(name, opts)
-		body, age := s.cache.get(key, func(ctx context.Context) []byte {
-			select {
-			case s.finds <- struct{}{}: // a refresh takes a find's place, or none
-			default:
-				return nil
-			}
-			defer s.release()
-			res, err := n.FindSigned(ctx, name, opts)
-			if err != nil {
-				return nil
-			}
-			return encodeFind(res)
-		})
+		var body []byte
+		var age time.Duration
+		if !noCache(r) {
+			body, age = s.cache.get(key, func(ctx context.Context) []byte {
+				select {
+				case s.finds <- struct{}{}: // a refresh takes a find's place, or none
+				default:
+					return nil
+				}
+				defer s.release()
+				res, err := n.FindSigned(ctx, name, opts)
+				if err != nil {
+					return nil
+				}
+				return encodeFind(res)
+			})
+		}
 		if body == nil {
 			if !s.acquire(ctx, w) {
 				return
@@ -262,7 +266,7 @@ func Dial(home string) (*Client, error) {
 // Status asks the node for its status.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
 	var s Status
-	return &s, c.get(ctx, "/v1/status", &s)
+	return &s, c.get(ctx, "/v1/status", &s, false)
 }
 
 // Find asks the node to find the cell name, and verifies the answer itself
@@ -270,6 +274,17 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 // and what it says about instances counts only as far as their signed
 // records show it. Instances that fail are dropped and listed in Dropped.
 func (c *Client) Find(ctx context.Context, name string, opts FindOptions) (*FindReply, error) {
+	return c.find(ctx, name, opts, false)
+}
+
+// FindFresh is Find with "Cache-Control: no-cache": the node runs a find of
+// its own instead of answering from a recent result (benchmarks that time
+// when a change reaches the network).
+func (c *Client) FindFresh(ctx context.Context, name string, opts FindOptions) (*FindReply, error) {
+	return c.find(ctx, name, opts, true)
+}
+
+func (c *Client) find(ctx context.Context, name string, opts FindOptions, fresh bool) (*FindReply, error) {
 	q := url.Values{"name": {name}}
 	for _, p := range opts.Publishers {
 		q.Add("publisher", base64.StdEncoding.EncodeToString(p))
@@ -281,7 +296,7 @@ func (c *Client) Find(ctx context.Context, name string, opts FindOptions) (*Find
 		q.Set("timeout", time.Until(dl).String())
 	}
 	var reply FindReply
-	if err := c.get(ctx, "/v1/find?"+q.Encode(), &reply); err != nil {
+	if err := c.get(ctx, "/v1/find?"+q.Encode(), &reply, fresh); err != nil {
 		return nil, err
 	}
 	now := time.Now
@@ -298,13 +313,16 @@ func (c *Client) ManifestInfo(ctx context.Context, cid string, hints []peer.ID) 
 		q.Add("hint", h.String())
 	}
 	var info ManifestInfo
-	return &info, c.get(ctx, "/v1/manifest?"+q.Encode(), &info)
+	return &info, c.get(ctx, "/v1/manifest?"+q.Encode(), &info, false)
 }
 
-func (c *Client) get(ctx context.Context, path string, v any) error {
+func (c *Client) get(ctx context.Context, path string, v any, noCache bool) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://cellnode"+path, nil)
 	if err != nil {
 		return err
+	}
+	if noCache {
+		req.Header.Set("Cache-Control", "no-cache")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

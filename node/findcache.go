@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -16,7 +17,9 @@ import (
 // revalidate, as Consul's agent cache does): a service that polls its
 // dependencies gets them at the cost of a local read, and sees a change
 // one refresh after it reached the network. The age of what it got is in
-// the response's Age (seconds) and X-Cellnode-Age-Ms headers.
+// the response's Age (seconds) and X-Cellnode-Age-Ms headers. A request
+// with "Cache-Control: no-cache" (or max-age=0) runs a find of its own and
+// waits for it, and its result becomes the cached one.
 const (
 	findFresh  = 100 * time.Millisecond
 	findMaxAge = 2 * time.Second
@@ -124,4 +127,18 @@ func (c *findCache) close() {
 func encodeFind(res *FindReply) []byte {
 	b, _ := json.Marshal(res)
 	return append(b, '\n')
+}
+
+// noCache reports whether r asks for a fresh find, not the cached result:
+// Cache-Control no-cache or max-age=0 (RFC 9111).
+func noCache(r *http.Request) bool {
+	for _, v := range r.Header.Values("Cache-Control") {
+		for _, d := range strings.Split(v, ",") {
+			switch strings.ToLower(strings.TrimSpace(d)) {
+			case "no-cache", "max-age=0":
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -36,9 +36,16 @@ func TestAPIFindCache(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(home, APISocket))
 	}}}
-	find := func() (int, time.Duration) {
+	find := func(header ...string) (int, time.Duration) {
 		t.Helper()
-		resp, err := hc.Get("http://cellnode/v1/find?name=acme/cached")
+		req, err := http.NewRequest(http.MethodGet, "http://cellnode/v1/find?name=acme/cached", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(header) > 0 {
+			req.Header.Set("Cache-Control", header[0])
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,4 +66,18 @@ func TestAPIFindCache(t *testing.T) {
 	}
 	announce(t, c.node(nil, ""), "acme/cached", service(t).Addr().String())
 	waitFor(t, "the second instance through the refreshed cache", func() bool { got, age := find(); return got == 2 && age < findMaxAge })
+
+	// A client that asks for no-cache gets a find of its own at once: the
+	// third instance, which the cached result (from just before it was
+	// announced) does not hold.
+	if got, _ := find(); got != 2 {
+		t.Fatalf("cached find: %d instances, want 2", got)
+	}
+	announce(t, c.node(nil, ""), "acme/cached", service(t).Addr().String())
+	if got, age := find("no-cache"); got != 3 || age != 0 {
+		t.Fatalf("no-cache find: %d instances, age %v; want the 3 of a fresh find", got, age)
+	}
+	if got, age := find(); got != 3 || age >= findMaxAge {
+		t.Fatalf("find after a no-cache one: %d instances, age %v; want its result", got, age)
+	}
 }

@@ -2,6 +2,8 @@ package node
 
 import (
 	"fmt"
+	"math"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -10,10 +12,12 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/x/rate"
 )
 
 // Connection manager watermarks: a public DHT server keeps up to 400
@@ -27,7 +31,8 @@ const (
 // newHost builds the libp2p host: TCP and QUIC with libp2p's default
 // security (Noise, TLS) and muxers, the connection manager above, and a
 // resource manager with libp2p's autoscaled defaults plus limits on our own
-// protocols.
+// protocols, and with libp2p's per-address connection limits lifted for
+// private networks (privateNetworkLimits).
 //
 // The listen addresses are checked first (CheckListen), so that a bad one
 // gives one clear error instead of libp2p's, and a fixed port that another
@@ -49,11 +54,7 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 	if err != nil {
 		return nil, err
 	}
-	var rmOpts []rcmgr.Option
-	if refused != nil {
-		rmOpts = append(rmOpts, rcmgr.WithTraceReporter(refused))
-	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits()), rmOpts...)
+	rm, err := newResourceManager(refused)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +77,16 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 	return h, nil
 }
 
+// newResourceManager is the host's resource manager: limits() and
+// privateNetworkLimits(), reporting to refused when it is not nil.
+func newResourceManager(refused rcmgr.TraceReporter) (network.ResourceManager, error) {
+	opts := privateNetworkLimits()
+	if refused != nil {
+		opts = append(opts, rcmgr.WithTraceReporter(refused))
+	}
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits()), opts...)
+}
+
 // limits are libp2p's autoscaled defaults with per-protocol limits for the
 // instances protocol (one short request per stream, so few concurrent
 // streams per peer) and the git object protocol (responses up to tens of
@@ -96,4 +107,72 @@ func limits() rcmgr.ConcreteLimitConfig {
 		rcmgr.BaseLimit{Streams: 8, StreamsInbound: 4, StreamsOutbound: 4, Memory: 96 << 20},
 		rcmgr.BaseLimitIncrease{})
 	return cfg.AutoScale()
+}
+
+// privateNets are the address ranges of an operator's own network:
+// RFC 1918, shared address space (RFC 6598, which overlay networks such
+// as Tailscale use), IPv6 unique-local and link-local addresses, and
+// loopback, which libp2p already exempts.
+var privateNets = struct{ v4, v6 []netip.Prefix }{
+	v4: []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16"),
+		netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("169.254.0.0/16"),
+	},
+	v6: []netip.Prefix{
+		netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("fc00::/7"), netip.MustParsePrefix("fe80::/10"),
+	},
+}
+
+// Connection rate of a private network, shared by all its addresses.
+const (
+	privateConnRate  = 100  // new connections per second
+	privateConnBurst = 1000 // at once
+)
+
+// privateNetworkLimits lifts libp2p's per-address connection limits for
+// peers on private networks. By default the resource manager lets one IPv4
+// address hold 8 connections at once and open 16 in a burst, then one
+// every 5 s: a guard for public servers against one host opening
+// connections in bulk. Inside an operator's network one address is often
+// many nodes (containers behind the host's NAT, a CI machine running a
+// burst of one-shot finds, each a new identity and so a new connection),
+// and the LAN DHT makes every node connect to many others; there the
+// per-address limits refused connections that the node should take (the
+// netns benchmark saw the eleventh of 20 cold finds from one address
+// refused). So private ranges get no per-address count (the system-wide
+// and per-peer limits still apply) and a rate shared by each range,
+// privateConnRate with a burst of privateConnBurst. Public addresses keep
+// libp2p's limits (its values, restated here because it does not export
+// them).
+func privateNetworkLimits() []rcmgr.Option {
+	var v4, v6 []rcmgr.NetworkPrefixLimit
+	var rates []rate.PrefixLimit
+	for _, p := range privateNets.v4 {
+		v4 = append(v4, rcmgr.NetworkPrefixLimit{Network: p, ConnCount: math.MaxInt})
+	}
+	for _, p := range privateNets.v6 {
+		v6 = append(v6, rcmgr.NetworkPrefixLimit{Network: p, ConnCount: math.MaxInt})
+	}
+	for _, p := range append(append([]netip.Prefix(nil), privateNets.v4...), privateNets.v6...) {
+		lim := rate.Limit{RPS: privateConnRate, Burst: privateConnBurst}
+		if p.Addr().IsLoopback() {
+			lim = rate.Limit{} // unlimited, as libp2p has it
+		}
+		rates = append(rates, rate.PrefixLimit{Prefix: p, Limit: lim})
+	}
+	return []rcmgr.Option{
+		rcmgr.WithNetworkPrefixLimit(v4, v6),
+		rcmgr.WithConnRateLimiters(&rate.Limiter{
+			NetworkPrefixLimits: rates,
+			SubnetRateLimiter: rate.SubnetLimiter{
+				IPv4SubnetLimits: []rate.SubnetLimit{{PrefixLength: 32, Limit: rate.Limit{RPS: 0.2, Burst: 16}}},
+				IPv6SubnetLimits: []rate.SubnetLimit{
+					{PrefixLength: 56, Limit: rate.Limit{RPS: 0.2, Burst: 16}},
+					{PrefixLength: 48, Limit: rate.Limit{RPS: 0.5, Burst: 80}},
+				},
+				GracePeriod: time.Minute,
+			},
+		}),
+	}
 }

@@ -152,7 +152,7 @@ func TestAPIBusy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var res FindResult
-	err = cl.get(ctx, "/v1/find?name=acme/exchange&timeout=200ms", &res)
+	err = cl.get(ctx, "/v1/find?name=acme/exchange&timeout=200ms", &res, false)
 	if err == nil || !strings.Contains(err.Error(), "busy") {
 		t.Fatalf("find with every slot taken: %v", err)
 	}

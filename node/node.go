@@ -38,7 +38,11 @@ type Config struct {
 	Home string
 	// Ephemeral gives the node a fresh random identity and takes no lock on
 	// Home, for one-shot commands such as find; it still reads and updates
-	// the peers seen before.
+	// the peers seen before. It refreshes no routing table, neither
+	// kad-dht's periodic refresh nor Bootstrap's: a one-shot command's
+	// lookups fill its table with the peers it needs (and the peers saved
+	// at Close), and a refresh's dozens of queries and new connections
+	// would only compete with them.
 	Ephemeral bool
 	// Listen are libp2p multiaddrs to listen on; nil means DefaultListen.
 	Listen []string
@@ -106,6 +110,8 @@ type Node struct {
 	// publishHook, when not nil, replaces the DHT's Publish for the
 	// announcers (tests: slow or failing publishes).
 	publishHook func(context.Context, *record.Record) (dht.PublishStats, error)
+
+	rejoining sync.Mutex // held by rejoin
 
 	mu         sync.Mutex
 	announcers map[*Announcer]struct{}
@@ -187,6 +193,9 @@ func New(cfg Config) (_ *Node, err error) {
 	dcfg := cfg.DHT
 	dcfg.BootstrapPeers = cfg.Bootstrap
 	dcfg.Logger = log
+	if cfg.Ephemeral {
+		dcfg.DisableAutoRefresh = true
+	}
 	if dcfg.Store.Now == nil {
 		dcfg.Store.Now = cfg.Now
 	}
@@ -246,8 +255,8 @@ var ErrOffline = errors.New("node: offline: no bootstrap peer or known peer reac
 // peer: a lookup can start from one server, and the routing-table refresh
 // that fills the table goes on in the background (the peers are saved when
 // it ends, so that a node that crashes soon after can rejoin without the
-// bootstrap peers). With no bootstrap peers configured and none seen
-// before it returns ErrOffline at once.
+// bootstrap peers); an Ephemeral node runs no refresh. With no bootstrap
+// peers configured and none seen before it returns ErrOffline at once.
 func (n *Node) Bootstrap(ctx context.Context) error {
 	var known []peer.AddrInfo
 	if n.peers != nil {
@@ -286,6 +295,9 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+	if n.cfg.Ephemeral {
+		return nil // no refresh: see Config.Ephemeral
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -311,6 +323,24 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		n.rememberPeers()
 	}()
 	return nil
+}
+
+// rejoin bootstraps again when no routing table holds a peer (a publish
+// is about to start): a node whose bootstrap failed, or whose peers all
+// went away, is back on the network at its next publish, instead of when
+// kad-dht's own retry of the bootstrap peers comes round (every 2 minutes).
+// One rejoin runs at a time; the others skip it. A node offline by choice
+// (no bootstrap peers, none seen before) costs nothing here.
+func (n *Node) rejoin(ctx context.Context) {
+	if len(n.dht.Peers()) > 0 || !n.rejoining.TryLock() {
+		return
+	}
+	defer n.rejoining.Unlock()
+	if err := n.Bootstrap(ctx); err != nil && !errors.Is(err, ErrOffline) {
+		n.log.Debug("rejoin", "err", err)
+	} else if err == nil {
+		n.log.Info("rejoined the network", "peers", len(n.dht.Peers()))
+	}
 }
 
 // rememberPeersLoop saves the routing table's peers every 10 minutes, so a

@@ -275,7 +275,7 @@ func findable(ctx context.Context, p *proc, pollers []*proc, name string) (pollR
 			for ctx.Err() == nil {
 				fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
 				pr := pollRun{start: time.Now()}
-				res, err := cl.Find(fctx, name, node.FindOptions{})
+				res, err := cl.FindFresh(fctx, name, node.FindOptions{}) // what the network holds, not a cached result
 				pr.end = time.Now()
 				fcancel()
 				if err == nil && len(res.Instances) > 0 {

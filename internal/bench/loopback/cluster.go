@@ -50,6 +50,8 @@ type Cluster struct {
 	BootAPI *http.Client
 	// DHTMode, when not "", is passed to every sidecar as --dht-mode.
 	DHTMode string
+	// RunArgs are more flags for every sidecar (such as --log-level debug).
+	RunArgs []string
 
 	mu       sync.Mutex
 	seq      int
@@ -143,6 +145,7 @@ func (c *Cluster) Start(name string) (*Sidecar, error) {
 	if c.DHTMode != "" {
 		args = append(args, "--dht-mode", c.DHTMode)
 	}
+	args = append(args, c.RunArgs...)
 	env := []string{"CELLNODE_RUNTIME_DIR=" + c.newDir("rt")}
 	p, err := StartProc("run "+filepath.Base(home), c.Bin, args, env, home+".log")
 	if err != nil {
@@ -182,11 +185,22 @@ func (s *Sidecar) WaitAPI(ctx context.Context) error {
 // Find asks the sidecar's node, through its local API, for the instances
 // of name, as `cellnode find` does when a node runs on the machine.
 func (s *Sidecar) Find(ctx context.Context, name string) (*FindResult, error) {
+	return s.find(ctx, name, false)
+}
+
+// FindFresh is Find with "Cache-Control: no-cache": the node runs a find of
+// its own instead of answering from its last result, so what it lists is
+// what the network holds now.
+func (s *Sidecar) FindFresh(ctx context.Context, name string) (*FindResult, error) {
+	return s.find(ctx, name, true)
+}
+
+func (s *Sidecar) find(ctx context.Context, name string, fresh bool) (*FindResult, error) {
 	q := url.Values{"name": {name}}
 	if dl, ok := ctx.Deadline(); ok {
 		q.Set("timeout", time.Until(dl).String())
 	}
-	b, err := get(ctx, s.api, "/v1/find?"+q.Encode())
+	b, err := get(ctx, s.api, "/v1/find?"+q.Encode(), fresh)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +214,7 @@ func (s *Sidecar) Status(ctx context.Context) (*Status, error) { return status(c
 func (c *Cluster) BootStatus(ctx context.Context) (*Status, error) { return status(ctx, c.BootAPI) }
 
 func status(ctx context.Context, hc *http.Client) (*Status, error) {
-	b, err := get(ctx, hc, "/v1/status")
+	b, err := get(ctx, hc, "/v1/status", false)
 	if err != nil {
 		return nil, err
 	}
@@ -269,10 +283,13 @@ func unixClient(path string) *http.Client {
 	}}
 }
 
-func get(ctx context.Context, hc *http.Client, path string) ([]byte, error) {
+func get(ctx context.Context, hc *http.Client, path string, noCache bool) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://cellnode"+path, nil)
 	if err != nil {
 		return nil, err
+	}
+	if noCache {
+		req.Header.Set("Cache-Control", "no-cache")
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -26,21 +26,33 @@ func NewFinders(list []*Sidecar) *Finders { return &Finders{list: list} }
 
 // Find runs one warm find of name on the next finder.
 func (f *Finders) Find(ctx context.Context, name string) (*FindResult, error) {
-	f.mu.Lock()
-	s := f.list[f.next%len(f.list)]
-	f.next++
-	f.mu.Unlock()
-	return s.Find(ctx, name)
+	return f.turn().Find(ctx, name)
 }
 
-// WaitListed runs warm finds of name, PollInterval apart, until one lists
-// endpoint (listed true) or one does not (listed false), and returns when
-// that find returned. Finds that fail are retried; ctx bounds the wait.
+// FindFresh runs one fresh find (Sidecar.FindFresh) of name on the next
+// finder.
+func (f *Finders) FindFresh(ctx context.Context, name string) (*FindResult, error) {
+	return f.turn().FindFresh(ctx, name)
+}
+
+func (f *Finders) turn() *Sidecar {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.list[f.next%len(f.list)]
+	f.next++
+	return s
+}
+
+// WaitListed runs fresh warm finds of name (FindFresh: what the network
+// holds, not a node's cached result, which can be one refresh old),
+// PollInterval apart, until one lists endpoint (listed true) or one does
+// not (listed false), and returns when that find returned. Finds that fail
+// are retried; ctx bounds the wait.
 func (f *Finders) WaitListed(ctx context.Context, name, endpoint string, listed bool) (time.Time, error) {
 	var last error
 	for {
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		res, err := f.Find(fctx, name)
+		res, err := f.FindFresh(fctx, name)
 		cancel()
 		now := time.Now()
 		if err == nil && res.Lists(endpoint) == listed {
