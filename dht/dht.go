@@ -79,6 +79,10 @@ type Config struct {
 	// remote peer may make of this node (a token bucket with a burst of
 	// 5 s worth); 0 means 20. Requests over it are refused and counted.
 	PeerRate float64
+	// AlwaysLookup makes every publish look up the closest peers afresh
+	// instead of reusing the storers that took the previous one for
+	// storersTTL (to measure what the reuse saves).
+	AlwaysLookup bool
 	// Logger receives debug logs; nil means discard.
 	Logger *slog.Logger
 }
@@ -583,7 +587,7 @@ func (d *DHT) publishAt(ctx context.Context, sp *space, r *Record, pub ed25519.P
 		for _, p := range sp.holders.get(key, time.Now()) {
 			store(p)
 		}
-	} else if len(prev) >= minReuse && !d.closerKnown(sp, key, prev) {
+	} else if len(prev) >= minReuse && !d.cfg.AlwaysLookup && !d.closerKnown(sp, key, prev) {
 		for _, p := range prev {
 			store(p)
 		}

@@ -153,6 +153,7 @@ type run struct {
 	progress func(string)
 	sched    hash.Hash // of every choice made, see Report.Schedule
 	part     string    // "before", "during", "after" the partition; "" without one
+	warmLoad loadMark  // the servers' load of the finders' warm-ups, left out of Report.Load
 }
 
 // note adds a choice to the schedule's hash.
@@ -206,17 +207,21 @@ func (nw *Network) measure(ctx context.Context, designs []Design, progress func(
 			return nil, err
 		}
 	}
+	mark := nw.markLoad()
 	if err := r.findPhase(); err != nil {
 		return nil, err
 	}
+	load := nw.load(mark, nw.markLoad().minus(r.warmLoad))
 	if sc.Kills > 0 {
 		if err := r.stalenessPhase(); err != nil {
 			return nil, err
 		}
 	}
 	end := memUse().perNode(nw.mem0, len(nw.liveHonest()))
+	load.PeakRSSBytes = float64(peakRSS())
 	for k, rep := range r.reps {
 		rep.MemoryEnd = end
+		rep.Load = load
 		r.finish(rep, r.acc[k])
 	}
 	return r.reps, nil
@@ -418,7 +423,7 @@ func (r *run) apply(ev event) error {
 	case evLeave:
 		var cands []int
 		for _, i := range nw.liveHonest() {
-			if !r.hosts[i] {
+			if !r.hosts[i] && i >= nw.sc.Bootstrap {
 				cands = append(cands, i)
 			}
 		}
@@ -514,8 +519,13 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 	nw, rep, a := r.nw, r.reps[k], r.acc[k]
 	m := nw.member(from)
 	if !m.warmed.Load() {
+		// The warm-up stands for the table refreshes of a long-running
+		// node, which come every 10 minutes, not before a find: its load
+		// on the servers is left out of Report.Load.
+		w0 := nw.markLoad()
 		nw.warm(r.ctx, m)
 		r.settle(m)
+		r.warmLoad = r.warmLoad.plus(nw.markLoad().minus(w0))
 	}
 	want := r.expected(from, name)
 	before := m.meter.snapshot()

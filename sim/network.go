@@ -73,6 +73,7 @@ type member struct {
 	node   *node.Node
 	host   host.Host // the mocknet host, without the meter
 	meter  *meter
+	served *meter // requests received, see servedStream
 	priv   ed25519.PrivateKey
 	dead   atomic.Bool
 	region int
@@ -169,7 +170,7 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 	if err != nil {
 		return nil, err
 	}
-	m := &member{idx: i, host: h, meter: &meter{}, priv: priv, links: map[*member]mocknet.Link{}}
+	m := &member{idx: i, host: h, meter: &meter{}, served: &meter{}, priv: priv, links: map[*member]mocknet.Link{}}
 	if r := nw.sc.Regions; r != nil {
 		m.region = pick(place, r.Weights, len(r.Names))
 	}
@@ -186,6 +187,7 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 			Flat:               true, // mocknet's addresses are made up
 			BucketSize:         nw.sc.BucketSize,
 			DisableAutoRefresh: true,
+			AlwaysLookup:       nw.sc.AlwaysLookup,
 		},
 	})
 	if err != nil {
@@ -653,7 +655,7 @@ func (nw *Network) Join(ctx context.Context) (int, error) {
 	}
 	var cands []*member
 	for _, m := range nw.members {
-		if !m.dead.Load() && m.kind == "" {
+		if !m.dead.Load() && m.kind == "" && (nw.sc.Bootstrap == 0 || m.idx < nw.sc.Bootstrap) {
 			cands = append(cands, m)
 		}
 	}

@@ -114,6 +114,9 @@ type Report struct {
 	Phases    map[string]PhaseStats // "before", "during", "after" a partition
 	Churn     ChurnStats
 	Staleness Staleness
+	// Load is what each DHT server received over the find phase (every
+	// design's requests together, when a baseline runs beside).
+	Load Load
 
 	// Baseline is the report of ValueRecords measured beside this design
 	// (Scenario.Baseline), and VsBaseline this report's figures over the
@@ -178,6 +181,7 @@ type reportJSON struct {
 	Churn        ChurnStats            `json:"churn"`
 	Rejected     map[string]uint64     `json:"rejected,omitempty"`
 	Staleness    Staleness             `json:"staleness"`
+	Load         Load                  `json:"load"`
 	Baseline     *Report               `json:"baseline,omitempty"`
 	VsBaseline   map[string]float64    `json:"vs_baseline,omitempty"`
 }
@@ -236,7 +240,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			SuccessRate: r.Success, Misses: r.Misses, Errors: r.Errors, FirstError: r.FirstError, FirstMiss: r.FirstMiss,
 			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, RepeatsCached: r.RepeatsCached, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
 			Messages: r.FindMessages},
-		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness,
+		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness, Load: r.Load,
 		Baseline: r.Baseline, VsBaseline: r.VsBaseline,
 	})
 }
@@ -308,6 +312,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  staleness  %d killed: returned up to %.1f s after the kill (%.1f s past its life; bound %.1f s), %d violations in %d finds\n",
 			s.Killed, s.MaxMS/1000, s.MaxPastLifeMS/1000, s.BoundMS/1000, s.Violations, s.Finds)
 	}
+	r.Load.writeText(&b)
 	if r.Baseline != nil {
 		fmt.Fprintf(&b, "  vs %s:", r.Baseline.Design)
 		for _, k := range slices.Sorted(maps.Keys(r.VsBaseline)) {
