@@ -100,10 +100,16 @@ type LoadGroup struct {
 // Load is the per-server load of the find phase: every live honest DHT
 // server, and apart from them the bootstrap nodes (Scenario.Bootstrap).
 type Load struct {
-	SimSeconds  float64    `json:"sim_seconds"`  // simulated time the phase covered
-	WallSeconds float64    `json:"wall_seconds"` // wall-clock time it took
-	Servers     LoadGroup  `json:"servers"`
-	Bootstrap   *LoadGroup `json:"bootstrap,omitempty"`
+	SimSeconds  float64 `json:"sim_seconds"`  // simulated time the phase covered
+	WallSeconds float64 `json:"wall_seconds"` // wall-clock time it took
+	// What caused it, per simulated second: announces and republishes,
+	// finds (repeats included), nodes that joined and left.
+	AnnouncesPerSecond float64    `json:"announces_per_second"`
+	FindsPerSecond     float64    `json:"finds_per_second"`
+	JoinsPerSecond     float64    `json:"joins_per_second"`
+	LeavesPerSecond    float64    `json:"leaves_per_second"`
+	Servers            LoadGroup  `json:"servers"`
+	Bootstrap          *LoadGroup `json:"bootstrap,omitempty"`
 	// PeakRSSBytes is the process's peak resident memory (VmHWM) at the
 	// end of the run, for all nodes together.
 	PeakRSSBytes float64 `json:"peak_rss_bytes"`
@@ -225,6 +231,8 @@ func (l Load) writeText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  load       per DHT server over %.0f s simulated (%.0f s wall), mean/p50/p99/max; peak RSS %.2f GiB\n",
 		l.SimSeconds, l.WallSeconds, l.PeakRSSBytes/(1<<30))
+	fmt.Fprintf(w, "    per second   %.3g announces, %.3g finds, %.3g joins, %.3g leaves\n",
+		l.AnnouncesPerSecond, l.FindsPerSecond, l.JoinsPerSecond, l.LeavesPerSecond)
 	g := func(name string, g LoadGroup) {
 		fmt.Fprintf(w, "    %-12s %d nodes: %s msgs/s, %s B/s in, %s B/s out; %s records, %s B held\n", name, g.Nodes,
 			g.MessagesPerSecond.text(), g.BytesInPerSecond.text(), g.BytesOutPerSecond.text(), g.Records.text(), g.RecordBytes.text())

@@ -208,10 +208,17 @@ func (nw *Network) measure(ctx context.Context, designs []Design, progress func(
 		}
 	}
 	mark := nw.markLoad()
+	ann0 := r.acc[0].announces
 	if err := r.findPhase(); err != nil {
 		return nil, err
 	}
 	load := nw.load(mark, nw.markLoad().minus(r.warmLoad))
+	if sec := load.SimSeconds; sec > 0 {
+		rep := r.reps[0]
+		load.AnnouncesPerSecond = float64(r.acc[0].announces-ann0) / sec
+		load.FindsPerSecond = float64(rep.Finds+len(r.acc[0].repeat)) / sec
+		load.JoinsPerSecond, load.LeavesPerSecond = float64(rep.Churn.Joined)/sec, float64(rep.Churn.Left)/sec
+	}
 	if sc.Kills > 0 {
 		if err := r.stalenessPhase(); err != nil {
 			return nil, err
