@@ -164,6 +164,8 @@ type acc struct {
 	announces               int
 	announce, announceFirst []time.Duration
 	annMsgs                 tally
+	republishes             int   // announces after the first
+	repMsgs                 tally // their messages
 	find, first, repeat     []time.Duration
 	findMsgs                tally
 	phase                   map[string]*PhaseStats
@@ -306,7 +308,12 @@ func (r *run) announce(s *slot, must bool, mu *sync.Mutex) error {
 				a.announceFirst = append(a.announceFirst, time.Duration(f))
 			}
 		}
-		a.annMsgs = a.annMsgs.add(m.meter.snapshot().sub(before))
+		spent := m.meter.snapshot().sub(before)
+		a.annMsgs = a.annMsgs.add(spent)
+		if !must {
+			a.republishes++
+			a.repMsgs = a.repMsgs.add(spent)
+		}
 		if mu != nil {
 			mu.Unlock()
 		}
@@ -809,6 +816,9 @@ func (r *run) finish(rep *Report, a *acc) {
 	rep.AnnounceFirst = latency(a.announceFirst, rtt)
 	rep.MessagesPerAnnounce, rep.BytesPerAnnounce = perOp(a.annMsgs, rep.Announces)
 	rep.AnnounceMessages = a.annMsgs.byKind()
+	rep.Republishes = a.republishes
+	rep.MessagesPerRepublishOnly, rep.BytesPerRepublishOnly = perOp(a.repMsgs, a.republishes)
+	rep.RepublishMessages = a.repMsgs.byKind()
 	rep.BytesPerInstanceMinute = rep.BytesPerAnnounce * float64(time.Minute) / float64(r.nw.sc.Republish)
 	if rep.Finds > 0 {
 		rep.Success = float64(rep.Finds-rep.Misses) / float64(rep.Finds)

@@ -89,6 +89,12 @@ type Report struct {
 	BytesPerAnnounce       float64
 	BytesPerInstanceMinute float64 // BytesPerAnnounce × republishes per minute
 	AnnounceMessages       map[string]uint64
+	// The same for the republishes alone (every announce but the first
+	// of each instance).
+	Republishes              int
+	MessagesPerRepublishOnly float64
+	BytesPerRepublishOnly    float64
+	RepublishMessages        map[string]uint64
 
 	Finds           int
 	Misses          int     // finds that did not return every live reachable instance
@@ -200,6 +206,15 @@ type announceJSON struct {
 	BytesPerRepublish    float64           `json:"bytes_per_republish"`
 	BytesPerInstanceMin  float64           `json:"bytes_per_instance_per_minute"`
 	Messages             map[string]uint64 `json:"messages"`
+	Republishes          republishJSON     `json:"republishes"`
+}
+
+// republishJSON is the republishes alone, without the first announces.
+type republishJSON struct {
+	Count           int               `json:"count"`
+	MessagesPerEach float64           `json:"messages_each"`
+	BytesPerEach    float64           `json:"bytes_each"`
+	Messages        map[string]uint64 `json:"messages"`
 }
 
 type findJSON struct {
@@ -232,7 +247,9 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 		Memory: memoryJSON{BytesPerNode: r.Memory.BytesPerNode(), Memory: r.Memory, End: r.MemoryEnd},
 		Announce: announceJSON{Count: r.Announces, Latency: r.Announce, FirstStore: r.AnnounceFirst,
 			MessagesPerRepublish: r.MessagesPerAnnounce, BytesPerRepublish: r.BytesPerAnnounce,
-			BytesPerInstanceMin: r.BytesPerInstanceMinute, Messages: r.AnnounceMessages},
+			BytesPerInstanceMin: r.BytesPerInstanceMinute, Messages: r.AnnounceMessages,
+			Republishes: republishJSON{Count: r.Republishes, MessagesPerEach: r.MessagesPerRepublishOnly,
+				BytesPerEach: r.BytesPerRepublishOnly, Messages: r.RepublishMessages}},
 		Find: findJSON{Count: r.Finds, Latency: r.Find,
 			FirstP50MS: r.FindFirst.P50MS, FirstP95MS: r.FindFirst.P95MS,
 			FirstP50RTT: r.FindFirst.P50RTT, FirstP95RTT: r.FindFirst.P95RTT,
@@ -272,6 +289,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  announce   %d timed: %s\n", r.Announce.N, r.Announce.text(rttOn))
 	fmt.Fprintf(&b, "    messages     %d announces and republishes: %.1f msgs, %.0f bytes each %s\n",
 		r.Announces, r.MessagesPerAnnounce, r.BytesPerAnnounce, kinds(r.AnnounceMessages))
+	if r.Republishes > 0 {
+		fmt.Fprintf(&b, "    republishes  %d alone: %.1f msgs, %.0f bytes each %s\n",
+			r.Republishes, r.MessagesPerRepublishOnly, r.BytesPerRepublishOnly, kinds(r.RepublishMessages))
+	}
 	if r.AnnounceFirst.N > 0 {
 		fmt.Fprintf(&b, "    first store  %s\n", r.AnnounceFirst.text(rttOn))
 	}
