@@ -83,3 +83,34 @@ func TestLoadReport(t *testing.T) {
 		t.Errorf("spread out of order: %+v", l.Servers.MessagesPerSecond)
 	}
 }
+
+// TestRepublishReuseUnderChurn runs one small churn scenario with the
+// storers reused and with a lookup on every publish: the same schedule,
+// fewer messages per republish with reuse, and every find still complete.
+func TestRepublishReuseUnderChurn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sc := Scenario{Nodes: 30, BucketSize: 8, Cells: 2, InstancesPerCell: 2, Finds: 25, Kills: -1,
+		Churn: Churn{Leave: 0.2, Join: 0.2}, Seed: 11}
+	reuse, err := Run(ctx, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.AlwaysLookup = true
+	lookup, err := Run(ctx, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reuse.Schedule != lookup.Schedule {
+		t.Fatalf("schedules differ: %s, %s", reuse.Schedule, lookup.Schedule)
+	}
+	if reuse.Republishes == 0 || reuse.MessagesPerRepublishOnly >= lookup.MessagesPerRepublishOnly {
+		t.Errorf("messages per republish: %.1f with reuse (%d republishes), %.1f with lookups",
+			reuse.MessagesPerRepublishOnly, reuse.Republishes, lookup.MessagesPerRepublishOnly)
+	}
+	for _, r := range []*Report{reuse, lookup} {
+		if r.Success != 1 || r.StaleReturns != 0 {
+			t.Errorf("always_lookup %v: success %.2f, %d stale returns; first miss %s", r.Scenario.AlwaysLookup, r.Success, r.StaleReturns, r.FirstMiss)
+		}
+	}
+}
