@@ -35,6 +35,10 @@ const lookupTTL = 10 * time.Minute
 // closest peers.
 const askStorers = 2
 
+// repairRounds is how many times a republish replaces failed storers
+// before it gives up and looks up.
+const repairRounds = 3
+
 // reuse sends r (through store, which records who took it; wait waits for
 // the stores and returns the peers that took r) to the remembered storers
 // prev of key, checking the set first when it is due (see above). It
@@ -46,8 +50,10 @@ func (d *DHT) reuse(ctx context.Context, sp *space, key string, prev []peer.ID, 
 	closerT := d.closerPeers(sp, key, prev)
 	set = prev
 	asked := false
+	var more []peer.ID
 	if sp.checked.get(key, now) == nil || len(closerT) > 0 {
-		more, n := d.askClosest(ctx, sp, key, prev)
+		var n int
+		more, n = d.askClosest(ctx, sp, key, prev)
 		if n == 0 {
 			return nil, false
 		}
@@ -59,12 +65,20 @@ func (d *DHT) reuse(ctx context.Context, sp *space, key string, prev []peer.ID, 
 		store(p)
 	}
 	took := wait()
-	if missing(set, took) > 0 {
-		// A storer refused or is gone: ask those that took it (unless
-		// just done) and store at the closest of what is left.
+	failed := map[peer.ID]bool{}
+	for round := 0; missing(set, took) > 0; round++ {
+		// A storer refused or is gone: ask those that took it (once,
+		// unless just done) and store at the closest of what is left;
+		// a peer they name may be gone too, hence a few rounds.
+		if round == repairRounds {
+			return nil, false
+		}
 		d.count.add("publish_repaired", 1)
-		left := took
-		var more []peer.ID
+		for _, p := range set {
+			if !slices.Contains(took, p) {
+				failed[p] = true
+			}
+		}
 		if !asked {
 			var n int
 			if more, n = d.askClosest(ctx, sp, key, took); n == 0 {
@@ -72,26 +86,20 @@ func (d *DHT) reuse(ctx context.Context, sp *space, key string, prev []peer.ID, 
 			}
 			asked = true
 		}
-		failed := map[peer.ID]bool{}
-		for _, p := range set {
-			if !slices.Contains(took, p) {
-				failed[p] = true
-			}
-		}
 		var cands []peer.ID
-		for _, p := range slices.Concat(left, closerT, more) {
+		for _, p := range slices.Concat(took, set, closerT, more) {
 			if !failed[p] {
 				cands = append(cands, p)
 			}
 		}
 		set = d.diverse(k, d.cfg.Replication, cands, nil)
+		if len(set) < minReuse {
+			return nil, false
+		}
 		for _, p := range set {
 			store(p)
 		}
 		took = wait()
-		if missing(set, took) > 0 || len(set) < minReuse {
-			return nil, false
-		}
 	}
 	if asked {
 		sp.checked.put(key, set, now)

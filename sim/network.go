@@ -283,6 +283,9 @@ func (nw *Network) fillTables(ctx context.Context) error {
 	r := rand.New(rand.NewChaCha8(seed(nw.sc.Seed, "tables")))
 	byCpl := make([][]int, 8*len(keys[0])+1)
 	for i, m := range nw.members {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("sim: setup: %w", err)
+		}
 		for c := range byCpl {
 			byCpl[c] = byCpl[c][:0]
 		}
