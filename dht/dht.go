@@ -86,6 +86,10 @@ type Config struct {
 	// what the limit lets through depends on that clock, not on how fast a
 	// loaded machine runs the requests.
 	RateNow func() time.Time
+	// AlwaysLookup makes every publish look up the closest peers afresh
+	// instead of reusing the storers that took the previous one for
+	// storersTTL (to measure what the reuse saves).
+	AlwaysLookup bool
 	// Logger receives debug logs; nil means discard.
 	Logger *slog.Logger
 	// ValueRecords makes the node accept kad-dht value records (PutValue)
@@ -257,15 +261,17 @@ type space struct {
 	proto   protocol.ID // its kad protocol, which the host serves while the DHT does
 	kad     *kaddht.IpfsDHT
 	closest closestCache // the closest peers of recent finds, by key
-	storers closestCache // the closest peers that took this node's last publish, by key (ttl storersTTL)
+	storers closestCache // the closest peers that took this node's last publish, by key (ttl lookupTTL)
 	holders closestCache // every peer that took it, early PUTs included (for withdrawals)
+	checked closestCache // storer sets checked by asking their members (ttl storersTTL; see reuse)
 }
 
 // storersTTL is how long a publish reuses the storers that took the
-// previous one, without a lookup: a republish (every 20 s) then costs one
-// PUT per storer instead of a lookup and the PUTs. A fresh lookup runs at
-// least this often, so that peers that joined closer to the key get the
-// record, and whenever a remembered storer refuses or fails.
+// previous one without asking anything: a republish (every 20 s) then
+// costs one PUT per storer instead of a lookup and the PUTs. At least this
+// often, and whenever a remembered storer refuses or fails, it asks two of
+// them for their closest peers first, so that peers that joined closer to
+// the key get the record (see reuse, lookupTTL).
 const storersTTL = 2 * time.Minute
 
 // minReuse is how many remembered storers a publish needs to skip the
@@ -273,7 +279,7 @@ const storersTTL = 2 * time.Minute
 const minReuse = 3
 
 func newSpace(name string, proto protocol.ID, kad *kaddht.IpfsDHT) *space {
-	return &space{name: name, proto: proto, kad: kad, storers: closestCache{ttl: storersTTL}, holders: closestCache{ttl: storersTTL}}
+	return &space{name: name, proto: proto, kad: kad, storers: closestCache{ttl: lookupTTL}, holders: closestCache{ttl: lookupTTL}, checked: closestCache{ttl: storersTTL}}
 }
 
 // serving reports whether the node currently serves sp: kad-dht's Mode
@@ -557,31 +563,12 @@ func (d *Node) Publish(ctx context.Context, r *record.Record) (PublishStats, err
 	return st, nil
 }
 
-// closerKnown reports whether sp's routing table holds a peer closer to
-// key than the farthest of storers that is not one of them: one that joined,
-// or that a healed partition brought back, and should hold the set.
-func (d *Node) closerKnown(sp *space, key string, storers []peer.ID) bool {
-	k := kb.ConvertKey(key)
-	far := kb.ConvertPeerID(storers[0])
-	for _, p := range storers[1:] {
-		if id := kb.ConvertPeerID(p); closer(k, far, id) {
-			far = id
-		}
-	}
-	for _, p := range sp.kad.RoutingTable().NearestPeers(k, d.cfg.Replication) {
-		if !slices.Contains(storers, p) && closer(k, kb.ConvertPeerID(p), far) {
-			return true
-		}
-	}
-	return false
-}
-
 // publishAt stores r at the peers of space sp closest to the key of the
 // name's set (pub nil) or of the publisher's set. When the storers that
-// took the previous publish of this key are remembered (storersTTL), it
-// sends r to them alone and is done if every one takes it, unless the
-// routing table knows a closer peer than one of them, or r is a
-// withdrawal: a withdrawal goes to them and through a lookup. Otherwise it
+// took the previous publish of this key are remembered (lookupTTL), it
+// sends r to them, keeping the set up by asking its members (see reuse),
+// unless r is a withdrawal: a withdrawal goes to them and through a
+// lookup. Otherwise it
 // looks up the closest peers: likely storers are sent the record as the
 // lookup hears of them, so that it can be found before the lookup ends;
 // the lookup's closest peers are sent it at the end. It returns the first
@@ -622,16 +609,18 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		for _, p := range sp.holders.get(key, time.Now()) {
 			store(p)
 		}
-	} else if len(prev) >= minReuse && !d.closerKnown(sp, key, prev) {
-		for _, p := range prev {
-			store(p)
+	} else if len(prev) >= minReuse && !d.cfg.AlwaysLookup {
+		wait := func() []peer.ID {
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(took)
 		}
-		wg.Wait()
-		if stored == len(prev) {
+		if set, ok := d.reuse(ctx, sp, key, prev, store, wait); ok {
 			d.count.add("publish_reused", 1)
-			return len(prev), len(sentTo), stored, nil
+			return len(set), len(sentTo), stored, nil
 		}
-		// A storer refused or is gone: look up afresh (the peers that
+		// The set could not be kept up: look up afresh (the peers that
 		// took r already are not sent it again).
 		first = nil
 	}

@@ -11,7 +11,8 @@ import (
 )
 
 // A republish sends the record to the storers that took the previous one,
-// without a lookup; when one of them is gone it looks up afresh.
+// without a lookup; when one of them is gone it asks the others for their
+// closest peers and stores at the closest left, still without a lookup.
 func TestRepublishReusesStorers(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	nodes := testNetwork(t, 12, clk)
@@ -39,7 +40,7 @@ func TestRepublishReusesStorers(t *testing.T) {
 		t.Fatalf("find after the republish: %v, %v", err, recs)
 	}
 
-	// One remembered storer leaves: the next publish looks up again.
+	// One remembered storer leaves: the next publish repairs the set.
 	var gone *testNode
 	remembered := pub.dht.spaces[0].storers.get(record.Key("acme/re"), time.Now())
 	for _, n := range nodes {
@@ -57,8 +58,11 @@ func TestRepublishReusesStorers(t *testing.T) {
 	if _, err := pub.dht.Publish(ctx, pub.record(t, "acme/re", 3, clk.Now(), "10.0.0.1:3")); err != nil {
 		t.Fatal(err)
 	}
-	if pub.dht.Counters()["publish_reused"] != before+1 {
-		t.Fatal("publish reused a storer set with a storer gone")
+	if c := pub.dht.Counters(); c["publish_repaired"] != 1 || c["publish_reused"] != before+2 {
+		t.Fatalf("publish with a storer gone: %d repaired, %d reused (want 1, %d)", c["publish_repaired"], c["publish_reused"], before+2)
+	}
+	if set := pub.dht.spaces[0].storers.get(record.Key("acme/re"), time.Now()); slices.Contains(set, gone.host.ID()) || len(set) < minReuse {
+		t.Fatalf("storer set after the repair: %v (gone: %v)", set, gone.host.ID())
 	}
 	recs, _, err = finder.dht.Find(ctx, "acme/re", nil, clk.Now)
 	if err != nil || len(recs) != 1 || recs[0].Seq != 3 {

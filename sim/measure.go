@@ -154,6 +154,7 @@ type run struct {
 	progress func(string)
 	sched    hash.Hash // of every choice made, see Report.Schedule
 	part     string    // "before", "during", "after" the partition; "" without one
+	warmLoad loadMark  // the servers' load of the finders' warm-ups, left out of Report.Load
 }
 
 // note adds a choice to the schedule's hash.
@@ -164,6 +165,8 @@ type acc struct {
 	announces               int
 	announce, announceFirst []time.Duration
 	annMsgs                 tally
+	republishes             int   // announces after the first
+	repMsgs                 tally // their messages
 	find, first, repeat     []time.Duration
 	findMsgs                tally
 	phase                   map[string]*PhaseStats
@@ -207,8 +210,17 @@ func (nw *Network) measure(ctx context.Context, designs []Design, progress func(
 			return nil, err
 		}
 	}
+	mark := nw.markLoad()
+	ann0 := r.acc[0].announces
 	if err := r.findPhase(); err != nil {
 		return nil, err
+	}
+	load := nw.load(mark, nw.markLoad().minus(r.warmLoad))
+	if sec := load.SimSeconds; sec > 0 {
+		rep := r.reps[0]
+		load.AnnouncesPerSecond = float64(r.acc[0].announces-ann0) / sec
+		load.FindsPerSecond = float64(rep.Finds+len(r.acc[0].repeat)) / sec
+		load.JoinsPerSecond, load.LeavesPerSecond = float64(rep.Churn.Joined)/sec, float64(rep.Churn.Left)/sec
 	}
 	if sc.Kills > 0 {
 		if err := r.stalenessPhase(); err != nil {
@@ -216,8 +228,10 @@ func (nw *Network) measure(ctx context.Context, designs []Design, progress func(
 		}
 	}
 	end := memUse().perNode(nw.mem0, len(nw.liveHonest()))
+	load.PeakRSSBytes = float64(peakRSS())
 	for k, rep := range r.reps {
 		rep.MemoryEnd = end
+		rep.Load = load
 		r.finish(rep, r.acc[k])
 	}
 	return r.reps, nil
@@ -295,7 +309,12 @@ func (r *run) announce(s *slot, must bool, mu *sync.Mutex) error {
 				a.announceFirst = append(a.announceFirst, time.Duration(f))
 			}
 		}
-		a.annMsgs = a.annMsgs.add(m.meter.snapshot().sub(before))
+		spent := m.meter.snapshot().sub(before)
+		a.annMsgs = a.annMsgs.add(spent)
+		if !must {
+			a.republishes++
+			a.repMsgs = a.repMsgs.add(spent)
+		}
 		if mu != nil {
 			mu.Unlock()
 		}
@@ -419,7 +438,7 @@ func (r *run) apply(ev event) error {
 	case evLeave:
 		var cands []int
 		for _, i := range nw.liveHonest() {
-			if !r.hosts[i] {
+			if !r.hosts[i] && i >= nw.sc.Bootstrap {
 				cands = append(cands, i)
 			}
 		}
@@ -515,8 +534,13 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 	nw, rep, a := r.nw, r.reps[k], r.acc[k]
 	m := nw.member(from)
 	if !m.warmed.Load() {
+		// The warm-up stands for the table refreshes of a long-running
+		// node, which come every 10 minutes, not before a find: its load
+		// on the servers is left out of Report.Load.
+		w0 := nw.markLoad()
 		nw.warm(r.ctx, m)
 		r.settle(m)
+		r.warmLoad = r.warmLoad.plus(nw.markLoad().minus(w0))
 	}
 	want := r.expected(from, name)
 	before := m.meter.snapshot()
@@ -793,6 +817,9 @@ func (r *run) finish(rep *Report, a *acc) {
 	rep.AnnounceFirst = latency(a.announceFirst, rtt)
 	rep.MessagesPerAnnounce, rep.BytesPerAnnounce = perOp(a.annMsgs, rep.Announces)
 	rep.AnnounceMessages = a.annMsgs.byKind()
+	rep.Republishes = a.republishes
+	rep.MessagesPerRepublishOnly, rep.BytesPerRepublishOnly = perOp(a.repMsgs, a.republishes)
+	rep.RepublishMessages = a.repMsgs.byKind()
 	rep.BytesPerInstanceMinute = rep.BytesPerAnnounce * float64(time.Minute) / float64(r.nw.sc.Republish)
 	if rep.Finds > 0 {
 		rep.Success = float64(rep.Finds-rep.Misses) / float64(rep.Finds)

@@ -52,7 +52,13 @@ func (u usage) perNode(u0 usage, n int) Memory {
 }
 
 // rss returns VmRSS from /proc/self/status in bytes, or 0.
-func rss() uint64 {
+func rss() uint64 { return procStatus("VmRSS:") }
+
+// peakRSS returns VmHWM, the peak resident set, in bytes, or 0.
+func peakRSS() uint64 { return procStatus("VmHWM:") }
+
+// procStatus returns the field of /proc/self/status, in kB there, in bytes.
+func procStatus(field string) uint64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0
@@ -60,7 +66,7 @@ func rss() uint64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
 				return 0

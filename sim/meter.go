@@ -27,6 +27,10 @@ const (
 	kindPing
 	kindKadOther
 	kindCell // a request of the instances protocol (dht.ProtocolID)
+	// Requests of the instances protocol by op, as a server counts them
+	// (framer.cellOps); a malformed one is kindCell.
+	kindCellGet
+	kindCellPut
 	numKinds
 )
 
@@ -46,13 +50,19 @@ func (k kind) String() string {
 		return "kad_ping"
 	case kindCell:
 		return "cell"
+	case kindCellGet:
+		return "cell_get"
+	case kindCellPut:
+		return "cell_put"
 	}
 	return "kad_other"
 }
 
 // meter counts the request messages one node sends on the kad-dht and cell
 // protocols, by kind, and the bytes it sends and receives on the streams it
-// opens. It is safe for concurrent use.
+// opens; or, as a node's serving meter, the requests it receives and the
+// bytes of the streams others open to it (see servedStream). It is safe
+// for concurrent use.
 type meter struct {
 	msgs           [numKinds]atomic.Uint64
 	sent, received atomic.Uint64
@@ -187,7 +197,8 @@ func (s *meteredStream) Read(p []byte) (int, error) {
 // writes fields in number order and leaves out a zero type (PUT_VALUE), so
 // a message that does not start with field 1 is a PUT_VALUE.
 type framer struct {
-	cell bool // every message is a cell request
+	cell    bool // every message is a cell request
+	cellOps bool // every message is a cell request, classified by op
 
 	inFrame bool
 	length  uint64 // varint being read
@@ -228,11 +239,23 @@ func (f *framer) feed(p []byte, emit func(kind)) {
 
 func (f *framer) finish(emit func(kind)) {
 	f.inFrame = false
+	head := f.head[:f.headN]
 	if f.cell {
 		emit(kindCell)
 		return
 	}
-	head := f.head[:f.headN]
+	if f.cellOps {
+		// A CBOR map whose first key is 1 (Op), a small unsigned value.
+		switch {
+		case len(head) >= 3 && head[0]&0xe0 == 0xa0 && head[1] == 0x01 && head[2] == 0x02:
+			emit(kindCellGet)
+		case len(head) >= 3 && head[0]&0xe0 == 0xa0 && head[1] == 0x01 && head[2] == 0x01:
+			emit(kindCellPut)
+		default:
+			emit(kindCell)
+		}
+		return
+	}
 	if len(head) == 0 || head[0] != 0x08 { // field 1, varint
 		emit(kindPutValue)
 		return
@@ -248,12 +271,12 @@ func (f *framer) finish(emit func(kind)) {
 // SetStreamHandler registers handler with the inbound streams wrapped so
 // that closing them keeps the link's latency (see latencyStream).
 func (h *meteredHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
-	h.Host.SetStreamHandler(pid, func(s network.Stream) { handler(h.nw.keepLatency(s)) })
+	h.Host.SetStreamHandler(pid, func(s network.Stream) { handler(h.nw.keepLatency(h.served(pid, s))) })
 }
 
 // SetStreamHandlerMatch is SetStreamHandler with a protocol matcher.
 func (h *meteredHost) SetStreamHandlerMatch(pid protocol.ID, match func(protocol.ID) bool, handler network.StreamHandler) {
-	h.Host.SetStreamHandlerMatch(pid, match, func(s network.Stream) { handler(h.nw.keepLatency(s)) })
+	h.Host.SetStreamHandlerMatch(pid, match, func(s network.Stream) { handler(h.nw.keepLatency(h.served("", s))) })
 }
 
 // latencyStream works around mocknet's streams, which deliver the data

@@ -74,6 +74,7 @@ type member struct {
 	node   *node.Node
 	host   host.Host // the mocknet host, without the meter
 	meter  *meter
+	served *meter // requests received, see servedStream
 	priv   ed25519.PrivateKey
 	dead   atomic.Bool
 	region int
@@ -170,7 +171,7 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 	if err != nil {
 		return nil, err
 	}
-	m := &member{idx: i, host: h, meter: &meter{}, priv: priv, links: map[*member]mocknet.Link{}}
+	m := &member{idx: i, host: h, meter: &meter{}, served: &meter{}, priv: priv, links: map[*member]mocknet.Link{}}
 	if r := nw.sc.Regions; r != nil {
 		m.region = pick(place, r.Weights, len(r.Names))
 	}
@@ -190,6 +191,7 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 			BucketSize:         nw.sc.BucketSize,
 			DisableAutoRefresh: true,
 			ValueRecords:       true, // the baseline's records (Scenario.Baseline)
+			AlwaysLookup:       nw.sc.AlwaysLookup,
 		},
 	})
 	if err != nil {
@@ -285,6 +287,9 @@ func (nw *Network) fillTables(ctx context.Context) error {
 	r := rand.New(rand.NewChaCha8(Seed(nw.sc.Seed, "tables")))
 	byCpl := make([][]int, 8*len(keys[0])+1)
 	for i, m := range nw.members {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("sim: setup: %w", err)
+		}
 		for c := range byCpl {
 			byCpl[c] = byCpl[c][:0]
 		}
@@ -638,7 +643,7 @@ func (nw *Network) Join(ctx context.Context) (int, error) {
 	}
 	var cands []*member
 	for _, m := range nw.members {
-		if !m.dead.Load() && m.kind == "" {
+		if !m.dead.Load() && m.kind == "" && (nw.sc.Bootstrap == 0 || m.idx < nw.sc.Bootstrap) {
 			cands = append(cands, m)
 		}
 	}

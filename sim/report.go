@@ -89,6 +89,12 @@ type Report struct {
 	BytesPerAnnounce       float64
 	BytesPerInstanceMinute float64 // BytesPerAnnounce × republishes per minute
 	AnnounceMessages       map[string]uint64
+	// The same for the republishes alone (every announce but the first
+	// of each instance).
+	Republishes              int
+	MessagesPerRepublishOnly float64
+	BytesPerRepublishOnly    float64
+	RepublishMessages        map[string]uint64
 
 	Finds           int
 	Misses          int     // finds that did not return every live reachable instance
@@ -114,6 +120,9 @@ type Report struct {
 	Phases    map[string]PhaseStats // "before", "during", "after" a partition
 	Churn     ChurnStats
 	Staleness Staleness
+	// Load is what each DHT server received over the find phase (every
+	// design's requests together, when a baseline runs beside).
+	Load Load
 
 	// Baseline is the report of ValueRecords measured beside this design
 	// (Scenario.Baseline), and VsBaseline this report's figures over the
@@ -178,6 +187,7 @@ type reportJSON struct {
 	Churn        ChurnStats            `json:"churn"`
 	Rejected     map[string]uint64     `json:"rejected,omitempty"`
 	Staleness    Staleness             `json:"staleness"`
+	Load         Load                  `json:"load"`
 	Baseline     *Report               `json:"baseline,omitempty"`
 	VsBaseline   map[string]float64    `json:"vs_baseline,omitempty"`
 }
@@ -196,6 +206,15 @@ type announceJSON struct {
 	BytesPerRepublish    float64           `json:"bytes_per_republish"`
 	BytesPerInstanceMin  float64           `json:"bytes_per_instance_per_minute"`
 	Messages             map[string]uint64 `json:"messages"`
+	Republishes          republishJSON     `json:"republishes"`
+}
+
+// republishJSON is the republishes alone, without the first announces.
+type republishJSON struct {
+	Count           int               `json:"count"`
+	MessagesPerEach float64           `json:"messages_each"`
+	BytesPerEach    float64           `json:"bytes_each"`
+	Messages        map[string]uint64 `json:"messages"`
 }
 
 type findJSON struct {
@@ -228,7 +247,9 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 		Memory: memoryJSON{BytesPerNode: r.Memory.BytesPerNode(), Memory: r.Memory, End: r.MemoryEnd},
 		Announce: announceJSON{Count: r.Announces, Latency: r.Announce, FirstStore: r.AnnounceFirst,
 			MessagesPerRepublish: r.MessagesPerAnnounce, BytesPerRepublish: r.BytesPerAnnounce,
-			BytesPerInstanceMin: r.BytesPerInstanceMinute, Messages: r.AnnounceMessages},
+			BytesPerInstanceMin: r.BytesPerInstanceMinute, Messages: r.AnnounceMessages,
+			Republishes: republishJSON{Count: r.Republishes, MessagesPerEach: r.MessagesPerRepublishOnly,
+				BytesPerEach: r.BytesPerRepublishOnly, Messages: r.RepublishMessages}},
 		Find: findJSON{Count: r.Finds, Latency: r.Find,
 			FirstP50MS: r.FindFirst.P50MS, FirstP95MS: r.FindFirst.P95MS,
 			FirstP50RTT: r.FindFirst.P50RTT, FirstP95RTT: r.FindFirst.P95RTT,
@@ -236,7 +257,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			SuccessRate: r.Success, Misses: r.Misses, Errors: r.Errors, FirstError: r.FirstError, FirstMiss: r.FirstMiss,
 			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, RepeatsCached: r.RepeatsCached, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
 			Messages: r.FindMessages},
-		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness,
+		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness, Load: r.Load,
 		Baseline: r.Baseline, VsBaseline: r.VsBaseline,
 	})
 }
@@ -268,6 +289,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  announce   %d timed: %s\n", r.Announce.N, r.Announce.text(rttOn))
 	fmt.Fprintf(&b, "    messages     %d announces and republishes: %.1f msgs, %.0f bytes each %s\n",
 		r.Announces, r.MessagesPerAnnounce, r.BytesPerAnnounce, kinds(r.AnnounceMessages))
+	if r.Republishes > 0 {
+		fmt.Fprintf(&b, "    republishes  %d alone: %.1f msgs, %.0f bytes each %s\n",
+			r.Republishes, r.MessagesPerRepublishOnly, r.BytesPerRepublishOnly, kinds(r.RepublishMessages))
+	}
 	if r.AnnounceFirst.N > 0 {
 		fmt.Fprintf(&b, "    first store  %s\n", r.AnnounceFirst.text(rttOn))
 	}
@@ -308,6 +333,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  staleness  %d killed: returned up to %.1f s after the kill (%.1f s past its life; bound %.1f s), %d violations in %d finds\n",
 			s.Killed, s.MaxMS/1000, s.MaxPastLifeMS/1000, s.BoundMS/1000, s.Violations, s.Finds)
 	}
+	r.Load.writeText(&b)
 	if r.Baseline != nil {
 		fmt.Fprintf(&b, "  vs %s:", r.Baseline.Design)
 		for _, k := range slices.Sorted(maps.Keys(r.VsBaseline)) {

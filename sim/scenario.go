@@ -79,6 +79,16 @@ type Scenario struct {
 	// Connect is how many earlier nodes each node dials at a SetupJoin
 	// setup, and a joining node at churn; 0 means 3.
 	Connect int `json:"connect,omitempty"`
+	// Bootstrap, when not 0, makes the first Bootstrap nodes the
+	// network's bootstrap nodes: a node joining at churn dials Connect of
+	// them (instead of random live nodes), and the report's load gives
+	// their figures apart (Report.Load.Bootstrap).
+	Bootstrap int `json:"bootstrap,omitempty"`
+	// AlwaysLookup makes every publish look up the closest peers afresh,
+	// instead of reusing the storers that took the previous one
+	// (dht.Config.AlwaysLookup): to compare republishing with and
+	// without reuse.
+	AlwaysLookup bool `json:"always_lookup,omitempty"`
 	// Finds is the number of finds measured, each from a random live node
 	// for a random cell; 0 means 100.
 	Finds int `json:"finds,omitempty"`
@@ -275,6 +285,8 @@ func (s Scenario) Validate() error {
 		return bad("bucket_size %d, want 1 to %d", s.BucketSize, MaxBucketSize)
 	case s.Connect < 0:
 		return bad("connect %d, want at least 1", s.Connect)
+	case s.Bootstrap < 0 || s.Bootstrap > s.Nodes:
+		return bad("bootstrap %d, want 0 to nodes (%d)", s.Bootstrap, s.Nodes)
 	case s.Finds < 0:
 		return bad("finds %d, want at least 1", s.Finds)
 	case s.FindEvery < 0:
