@@ -9,7 +9,6 @@ import (
 	"github.com/cellnode/cellnode/dht/record"
 	"github.com/cellnode/cellnode/internal/frame"
 	"github.com/cellnode/cellnode/internal/wire"
-	"github.com/fxamacker/cbor/v2"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -43,7 +42,7 @@ var msgDec = wire.Dec
 
 // msgEnc encodes protocol messages in core deterministic encoding, as the
 // record format does its bodies.
-var msgEnc, _ = cbor.CoreDetEncOptions().EncMode()
+var msgEnc = wire.Enc
 
 // handle serves one request stream. Every stream costs its peer a token of
 // the rate limiter, whatever it carries: a request that cannot be read or
