@@ -210,13 +210,14 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.fetcher, err = gitobj.NewFetcher(n.host, n.dht.Router(), cacheDir, log); err != nil {
 		return nil, err
 	}
-	if cfg.API {
-		if n.api, err = startAPI(n, filepath.Join(cfg.Home, APISocket)); err != nil {
+	// The metrics listener first: the API's status reports its address.
+	if cfg.Metrics != "" {
+		if err := n.metrics.listen(cfg.Metrics); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.Metrics != "" {
-		if err := n.metrics.listen(cfg.Metrics); err != nil {
+	if cfg.API {
+		if n.api, err = startAPI(n, filepath.Join(cfg.Home, APISocket)); err != nil {
 			return nil, err
 		}
 	}
