@@ -132,35 +132,7 @@ func CheckSocket(what, path string) error {
 // one succeeds. The others get an error matching fs.ErrExist and should
 // read what the winner wrote.
 func WriteNew(path string, b []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return writeVia(path, b, perm, ".new*", os.Link)
 }
 
 // WriteFile replaces path with b, mode perm, atomically: the content goes
@@ -169,13 +141,20 @@ func WriteNew(path string, b []byte, perm os.FileMode) error {
 // reader sees the old file or the new one whole, never a mix; a failed
 // write leaves the old file as it was and no temporary file behind.
 func WriteFile(path string, b []byte, perm os.FileMode) error {
+	return writeVia(path, b, perm, ".tmp*", os.Rename)
+}
+
+// writeVia writes b, mode perm, to a synced temporary file beside path
+// (named "."+base+pattern), puts it in place with place (os.Rename or
+// os.Link), syncs the directory and removes the temporary name.
+func writeVia(path string, b []byte, perm os.FileMode, pattern string, place func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+pattern)
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename, a no-op
+	defer os.Remove(tmp) // after a rename, a no-op
 	if err := f.Chmod(perm); err != nil {
 		f.Close()
 		return err
@@ -191,7 +170,7 @@ func WriteFile(path string, b []byte, perm os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := place(tmp, path); err != nil {
 		return err
 	}
 	// Some file systems cannot sync a directory; the file is whole either way.
