@@ -113,6 +113,11 @@ type Load struct {
 	// PeakRSSBytes is the process's peak resident memory (VmHWM) at the
 	// end of the run, for all nodes together.
 	PeakRSSBytes float64 `json:"peak_rss_bytes"`
+	// Shared is set when the run measured more than one store on the same
+	// network (--baseline): the servers' figures are then the sum of every
+	// store's traffic, the same in each store's report, while the causes
+	// per second above are those of the first store alone.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // loadMark is every node's serving meter at one time.
@@ -233,6 +238,9 @@ func (l Load) writeText(w io.Writer) {
 		l.SimSeconds, l.WallSeconds, l.PeakRSSBytes/(1<<30))
 	fmt.Fprintf(w, "    per second   %.3g announces, %.3g finds, %.3g joins, %.3g leaves\n",
 		l.AnnouncesPerSecond, l.FindsPerSecond, l.JoinsPerSecond, l.LeavesPerSecond)
+	if l.Shared {
+		fmt.Fprintf(w, "    shared       every store of this run on one network: the servers' figures are their sum (run without --baseline for one store's)\n")
+	}
 	g := func(name string, g LoadGroup) {
 		fmt.Fprintf(w, "    %-12s %d nodes: %s msgs/s, %s B/s in, %s B/s out; %s records, %s B held\n", name, g.Nodes,
 			g.MessagesPerSecond.text(), g.BytesInPerSecond.text(), g.BytesOutPerSecond.text(), g.Records.text(), g.RecordBytes.text())

@@ -229,6 +229,7 @@ func (nw *Network) measure(ctx context.Context, designs []Design, progress func(
 	}
 	end := memUse().perNode(nw.mem0, len(nw.liveHonest()))
 	load.PeakRSSBytes = float64(peakRSS())
+	load.Shared = len(r.reps) > 1
 	for k, rep := range r.reps {
 		rep.MemoryEnd = end
 		rep.Load = load
