@@ -4,10 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
-	"github.com/cellnode/cellnode/internal/poll"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/poll"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -46,24 +47,7 @@ func blackHole(t *testing.T) ma.Multiaddr {
 func TestDeadPeersBounded(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	start := func() *testNode {
-		t.Helper()
-		sk, _, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := libp2p.New(libp2p.Identity(sk), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
-			libp2p.SwarmOpts(swarm.WithDialTimeout(10*time.Minute), swarm.WithDialTimeoutLocal(10*time.Minute)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close() })
-		d, err := New(h, Config{Mode: ModeServer, DialTimeout: 300 * time.Millisecond, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Close() })
-		raw, _ := sk.Raw()
-		return &testNode{dht: d, host: h, priv: ed25519.PrivateKey(raw)}
+		return loopbackNode(t, Config{Mode: ModeServer, DialTimeout: 300 * time.Millisecond, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true}, libp2p.SwarmOpts(swarm.WithDialTimeout(10*time.Minute), swarm.WithDialTimeoutLocal(10*time.Minute)))
 	}
 	pub, storer := start(), start()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -101,4 +85,26 @@ func TestDeadPeersBounded(t *testing.T) {
 			t.Fatalf("dead peer %s still in the routing table", id)
 		}
 	}
+}
+
+// loopbackNode starts a DHT node with cfg on a real libp2p host listening
+// on loopback TCP (with opts added to the host's), closed when the test ends.
+func loopbackNode(t *testing.T, cfg Config, opts ...libp2p.Option) *testNode {
+	t.Helper()
+	sk, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := libp2p.New(append([]libp2p.Option{libp2p.Identity(sk), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	d, err := New(h, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	raw, _ := sk.Raw()
+	return &testNode{dht: d, host: h, priv: ed25519.PrivateKey(raw)}
 }

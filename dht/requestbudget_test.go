@@ -2,7 +2,6 @@ package dht
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"net"
 	"slices"
@@ -11,8 +10,6 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -26,23 +23,7 @@ import (
 func TestSilentConnectionBounded(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	start := func() *testNode {
-		t.Helper()
-		sk, _, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := libp2p.New(libp2p.Identity(sk), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close() })
-		d, err := New(h, Config{Mode: ModeServer, RequestTimeout: 10 * time.Minute, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Close() })
-		raw, _ := sk.Raw()
-		return &testNode{dht: d, host: h, priv: ed25519.PrivateKey(raw)}
+		return loopbackNode(t, Config{Mode: ModeServer, RequestTimeout: 10 * time.Minute, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
 	}
 	pub, live, mute := start(), start(), start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -138,23 +119,7 @@ func newFreezer(t *testing.T, target string) *freezer {
 func TestSilentLookupPeerForgotten(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	start := func() *testNode {
-		t.Helper()
-		sk, _, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := libp2p.New(libp2p.Identity(sk), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close() })
-		d, err := New(h, Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Close() })
-		raw, _ := sk.Raw()
-		return &testNode{dht: d, host: h, priv: ed25519.PrivateKey(raw)}
+		return loopbackNode(t, Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
 	}
 	pub, live, mute := start(), start(), start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

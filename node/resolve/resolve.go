@@ -16,6 +16,7 @@ package resolve
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -189,7 +190,7 @@ func (r *resolver) run(ctx context.Context) error {
 func (r *resolver) resolveOne(ctx context.Context, k string, d project.Dep, old *project.LockedCell) (outcome, error) {
 	locked := project.LockedCell{Name: k, Cell: d.Cell, Git: d.Git, Tag: d.Tag, Resolved: time.Now().UTC().Truncate(time.Second)}
 	if old != nil && old.Git == d.Git && old.Tag == d.Tag {
-		locked.Cell, locked.Commit, locked.Fingerprint, locked.Publishers = firstNonEmpty(d.Cell, old.Cell), old.Commit, old.Fingerprint, old.Publishers
+		locked.Cell, locked.Commit, locked.Fingerprint, locked.Publishers = cmp.Or(d.Cell, old.Cell), old.Commit, old.Fingerprint, old.Publishers
 	}
 	// 1. Localhost first: a socket in the cell socket directory, if that
 	// directory and the socket are this user's.
@@ -432,7 +433,7 @@ func (r *resolver) localTrust(k string, d project.Dep, old *project.LockedCell, 
 			pins = append(pins, key)
 		}
 	}
-	cell := firstNonEmpty(d.Cell, old.Cell)
+	cell := cmp.Or(d.Cell, old.Cell)
 	for _, lc := range node.LocalCells(dirs.Runtime()) {
 		if cell != "" && lc.Name != cell {
 			continue
@@ -509,13 +510,6 @@ func goIdent(s string) string {
 
 func isLocalURL(u string) bool {
 	return strings.HasPrefix(u, "file://") || strings.HasPrefix(u, "/") || strings.HasPrefix(u, ".")
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // shortPeer abbreviates a peer ID for a message.
