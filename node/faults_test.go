@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -374,5 +375,37 @@ func forward(ln net.Listener, target string) {
 			go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
 			io.Copy(c, u)
 		}()
+	}
+}
+
+// TestCloseRemembersPeers: a one-shot node's Close writes the peers its
+// routing table holds to peers.json (while the DHT and host stop), so the
+// next one-shot command from that home can start from them.
+func TestCloseRemembersPeers(t *testing.T) {
+	boot, err := New(Config{Home: t.TempDir(), NoRuntimeDir: true, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, DHT: dht.Config{Mode: dht.ModeServer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { boot.Close() })
+	home := t.TempDir()
+	n, err := New(Config{Home: home, NoRuntimeDir: true, Ephemeral: true, Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+		Bootstrap: []peer.AddrInfo{{ID: boot.ID(), Addrs: boot.Host().Addrs()}}, DHT: dht.Config{Mode: dht.ModeClient}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := n.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bootstrap.NewStore(filepath.Join(home, PeersFile)).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != boot.ID() || len(got[0].Addrs) == 0 {
+		t.Fatalf("peers.json after Close = %v, want the bootstrap node %s with its addresses", got, boot.ID())
 	}
 }

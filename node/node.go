@@ -361,9 +361,13 @@ func (n *Node) rememberPeersLoop() {
 }
 
 // rememberPeers saves the routing table's peers with their addresses.
-func (n *Node) rememberPeers() {
+func (n *Node) rememberPeers() { n.savePeers(n.tablePeers()) }
+
+// tablePeers returns the routing table's peers with their addresses, for
+// savePeers; nil when there is no peer store.
+func (n *Node) tablePeers() []peer.AddrInfo {
 	if n.peers == nil {
-		return
+		return nil
 	}
 	var infos []peer.AddrInfo
 	for _, p := range n.dht.Peers() {
@@ -371,6 +375,12 @@ func (n *Node) rememberPeers() {
 			infos = append(infos, peer.AddrInfo{ID: p, Addrs: addrs})
 		}
 	}
+	return infos
+}
+
+// savePeers writes infos to the peer store (a synced write); none is no
+// write.
+func (n *Node) savePeers(infos []peer.AddrInfo) {
 	if len(infos) == 0 {
 		return
 	}
@@ -404,13 +414,21 @@ func (n *Node) Close() error {
 		if n.objects != nil {
 			n.closeErr = errors.Join(n.closeErr, n.objects.Close())
 		}
+		// The peers are read before the DHT and the host stop, and written
+		// while they do: the synced write is most of a one-shot node's
+		// Close.
+		saved := make(chan struct{})
 		if n.dht != nil {
-			n.rememberPeers()
+			infos := n.tablePeers()
+			go func() { defer close(saved); n.savePeers(infos) }()
 			n.closeErr = errors.Join(n.closeErr, n.dht.Close())
+		} else {
+			close(saved)
 		}
 		if n.ownH && n.host != nil {
 			n.closeErr = errors.Join(n.closeErr, n.host.Close())
 		}
+		<-saved
 		if n.lock != nil {
 			n.lock.Close()
 		}

@@ -148,3 +148,31 @@ func TestFirstSignalStopsRun(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, p.all.String())
 	}
 }
+
+// TestOneShot: which command lines run without garbage collection until
+// oneShotHeap. Long-running commands, help and an empty line keep Go's
+// default.
+func TestOneShot(t *testing.T) {
+	for _, c := range []struct {
+		args string
+		want bool
+	}{
+		{"find acme/exchange", true},
+		{"--log-level debug find acme/exchange", true},
+		{"--log-format=json status", true},
+		{"-h", false},
+		{"", false},
+		{"run --name acme/exchange --endpoint 127.0.0.1:8080", false},
+		{"--log-level debug run", false},
+		{"bootstrap", false},
+		{"agent", false},
+		{"sim --nodes 10", false},
+		{"demo", false},
+		{"-- find", false},
+		{"--log-level run find", true}, // "run" is --log-level's value
+	} {
+		if got := oneShot(strings.Fields(c.args)); got != c.want {
+			t.Errorf("oneShot(%q) = %v, want %v", c.args, got, c.want)
+		}
+	}
+}
