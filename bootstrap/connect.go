@@ -77,8 +77,14 @@ func Connect(ctx context.Context, h host.Host, primary, fallback []peer.AddrInfo
 		go func() {
 			dctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			var err error
-			if err = h.Connect(dctx, p); err != nil {
+			err := h.Connect(dctx, p)
+			if sw, ok := h.Network().(*swarm.Swarm); ok && errors.Is(err, swarm.ErrDialBackoff) {
+				// Another dial of p (kad-dht's own, say) failed just
+				// before: dial again, so that the error says why.
+				sw.Backoff().Clear(p.ID)
+				err = h.Connect(dctx, p)
+			}
+			if err != nil {
 				err = &peerError{ID: p.ID, Err: err}
 			}
 			results <- result{i, err}

@@ -127,12 +127,22 @@ func TestFindOffline(t *testing.T) {
 	if code != ExitFailure || !strings.Contains(stderr, "offline") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
+	// The note and --json say which peer was dialled and how it failed.
+	const peerID, cause = "12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7", "connection refused"
+	if !strings.Contains(stderr, peerID) || !strings.Contains(stderr, cause) {
+		t.Errorf("stderr %q does not name the peer %s and %q", stderr, peerID, cause)
+	}
 	var res struct {
-		Name      string
-		Instances []any
+		Name          string
+		Instances     []any
+		Offline       bool
+		OfflineReason string `json:"offline_reason"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Name != "acme/x" || res.Instances == nil || len(res.Instances) != 0 {
 		t.Fatalf("--json with no instances: %q (%v)", out, err)
+	}
+	if !res.Offline || !strings.Contains(res.OfflineReason, peerID) || !strings.Contains(res.OfflineReason, cause) {
+		t.Errorf("--json: offline %v, offline_reason %q: want the peer and %q", res.Offline, res.OfflineReason, cause)
 	}
 }
 

@@ -204,7 +204,7 @@ func findCell(c *cobra.Command, args []string, e *env, nf *netFlags, asJSON bool
 		return failErr(err)
 	}
 	if res.Offline {
-		fmt.Fprintln(e.stderr, offlineNote(nf))
+		fmt.Fprintln(e.stderr, offlineNote(nf, res.OfflineReason))
 	}
 	switch {
 	case !res.Pinned && len(res.Instances) > 0:

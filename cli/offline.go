@@ -22,7 +22,7 @@ func (f *netFlags) offlineByChoice() bool {
 }
 
 // offlineNote is what find says when it saw no network.
-func offlineNote(f *netFlags) string {
+func offlineNote(f *netFlags, reason string) string {
 	if f.offlineByChoice() {
 		home := f.home
 		if home == "" {
@@ -37,7 +37,10 @@ func offlineNote(f *netFlags) string {
 			return "cellnode: offline by choice (" + src + "): showing cells on this machine only"
 		}
 	}
-	return "cellnode: offline: no peer of the cell network answered; showing cells on this machine only"
+	if reason != "" {
+		reason = " (" + reason + ")"
+	}
+	return "cellnode: offline: no peer of the cell network answered" + reason + "; showing cells on this machine only"
 }
 
 // checkPeerAddrs refuses, as bad input, a bootstrap address given on the

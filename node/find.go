@@ -37,13 +37,16 @@ type Instance struct {
 
 // FindResult is the answer to a find.
 type FindResult struct {
-	Name      string         `json:"name"`
-	Instances []Instance     `json:"instances"`
-	Pinned    bool           `json:"pinned"`              // the finder trusted some publishers
-	Untrusted int            `json:"untrusted,omitempty"` // live instances not tied to a trusted publisher
-	Offline   bool           `json:"offline,omitempty"`   // the network was not reachable: local cells only
-	Rejected  map[string]int `json:"rejected,omitempty"`  // records dropped, by reason
-	Asked     int            `json:"asked"`               // DHT peers asked
+	Name      string     `json:"name"`
+	Instances []Instance `json:"instances"`
+	Pinned    bool       `json:"pinned"`              // the finder trusted some publishers
+	Untrusted int        `json:"untrusted,omitempty"` // live instances not tied to a trusted publisher
+	Offline   bool       `json:"offline,omitempty"`   // the network was not reachable: local cells only
+	// OfflineReason says why, when Offline: the peers dialled and how each
+	// failed, as the node's last bootstrap found.
+	OfflineReason string         `json:"offline_reason,omitempty"`
+	Rejected      map[string]int `json:"rejected,omitempty"` // records dropped, by reason
+	Asked         int            `json:"asked"`              // DHT peers asked
 }
 
 // FindOptions says whom a find trusts.
@@ -128,6 +131,7 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		switch {
 		case errors.Is(a.err, dht.ErrNoPeers):
 			res.Offline = true
+			res.OfflineReason = n.offlineReason(a.err)
 		case a.err != nil:
 			return nil, a.err
 		}

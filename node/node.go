@@ -115,7 +115,8 @@ type Node struct {
 
 	mu         sync.Mutex
 	announcers map[*Announcer]struct{}
-	closed     bool // Close has begun: Announce refuses
+	closed     bool  // Close has begun: Announce refuses
+	offline    error // the last Bootstrap's ErrOffline, nil once one succeeded
 
 	closeOnce sync.Once
 	closeErr  error
@@ -259,6 +260,30 @@ var ErrOffline = errors.New("node: offline: no bootstrap peer or known peer reac
 // bootstrap peers); an Ephemeral node runs no refresh. With no bootstrap
 // peers configured and none seen before it returns ErrOffline at once.
 func (n *Node) Bootstrap(ctx context.Context) error {
+	err := n.bootstrap(ctx)
+	if err == nil || errors.Is(err, ErrOffline) {
+		n.mu.Lock()
+		n.offline = err
+		n.mu.Unlock()
+	}
+	return err
+}
+
+// offlineReason says why the network is out of reach: the last Bootstrap's
+// error (which names each peer dialled and how it failed), else cause's.
+func (n *Node) offlineReason(cause error) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.offline != nil {
+		return n.offline.Error()
+	}
+	if cause != nil {
+		return cause.Error()
+	}
+	return ""
+}
+
+func (n *Node) bootstrap(ctx context.Context) error {
 	var known []peer.AddrInfo
 	if n.peers != nil {
 		var err error
