@@ -215,7 +215,9 @@ func (d *Node) cacheOnPath(g *gatherer) {
 		return
 	default:
 	}
+	d.count.add("path_cache_started", 1)
 	go func() {
+		defer d.count.add("path_cache_ended", 1)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), d.cfg.RequestTimeout)
 		defer cancel()
 		go func() {
