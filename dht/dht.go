@@ -702,7 +702,9 @@ var ErrNoPeers = errors.New("dht: no peer to ask")
 // non-empty set (a set is replicated at the closest peers, so the rest of
 // the lookup would only confirm it). The closest peers of a key are
 // remembered for a minute, so a repeated find asks them directly. Find is
-// Collect, then Merge, then the publisher filter.
+// Collect, then Merge, then the publisher filter. With Config.FindCache, a
+// find is answered from the node's last find of the same name and
+// publishers while that is fresh (see findcache.go).
 func (d *Node) Find(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*record.Record, FindStats, error) {
 	if now == nil {
 		now = time.Now

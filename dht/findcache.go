@@ -132,9 +132,13 @@ func (d *Node) findCached(ctx context.Context, name string, publishers []ed25519
 
 		recs, st, err := d.findNewest(ctx, name, publishers, now, withdrawn)
 		c.mu.Lock()
-		if err == nil && st.Agreed {
+		switch {
+		case err == nil && st.Agreed:
 			mine.recs, mine.at, mine.filled = recs, now(), true
-		} else if c.m[key] == mine {
+		case c.m[key] != mine:
+		case e != nil:
+			c.m[key] = e // stale, but its withdrawals still count
+		default:
 			delete(c.m, key)
 		}
 		close(mine.ready)
