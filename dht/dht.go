@@ -98,6 +98,14 @@ type Config struct {
 	// baseline it measures against (design 2 of DESIGN.md); a node that
 	// leaves it false refuses every value record under /cell/.
 	ValueRecords bool
+	// FindCache is how long a find is answered from the records the
+	// node's last find of the same name verified, on the finder's clock
+	// (see findcache.go); 0 means never. Each record still ends with its
+	// own life.
+	FindCache time.Duration
+	// PathCache makes a find whose answers agreed store the set at the
+	// closest peer it asked that lacked part of it (see findcache.go).
+	PathCache bool
 }
 
 // Node is a node's view of the cell namespace: two kad-dht instances with
@@ -123,6 +131,8 @@ type Node struct {
 
 	limMu    sync.Mutex
 	limiters map[peer.ID]*rate.Limiter // per remote peer, for the instances protocol
+
+	results resultCache // Config.FindCache
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -665,6 +675,8 @@ type FindStats struct {
 	First     time.Duration  // time to the first answer holding a record; 0 if none
 	Early     bool           // storers agreed before the lookup ended
 	Cached    bool           // remembered closest peers answered without a lookup
+	FromCache bool           // answered from the result cache (Config.FindCache): no message sent
+	Agreed    bool           // every set gathered had 3 storers' answers agreeing on it
 }
 
 // ErrNoPeers is returned by Find when the lookup reached no peer at all; the
@@ -690,10 +702,15 @@ var ErrNoPeers = errors.New("dht: no peer to ask")
 // non-empty set (a set is replicated at the closest peers, so the rest of
 // the lookup would only confirm it). The closest peers of a key are
 // remembered for a minute, so a repeated find asks them directly. Find is
-// Collect, then Merge, then the publisher filter.
+// Collect, then Merge, then the publisher filter. With Config.FindCache, a
+// find is answered from the node's last find of the same name and
+// publishers while that is fresh (see findcache.go).
 func (d *Node) Find(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([]*record.Record, FindStats, error) {
 	if now == nil {
 		now = time.Now
+	}
+	if d.cfg.FindCache > 0 {
+		return d.findCached(ctx, name, publishers, now)
 	}
 	raws, st, err := d.Collect(ctx, name, publishers, now)
 	if err != nil && !errors.Is(err, ErrNoPeers) {
@@ -745,6 +762,7 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 	}
 	ctx = d.dialBudget(ctx)
 	var wg sync.WaitGroup
+	first := true // no gather has reported yet (see FindStats.Agreed)
 	for _, sp := range d.active() {
 		for _, pub := range targets {
 			wg.Go(func() {
@@ -761,6 +779,8 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 				}
 				st.Early = st.Early || gs.early
 				st.Cached = st.Cached || gs.cached
+				st.Agreed = gs.agreed && (st.Agreed || first)
+				first = false
 				if gs.lookupErr != nil && lookupErr == nil {
 					lookupErr = gs.lookupErr
 				}

@@ -124,7 +124,8 @@ type gatherer struct {
 	slowest  time.Duration // the slowest answer so far, from its ask
 	first    time.Duration
 	closed   bool
-	rejected map[string]int // invalid records received, by Reason
+	rejected map[string]int  // invalid records received, by Reason
+	knew     map[peer.ID]int // peers that answered: how many instances their answer held a valid record of
 }
 
 // ask sends the GET to p once. trusted says p is known to be among the
@@ -180,6 +181,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 				knows[rec.Peer] = true
 			}
 		}
+		g.knew[p] = len(knows)
 		if len(knows) == 0 {
 			return // junk or nothing: neither agrees nor disagrees
 		}
@@ -377,6 +379,7 @@ type gatherStats struct {
 	closest, asked, answered int
 	lookup, first            time.Duration
 	early, cached            bool
+	agreed                   bool // agreeQuorum answers agreed: the set is complete
 	lookupErr                error
 	rejected                 map[string]int
 }
@@ -438,7 +441,7 @@ func (d *Node) gather(ctx context.Context, sp *space, name string, pub ed25519.P
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
 		ctx: ctx, t0: time.Now(), now: now, near: d.nearPrefix(sp), done: make(chan struct{}), news: make(chan struct{}, 1),
-		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
+		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}, knew: map[peer.ID]int{}}
 	g.rank = newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {
@@ -447,6 +450,8 @@ func (d *Node) gather(ctx context.Context, sp *space, name string, pub ed25519.P
 		g.closed = true
 		st.asked, st.answered, st.first = len(g.asked), g.answered, g.first
 		st.rejected = maps.Clone(g.rejected)
+		st.agreed = len(g.agreers) >= agreeQuorum
+		d.cacheOnPath(g)
 		return append([][]byte(nil), g.raws...), st
 	}
 

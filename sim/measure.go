@@ -210,6 +210,9 @@ func (nw *Network) measure(ctx context.Context, designs []Design, progress func(
 			return nil, err
 		}
 	}
+	if sc.Hot != nil {
+		return r.hot()
+	}
 	mark := nw.markLoad()
 	ann0 := r.acc[0].announces
 	if err := r.findPhase(); err != nil {

@@ -129,6 +129,10 @@ type Report struct {
 	// baseline's: "find_p50", "messages_per_find", ... (see ratios).
 	Baseline   *Report
 	VsBaseline map[string]float64
+
+	// Hot is the hot-name phase's report (Scenario.Hot), which replaces
+	// the find and staleness phases.
+	Hot *HotReport
 }
 
 // PhaseStats is the success of the finds of one part of the find phase.
@@ -190,6 +194,7 @@ type reportJSON struct {
 	Load         Load                  `json:"load"`
 	Baseline     *Report               `json:"baseline,omitempty"`
 	VsBaseline   map[string]float64    `json:"vs_baseline,omitempty"`
+	Hot          *HotReport            `json:"hot,omitempty"`
 }
 
 type memoryJSON struct {
@@ -258,7 +263,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, RepeatsCached: r.RepeatsCached, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
 			Messages: r.FindMessages},
 		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness, Load: r.Load,
-		Baseline: r.Baseline, VsBaseline: r.VsBaseline,
+		Baseline: r.Baseline, VsBaseline: r.VsBaseline, Hot: r.Hot,
 	})
 }
 
@@ -297,8 +302,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "    first store  %s\n", r.AnnounceFirst.text(rttOn))
 	}
 	fmt.Fprintf(&b, "    republishing %.0f bytes per instance per minute (every %v)\n", r.BytesPerInstanceMinute, sc.Republish)
-	fmt.Fprintf(&b, "  find       %d: %s; %.1f msgs, %.0f bytes each %s\n",
-		r.Finds, r.Find.text(rttOn), r.MessagesPerFind, r.BytesPerFind, kinds(r.FindMessages))
+	if r.Hot == nil {
+		fmt.Fprintf(&b, "  find       %d: %s; %.1f msgs, %.0f bytes each %s\n",
+			r.Finds, r.Find.text(rttOn), r.MessagesPerFind, r.BytesPerFind, kinds(r.FindMessages))
+	}
 	if r.FindFirst.N > 0 {
 		fmt.Fprintf(&b, "    first        %s\n", r.FindFirst.text(rttOn))
 	}
@@ -332,6 +339,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	if s := r.Staleness; s.Killed > 0 {
 		fmt.Fprintf(&b, "  staleness  %d killed: returned up to %.1f s after the kill (%.1f s past its life; bound %.1f s), %d violations in %d finds\n",
 			s.Killed, s.MaxMS/1000, s.MaxPastLifeMS/1000, s.BoundMS/1000, s.Violations, s.Finds)
+	}
+	if r.Hot != nil {
+		r.Hot.writeText(&b)
 	}
 	r.Load.writeText(&b)
 	if r.Baseline != nil {

@@ -130,6 +130,9 @@ type Scenario struct {
 	// Baseline makes Run measure ValueRecords beside Design on the same
 	// network, find by find (see Measure).
 	Baseline bool `json:"baseline,omitempty"`
+	// Hot, when not nil, replaces the find and staleness phases with the
+	// finds of one hot name (see HotName); set-store only.
+	Hot *HotName `json:"hot,omitempty"`
 }
 
 // Setups: how New fills the routing tables.
@@ -313,6 +316,14 @@ func (s Scenario) Validate() error {
 	if p := s.Partition; p != nil {
 		if p.At < 0 || (p.Heal != 0 && p.Heal <= p.At) || p.Fraction <= 0 || p.Fraction > 0.5 {
 			return bad("partition %+v: want 0 <= at < heal (or no heal) and 0 < fraction <= 0.5", *p)
+		}
+	}
+	if h := s.Hot; h != nil {
+		if err := h.validate(s.Nodes - adversaries); err != nil {
+			return bad("%v", err)
+		}
+		if s.Design != SetStore || s.Baseline {
+			return bad("hot: the hot-name phase measures the set store alone (design 1, no baseline)")
 		}
 	}
 	if r := s.Regions; r != nil {
