@@ -124,7 +124,7 @@ func BenchmarkNetns(b *testing.B) {
 		err := p.waitAnnounced(wctx)
 		wcancel()
 		if err != nil {
-			b.Fatalf("sidecar %s: %v", p.cell, err)
+			b.Fatalf("sidecar %s: %v\n%s", p.cell, err, c.diagnose(ctx, boot, bootNd, p.nd))
 		}
 	}
 	b.Logf("network: %d namespaces, %v one way; %d cellnode processes up in %v (1 bootstrap, %d sidecars of %d cells)",
@@ -141,7 +141,8 @@ func BenchmarkNetns(b *testing.B) {
 		found, err := findable(ctx, p, pollers, name)
 		c.untrace(nd.Index)
 		if err != nil {
-			b.Fatalf("start to findable of %s: %v\n%s", name, err, tail(p.log))
+			b.Fatalf("start to findable of %s: %v\n%s\n%s%s", name, err, tail(p.log),
+				packetSummary(tl.get(), nd.Index, p.start), c.diagnose(ctx, boot, bootNd, nd))
 		}
 		rep.add("start to findable (find began)", found.start.Sub(p.start), startBreakdown(p, found, tl.get()))
 		rep.add("start to findable (find answered)", found.end.Sub(p.start), nil)

@@ -1,0 +1,104 @@
+package netbench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cellnode/cellnode/internal/delaynet"
+)
+
+// diagnose describes the state of the network when a phase fails, so that
+// the failure explains itself: the switch's counters, the bootstrap node's
+// status, and for each given namespace its neighbour table, its sockets
+// and the kernel's non-zero IP, TCP and UDP counters.
+func (c *cluster) diagnose(ctx context.Context, boot *proc, nds ...*delaynet.Node) string {
+	var b strings.Builder
+	st := c.net.Stats()
+	fmt.Fprintf(&b, "switch: %d frames, %d bytes, %d flooded, %d ARP answered, %d dropped, %d oversize, %d errors, %d over 1 ms late, %d over 5 ms, max late %v\n",
+		st.Frames, st.Bytes, st.Flooded, st.ARP, st.Dropped, st.Oversize, st.Errors, st.Late, st.Late5, st.MaxLate)
+	if boot != nil {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		cl, err := boot.client(sctx)
+		if err == nil {
+			s, err2 := cl.Status(sctx)
+			if err2 == nil {
+				j, _ := json.Marshal(s)
+				fmt.Fprintf(&b, "bootstrap status: %s\n", j)
+			} else {
+				err = err2
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(&b, "bootstrap status: %v\n", err)
+		}
+		cancel()
+	}
+	for _, nd := range nds {
+		fmt.Fprintf(&b, "--- %s (%s)\n", nd.NS, nd.Addr)
+		for _, args := range [][]string{
+			{"ip", "-n", nd.NS, "neigh"},
+			{"ip", "netns", "exec", nd.NS, "ss", "-s"},
+			{"ip", "netns", "exec", nd.NS, "ss", "-tanu"},
+			{"ip", "netns", "exec", nd.NS, "nstat", "-asz"},
+		} {
+			out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+			s := string(out)
+			if args[len(args)-1] == "-asz" {
+				s = nonzero(s)
+			}
+			if len(s) > 4000 {
+				s = s[:4000] + "…\n"
+			}
+			fmt.Fprintf(&b, "$ %s (%v)\n%s", strings.Join(args[3:], " "), err, s)
+		}
+	}
+	return b.String()
+}
+
+// nonzero keeps the lines of nstat's output whose counter is not zero.
+func nonzero(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[1] != "0" {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n") + "\n"
+}
+
+// packetSummary counts a trace's packets by direction and protocol and
+// lists the first and last few.
+func packetSummary(pks []delaynet.Packet, idx int, since time.Time) string {
+	count := map[string]int{}
+	for _, pk := range pks {
+		count[fmt.Sprintf("%d->%d proto %d", pk.From, pk.To, pk.Proto)]++
+	}
+	keys := make([]string, 0, len(count))
+	for k := range count {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "packets of node %d: %d\n", idx, len(pks))
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %s: %d\n", k, count[k])
+	}
+	show := func(pk delaynet.Packet) {
+		fmt.Fprintf(&b, "  +%8.1fms %d->%d len %4d proto %2d flags %#02x %v -> %v\n",
+			float64(pk.Time.Sub(since))/1e6, pk.From, pk.To, pk.Len, pk.Proto, pk.Flags, pk.Src, pk.Dst)
+	}
+	for i, pk := range pks {
+		if i < 60 || i >= len(pks)-20 {
+			show(pk)
+		} else if i == 60 {
+			b.WriteString("  …\n")
+		}
+	}
+	return b.String()
+}
