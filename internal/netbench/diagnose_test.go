@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +24,10 @@ func (c *cluster) diagnose(ctx context.Context, boot *proc, nds ...*delaynet.Nod
 	st := c.net.Stats()
 	fmt.Fprintf(&b, "switch: %d frames, %d bytes, %d flooded, %d ARP answered, %d dropped, %d oversize, %d errors, %d over 1 ms late, %d over 5 ms, max late %v\n",
 		st.Frames, st.Bytes, st.Flooded, st.ARP, st.Dropped, st.Oversize, st.Errors, st.Late, st.Late5, st.MaxLate)
+	if b0, err := os.ReadFile("/proc/net/stat/arp_cache"); err == nil {
+		// One line per CPU; entries is global, table_fulls per CPU.
+		fmt.Fprintf(&b, "kernel ARP table (all namespaces; gc_thresh3 %s):\n%s", strings.TrimSpace(readFile("/proc/sys/net/ipv4/neigh/default/gc_thresh3")), b0)
+	}
 	if boot != nil {
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		cl, err := boot.client(sctx)
@@ -101,4 +108,28 @@ func packetSummary(pks []delaynet.Packet, idx int, since time.Time) string {
 		}
 	}
 	return b.String()
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// arpTableFulls sums the kernel's count of neighbour allocations refused
+// because the ARP table, shared by all namespaces, was full
+// (/proc/net/stat/arp_cache, table_fulls, one line per CPU).
+func arpTableFulls() uint64 {
+	lines := strings.Split(strings.TrimSpace(readFile("/proc/net/stat/arp_cache")), "\n")
+	if len(lines) < 2 {
+		return 0
+	}
+	col := slices.Index(strings.Fields(lines[0]), "table_fulls")
+	var sum uint64
+	for _, l := range lines[1:] {
+		if f := strings.Fields(l); col >= 0 && col < len(f) {
+			v, _ := strconv.ParseUint(f[col], 16, 64)
+			sum += v
+		}
+	}
+	return sum
 }

@@ -111,6 +111,7 @@ func BenchmarkNetns(b *testing.B) {
 	cells := max(steadyN/3, 1)
 	cellName := func(i int) string { return fmt.Sprintf("bench/c%02d", i%cells) }
 
+	fulls := arpTableFulls()
 	rep := &report{rtt: rtt, net: c.net}
 	rep.phase("setup")
 	setup := time.Now()
@@ -237,6 +238,7 @@ func BenchmarkNetns(b *testing.B) {
 	st := c.net.Stats()
 	b.Logf("switch: %d frames, %d bytes, %d flooded, %d ARP answered, %d dropped, %d oversize, %d errors; frames sent late by %v on average (max %v)",
 		st.Frames, st.Bytes, st.Flooded, st.ARP, st.Dropped, st.Oversize, st.Errors, st.MeanLate.Round(time.Microsecond), st.MaxLate.Round(time.Microsecond))
+	b.Logf("kernel ARP table overflows during the run (neighbour entries refused, all namespaces): %d", arpTableFulls()-fulls)
 	rep.print()
 	rep.metrics(b)
 }
