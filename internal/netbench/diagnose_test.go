@@ -133,3 +133,53 @@ func arpTableFulls() uint64 {
 	}
 	return sum
 }
+
+// writeTimeline writes, for a kept run, when a traced node first sent to
+// each other node and how many packets went each way, relative to start,
+// and its log lines: where an operation's time went, peer by peer.
+func writeTimeline(path string, pks []delaynet.Packet, idx int, start time.Time, logs []logLine) {
+	type peerLine struct {
+		first, last time.Time
+		out, in     int
+		udp, tcp    int
+	}
+	peers := map[int]*peerLine{}
+	var order []int
+	for _, pk := range pks {
+		other := pk.To
+		if pk.To == idx {
+			other = pk.From
+		}
+		if other == idx || other == 0 {
+			continue
+		}
+		pl := peers[other]
+		if pl == nil {
+			pl = &peerLine{first: pk.Time}
+			peers[other] = pl
+			order = append(order, other)
+		}
+		pl.last = pk.Time
+		if pk.From == idx {
+			pl.out++
+		} else {
+			pl.in++
+		}
+		switch pk.Proto {
+		case 17:
+			pl.udp++
+		case 6:
+			pl.tcp++
+		}
+	}
+	var b strings.Builder
+	at := func(t time.Time) float64 { return float64(t.Sub(start)) / 1e6 }
+	for _, l := range logs {
+		fmt.Fprintf(&b, "+%8.1fms log %s\n", at(l.time), l.msg)
+	}
+	for _, o := range order {
+		pl := peers[o]
+		fmt.Fprintf(&b, "+%8.1fms peer %2d: %3d out, %3d in (%d UDP, %d TCP), last +%.1fms\n", at(pl.first), o, pl.out, pl.in, pl.udp, pl.tcp, at(pl.last))
+	}
+	_ = os.WriteFile(path, []byte(b.String()), 0o600)
+}

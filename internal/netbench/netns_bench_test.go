@@ -1,6 +1,7 @@
 package netbench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -28,7 +29,9 @@ import (
 //	CELLNODE_NETBENCH_STARTS=8     start-to-findable samples (sidecars started late)
 //	CELLNODE_NETBENCH_BIN=PATH     use this binary instead of building one
 //	CELLNODE_NETBENCH_RUN_ARGS=..  extra flags for every `cellnode run` (e.g. --dht-mode server)
-//	CELLNODE_NETBENCH_KEEP=1       keep homes and logs (the path is logged)
+//	CELLNODE_NETBENCH_KEEP=1       keep homes and logs (the path is logged), with a
+//	                               timeline of each cold find and late start
+//	CELLNODE_NETBENCH_FIND_LOG=..  the cold finds' --log-level (info; debug adds each set's find)
 func envInt(tb testing.TB, key string, def int) int {
 	v := os.Getenv(key)
 	if v == "" {
@@ -108,6 +111,9 @@ func BenchmarkNetns(b *testing.B) {
 		finders = finders[1:]
 		return nd
 	}
+	// Cold finds log at info (the breakdown's timestamps) unless
+	// CELLNODE_NETBENCH_FIND_LOG says otherwise (debug: each set's find).
+	findLog := cmp.Or(os.Getenv("CELLNODE_NETBENCH_FIND_LOG"), "info")
 	cells := max(steadyN/3, 1)
 	cellName := func(i int) string { return fmt.Sprintf("bench/c%02d", i%cells) }
 
@@ -145,6 +151,7 @@ func BenchmarkNetns(b *testing.B) {
 			b.Fatalf("start to findable of %s: %v\n%s\n%s%s", name, err, tail(p.log),
 				packetSummary(tl.get(), nd.Index, p.start), c.diagnose(ctx, boot, bootNd, nd))
 		}
+		writeTimeline(p.log+".timeline", tl.get(), nd.Index, p.start, fileLogs(p.log))
 		rep.add("start to findable (find began)", found.start.Sub(p.start), startBreakdown(p, found, tl.get()))
 		rep.add("start to findable (find answered)", found.end.Sub(p.start), nil)
 		sidecars = append(sidecars, p)
@@ -180,8 +187,9 @@ func BenchmarkNetns(b *testing.B) {
 		target := cellName(i)
 		home := filepath.Join(c.dir, fmt.Sprintf("cold%02d", i))
 		finder := nextFinder()
-		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", "info",
+		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", findLog,
 			"--bootstrap", strings.Join(c.boot, ","))
+		writeTimeline(home+".timeline", r.packets, finder.Index, r.start, r.logs)
 		rep.add("cold find", r.took(), coldBreakdown(r, finder, bootNd))
 		rep.found("cold find", r.reachable() > 0, r.reachable() == live(sidecars, target))
 		if b, err := os.ReadFile(filepath.Join(home, "peers.json")); err == nil {
@@ -208,8 +216,9 @@ func BenchmarkNetns(b *testing.B) {
 		target := liveCells[i%len(liveCells)]
 		home := filepath.Join(c.dir, fmt.Sprintf("killed%02d", i))
 		finder := nextFinder()
-		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", "info",
+		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", findLog,
 			"--bootstrap", strings.Join(c.boot, ","))
+		writeTimeline(home+".timeline", r.packets, finder.Index, r.start, r.logs)
 		rep.add("cold find, 30 % killed", r.took(), coldBreakdown(r, finder, bootNd))
 		rep.found("cold find, 30 % killed", r.reachable() > 0, r.reachable() == live(sidecars, target))
 	}
@@ -227,8 +236,9 @@ func BenchmarkNetns(b *testing.B) {
 			b.Fatal(err)
 		}
 		finder := nextFinder()
-		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", "info",
+		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", findLog,
 			"--bootstrap", strings.Join(c.boot, ","))
+		writeTimeline(home+".timeline", r.packets, finder.Index, r.start, r.logs)
 		rep.add("cold find, bootstrap down", r.took(), coldBreakdown(r, finder, bootNd))
 		rep.found("cold find, bootstrap down", r.reachable() > 0, r.reachable() == live(sidecars, target))
 	}
