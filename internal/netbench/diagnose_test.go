@@ -183,3 +183,30 @@ func writeTimeline(path string, pks []delaynet.Packet, idx int, start time.Time,
 	}
 	_ = os.WriteFile(path, []byte(b.String()), 0o600)
 }
+
+// cpu returns the CPU time (user and system) the cluster's cellnode
+// processes have used so far: the running ones from /proc, the exited ones
+// from their rusage. One-shot commands are not counted.
+func (c *cluster) cpu() time.Duration {
+	c.mu.Lock()
+	procs := append([]*proc(nil), c.procs...)
+	c.mu.Unlock()
+	var sum time.Duration
+	for _, p := range procs {
+		if !p.alive() {
+			if ps := p.cmd.ProcessState; ps != nil {
+				sum += ps.UserTime() + ps.SystemTime()
+			}
+			continue
+		}
+		f := strings.Fields(readFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)))
+		if len(f) < 15 {
+			continue
+		}
+		// utime and stime, fields 14 and 15, in clock ticks (100 a second on Linux).
+		u, _ := strconv.ParseUint(f[13], 10, 64)
+		st, _ := strconv.ParseUint(f[14], 10, 64)
+		sum += time.Duration(u+st) * 10 * time.Millisecond
+	}
+	return sum
+}

@@ -118,7 +118,7 @@ func BenchmarkNetns(b *testing.B) {
 	cellName := func(i int) string { return fmt.Sprintf("bench/c%02d", i%cells) }
 
 	fulls := arpTableFulls()
-	rep := &report{rtt: rtt, net: c.net}
+	rep := &report{rtt: rtt, net: c.net, cpu: c.cpu}
 	rep.phase("setup")
 	setup := time.Now()
 	boot := c.startBootstrap(ctx, bootNd)
