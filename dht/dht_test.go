@@ -41,6 +41,13 @@ type testNode struct {
 // to node 0, with refreshed routing tables.
 func testNetwork(t *testing.T, n int, clk *clock) []*testNode {
 	t.Helper()
+	nodes, _ := testMocknet(t, n, clk)
+	return nodes
+}
+
+// testMocknet is testNetwork, with its mocknet for nodes to come.
+func testMocknet(t *testing.T, n int, clk *clock) ([]*testNode, mocknet.Mocknet) {
+	t.Helper()
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
 	nodes := make([]*testNode, n)
@@ -81,7 +88,7 @@ func testNetwork(t *testing.T, n int, clk *clock) []*testNode {
 			t.Fatalf("refresh: %v", err)
 		}
 	}
-	return nodes
+	return nodes, mn
 }
 
 func (n *testNode) record(t *testing.T, name string, seq uint64, now time.Time, endpoint string) *record.Record {
@@ -385,6 +392,57 @@ func TestNetworkSizeFromTable(t *testing.T) {
 	lone := testNetwork(t, 1, &clock{t: time.Now()})[0].dht
 	if got := lone.networkSizeFromTable(lone.spaces[0]); got != 0 {
 		t.Fatalf("estimate %d from an empty table", got)
+	}
+}
+
+// A one-shot finder, whose routing table holds its bootstrap peer alone
+// (it does not refresh) and which so has no estimate of the network's size
+// when its find begins, still ends the find once three near storers agree:
+// it estimates the size from the peers its lookup hears of. Without that
+// it waited for kad-dht's whole lookup, a connection to each of the
+// closest peers (16 to 22 round trips on the netns benchmark).
+func TestOneShotFindEndsByAgreement(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes, mn := testMocknet(t, 40, clk)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, nd := range nodes[1:4] {
+		if _, err := nd.dht.Publish(ctx, nd.record(t, "acme/exchange", 1, clk.Now(), fmt.Sprintf("127.0.0.1:90%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sk, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := mn.AddPeer(sk, ma.StringCast("/ip6/100::ffff/tcp/4242"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The finder's links take time, as a real network's do: the lookup's
+	// hops then take longer than the storers' answers, as they did there.
+	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	finder, err := New(h, Config{Mode: ModeClient, Flat: true, BucketSize: 4, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { finder.Close() })
+	if err := h.Connect(ctx, peer.AddrInfo{ID: nodes[0].host.ID()}); err != nil {
+		t.Fatal(err)
+	}
+	poll.T(t, "the bootstrap peer in the finder's table", func() bool { return finder.Kad().RoutingTable().Size() > 0 })
+	if p := finder.nearPrefix(finder.spaces[0]); p >= 0 {
+		t.Fatalf("a table of %d peers gives near prefix %d: the test needs a finder with no size estimate", finder.Kad().RoutingTable().Size(), p)
+	}
+	recs, st, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
+	if err != nil || len(peersOf(recs)) != 3 {
+		t.Fatalf("find: %d records, %v, %+v", len(recs), err, st)
+	}
+	if !st.Early {
+		t.Fatalf("the find waited for the whole lookup (asked %d, %d answered, lookup %v): no early end by agreement", st.Asked, st.Responded, st.Lookup)
 	}
 }
 

@@ -177,14 +177,16 @@ func (n *Node) collect(ctx context.Context, name string, pubs []ed25519.PublicKe
 		outcome = "empty"
 	}
 	n.metrics.findDur.WithLabelValues(set, outcome).Observe(time.Since(t0).Seconds())
+	how := "lookup"
+	switch {
+	case st.Cached:
+		how = "cache"
+	case st.Early:
+		how = "agreement"
+	}
+	n.log.Debug("find", "name", name, "set", set, "outcome", outcome, "ended_by", how, "took", time.Since(t0),
+		"lookup", st.Lookup, "first_answer", st.First, "asked", st.Asked, "answered", st.Responded, "closest", st.Closest)
 	if err == nil {
-		how := "lookup"
-		switch {
-		case st.Cached:
-			how = "cache"
-		case st.Early:
-			how = "agreement"
-		}
 		n.metrics.findEnds.WithLabelValues(set, how).Inc()
 		n.metrics.findAnswers.Observe(float64(st.Responded))
 		if st.First > 0 {

@@ -10,9 +10,12 @@
 // frames to unknown or group addresses, and writes each frame out of its
 // destination port Delay after it arrived, in arrival order per port: a
 // frame between two nodes takes Delay one way, so a round trip takes twice
-// Delay. ARP requests for node addresses are answered by the switch at once,
-// as a router's warm neighbour cache would on a wide-area path, so that the
-// first packet to a peer costs no extra round trip. Offloads (checksum, TSO,
+// Delay. Every node's neighbour table holds a permanent entry for every
+// other node, as a router's warm neighbour cache would on a wide-area path,
+// so that the first packet to a peer costs no extra round trip, and so that
+// a large network does not overflow the kernel's ARP table, which all
+// namespaces share (see neighbours); ARP requests for node addresses that
+// still come are answered by the switch at once. Offloads (checksum, TSO,
 // GSO, GRO) are turned off on every veth so that frames are whole and
 // checksummed, and IPv6 is off on them (no DAD or router solicitation noise;
 // lo keeps ::1).
@@ -92,7 +95,7 @@ type Stats struct {
 	Frames   uint64        // frames taken in from nodes
 	Bytes    uint64        // their bytes
 	Flooded  uint64        // frames sent to every other port
-	ARP      uint64        // ARP requests answered by the switch
+	ARP      uint64        // ARP requests answered by the switch (none while the nodes' permanent neighbour entries stand)
 	Dropped  uint64        // frames dropped: queue full, unknown port, short
 	Oversize uint64        // frames longer than the MTU allows (offloads left on)
 	Errors   uint64        // read and write errors
@@ -112,6 +115,7 @@ type Network struct {
 	done chan struct{} // closed when Close begins: queued frames go out at once
 	wake int           // eventfd, written by Close to wake the readers
 
+	addMu  sync.Mutex // serializes the neighbour entries of Add
 	mu     sync.RWMutex
 	closed bool
 	nodes  []*Node
@@ -209,10 +213,31 @@ func (n *Network) Add() (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("delaynet: add node %d: %w", i, err)
 	}
+	// Permanent neighbour entries both ways between the new node and every
+	// node already up (see neighbours). addMu, not mu, so that the switch
+	// keeps forwarding meanwhile.
+	n.addMu.Lock()
+	defer n.addMu.Unlock()
+	n.mu.RLock()
+	others := make([]*port, 0, len(n.ports))
+	for _, q := range n.ports {
+		others = append(others, q)
+	}
+	n.mu.RUnlock()
+	for _, q := range others {
+		if err := q.nb.add(nd.Addr, nd.MAC); err != nil {
+			p.close()
+			return nil, fmt.Errorf("delaynet: add node %d: in node %d: %w", i, q.idx, err)
+		}
+		if err := p.nb.add(q.addr, q.mac[:]); err != nil {
+			p.close()
+			return nil, fmt.Errorf("delaynet: add node %d: %w", i, err)
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
-		unix.Close(p.fd)
+		p.close()
 		return nil, ErrClosed
 	}
 	n.ports[i] = p
@@ -253,13 +278,22 @@ func (n *Network) setup(nd *Node) (*port, error) {
 			return nil, err
 		}
 	}
-	p := &port{idx: nd.Index, mac: [6]byte(nd.MAC), out: make(chan frame, n.cfg.QueueLen)}
-	err := inNS(n.swNS, func() error {
+	p := &port{idx: nd.Index, mac: [6]byte(nd.MAC), addr: nd.Addr, out: make(chan frame, n.cfg.QueueLen)}
+	err := inNS(nd.NS, func() error {
+		var err error
+		p.nb, err = openNeighbours("eth0")
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = inNS(n.swNS, func() error {
 		var err error
 		p.fd, err = openPort(pname)
 		return err
 	})
 	if err != nil {
+		p.nb.close()
 		return nil, err
 	}
 	return p, nil
@@ -322,7 +356,7 @@ func (n *Network) Close() error {
 	}
 	n.egress.Wait()
 	for _, p := range ports {
-		unix.Close(p.fd)
+		p.close()
 	}
 	unix.Close(n.wake)
 

@@ -15,10 +15,17 @@ const maxFrame = 1500 + 14 + 4
 
 // port is the switch's side of one node's link.
 type port struct {
-	idx int
-	mac [6]byte
-	fd  int // non-blocking AF_PACKET socket bound to the port's veth; closed by Network.Close
-	out chan frame
+	idx  int
+	mac  [6]byte
+	addr netip.Addr
+	fd   int         // non-blocking AF_PACKET socket bound to the port's veth; closed by Network.Close
+	nb   *neighbours // the node namespace's neighbour table; closed with fd
+	out  chan frame
+}
+
+func (p *port) close() {
+	unix.Close(p.fd)
+	p.nb.close()
 }
 
 // frame is a frame waiting in a port's queue until due.

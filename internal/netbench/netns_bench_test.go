@@ -1,6 +1,7 @@
 package netbench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -28,7 +29,9 @@ import (
 //	CELLNODE_NETBENCH_STARTS=8     start-to-findable samples (sidecars started late)
 //	CELLNODE_NETBENCH_BIN=PATH     use this binary instead of building one
 //	CELLNODE_NETBENCH_RUN_ARGS=..  extra flags for every `cellnode run` (e.g. --dht-mode server)
-//	CELLNODE_NETBENCH_KEEP=1       keep homes and logs (the path is logged)
+//	CELLNODE_NETBENCH_KEEP=1       keep homes and logs (the path is logged), with a
+//	                               timeline of each cold find and late start
+//	CELLNODE_NETBENCH_FIND_LOG=..  the cold finds' --log-level (info; debug adds each set's find)
 func envInt(tb testing.TB, key string, def int) int {
 	v := os.Getenv(key)
 	if v == "" {
@@ -108,10 +111,14 @@ func BenchmarkNetns(b *testing.B) {
 		finders = finders[1:]
 		return nd
 	}
+	// Cold finds log at info (the breakdown's timestamps) unless
+	// CELLNODE_NETBENCH_FIND_LOG says otherwise (debug: each set's find).
+	findLog := cmp.Or(os.Getenv("CELLNODE_NETBENCH_FIND_LOG"), "info")
 	cells := max(steadyN/3, 1)
 	cellName := func(i int) string { return fmt.Sprintf("bench/c%02d", i%cells) }
 
-	rep := &report{rtt: rtt, net: c.net}
+	fulls := arpTableFulls()
+	rep := &report{rtt: rtt, net: c.net, cpu: c.cpu}
 	rep.phase("setup")
 	setup := time.Now()
 	boot := c.startBootstrap(ctx, bootNd)
@@ -124,7 +131,7 @@ func BenchmarkNetns(b *testing.B) {
 		err := p.waitAnnounced(wctx)
 		wcancel()
 		if err != nil {
-			b.Fatalf("sidecar %s: %v", p.cell, err)
+			b.Fatalf("sidecar %s: %v\n%s", p.cell, err, c.diagnose(ctx, boot, bootNd, p.nd))
 		}
 	}
 	b.Logf("network: %d namespaces, %v one way; %d cellnode processes up in %v (1 bootstrap, %d sidecars of %d cells)",
@@ -141,8 +148,10 @@ func BenchmarkNetns(b *testing.B) {
 		found, err := findable(ctx, p, pollers, name)
 		c.untrace(nd.Index)
 		if err != nil {
-			b.Fatalf("start to findable of %s: %v\n%s", name, err, tail(p.log))
+			b.Fatalf("start to findable of %s: %v\n%s\n%s%s", name, err, tail(p.log),
+				packetSummary(tl.get(), nd.Index, p.start), c.diagnose(ctx, boot, bootNd, nd))
 		}
+		writeTimeline(p.log+".timeline", tl.get(), nd.Index, p.start, fileLogs(p.log))
 		rep.add("start to findable (find began)", found.start.Sub(p.start), startBreakdown(p, found, tl.get()))
 		rep.add("start to findable (find answered)", found.end.Sub(p.start), nil)
 		sidecars = append(sidecars, p)
@@ -178,8 +187,9 @@ func BenchmarkNetns(b *testing.B) {
 		target := cellName(i)
 		home := filepath.Join(c.dir, fmt.Sprintf("cold%02d", i))
 		finder := nextFinder()
-		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", "info",
+		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", findLog,
 			"--bootstrap", strings.Join(c.boot, ","))
+		writeTimeline(home+".timeline", r.packets, finder.Index, r.start, r.logs)
 		rep.add("cold find", r.took(), coldBreakdown(r, finder, bootNd))
 		rep.found("cold find", r.reachable() > 0, r.reachable() == live(sidecars, target))
 		if b, err := os.ReadFile(filepath.Join(home, "peers.json")); err == nil {
@@ -206,8 +216,9 @@ func BenchmarkNetns(b *testing.B) {
 		target := liveCells[i%len(liveCells)]
 		home := filepath.Join(c.dir, fmt.Sprintf("killed%02d", i))
 		finder := nextFinder()
-		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", "info",
+		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", findLog,
 			"--bootstrap", strings.Join(c.boot, ","))
+		writeTimeline(home+".timeline", r.packets, finder.Index, r.start, r.logs)
 		rep.add("cold find, 30 % killed", r.took(), coldBreakdown(r, finder, bootNd))
 		rep.found("cold find, 30 % killed", r.reachable() > 0, r.reachable() == live(sidecars, target))
 	}
@@ -225,8 +236,9 @@ func BenchmarkNetns(b *testing.B) {
 			b.Fatal(err)
 		}
 		finder := nextFinder()
-		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", "info",
+		r := c.oneShot(ctx, finder, home, home+".run", "find", target, "--json", "--log-level", findLog,
 			"--bootstrap", strings.Join(c.boot, ","))
+		writeTimeline(home+".timeline", r.packets, finder.Index, r.start, r.logs)
 		rep.add("cold find, bootstrap down", r.took(), coldBreakdown(r, finder, bootNd))
 		rep.found("cold find, bootstrap down", r.reachable() > 0, r.reachable() == live(sidecars, target))
 	}
@@ -236,6 +248,7 @@ func BenchmarkNetns(b *testing.B) {
 	st := c.net.Stats()
 	b.Logf("switch: %d frames, %d bytes, %d flooded, %d ARP answered, %d dropped, %d oversize, %d errors; frames sent late by %v on average (max %v)",
 		st.Frames, st.Bytes, st.Flooded, st.ARP, st.Dropped, st.Oversize, st.Errors, st.MeanLate.Round(time.Microsecond), st.MaxLate.Round(time.Microsecond))
+	b.Logf("kernel ARP table overflows during the run (neighbour entries refused, all namespaces): %d", arpTableFulls()-fulls)
 	rep.print()
 	rep.metrics(b)
 }

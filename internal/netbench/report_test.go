@@ -15,9 +15,12 @@ import (
 type report struct {
 	rtt   time.Duration
 	net   *delaynet.Network
-	cur   string         // the phase under way
-	at    delaynet.Stats // the switch's counters when it began
-	lines []string       // the switch's lateness in each phase
+	cur   string               // the phase under way
+	at    delaynet.Stats       // the switch's counters when it began
+	cpu   func() time.Duration // CPU time the cellnode processes have used so far; nil: not reported
+	cpuAt time.Duration        // its value when the phase began
+	began time.Time
+	lines []string // the switch's lateness in each phase
 	order []string
 	ops   map[string]*opStats
 }
@@ -46,11 +49,20 @@ func (r *report) op(name string) *opStats {
 // in it, and begins the named one ("" for none).
 func (r *report) phase(name string) {
 	now := r.net.Stats()
-	if r.cur != "" {
-		r.lines = append(r.lines, fmt.Sprintf("switch during %-28s %6d frames, %4d sent over 1 ms late, %4d over 5 ms",
-			r.cur+":", now.Frames-r.at.Frames, now.Late-r.at.Late, now.Late5-r.at.Late5))
+	var cpu time.Duration
+	if r.cpu != nil {
+		cpu = r.cpu()
 	}
-	r.cur, r.at = name, now
+	if r.cur != "" {
+		line := fmt.Sprintf("switch during %-28s %6d frames, %4d sent over 1 ms late, %4d over 5 ms",
+			r.cur+":", now.Frames-r.at.Frames, now.Late-r.at.Late, now.Late5-r.at.Late5)
+		if r.cpu != nil {
+			wall := time.Since(r.began)
+			line += fmt.Sprintf("; cellnode CPU %.1f s in %.1f s (%.2f cores)", (cpu - r.cpuAt).Seconds(), wall.Seconds(), float64(cpu-r.cpuAt)/float64(wall))
+		}
+		r.lines = append(r.lines, line)
+	}
+	r.cur, r.at, r.cpuAt, r.began = name, now, cpu, time.Now()
 }
 
 func (r *report) add(name string, d time.Duration, st []stage) {
