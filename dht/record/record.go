@@ -71,7 +71,7 @@ var (
 	// ErrWrongShard: the record is not in the shard it was stored in or
 	// asked for (ShardOf its peer and shard count is another one).
 	ErrWrongShard = errors.New("dht: record in the wrong shard")
-	ErrStale                 = errors.New("dht: record older than the one held")
+	ErrStale      = errors.New("dht: record older than the one held")
 	// ErrWrongPublisher means a record was sent for a publisher's set but
 	// is not delegated by that publisher.
 	ErrWrongPublisher = errors.New("dht: record not delegated by the publisher asked for")

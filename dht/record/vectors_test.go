@@ -43,7 +43,7 @@ type vector struct {
 	Cell string `json:"cell"`
 	// Node (delegations only, hex) is the node key the delegation must
 	// name; "" asks for none.
-	Node  string `json:"node,omitempty"`
+	Node string `json:"node,omitempty"`
 	// Shard (records only), when present, is the shard the record must be
 	// in (docs/records.md, "Shards"); absent asks for none.
 	Shard *int  `json:"shard,omitempty"`
