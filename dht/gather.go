@@ -176,7 +176,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 				g.learn(learnt)
 			}
 		}()
-		recs := resp.Records[:min(len(resp.Records), 2*MaxPerNameDefault)] // one peer cannot flood a find
+		recs := resp.Records[:min(len(resp.Records), maxSetFactor*MaxPerNameDefault)] // one peer cannot flood a find
 		// The answer is in: it is no straggler, however long its records
 		// take to verify. They are verified outside the lock, so that a
 		// large set's answers are verified in parallel.

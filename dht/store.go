@@ -20,15 +20,15 @@ import (
 var ErrFull = errors.New("dht: store full")
 
 // MaxPerNameDefault is the default bound on the records of one set (of
-// one shard count: a set holds at most twice as many while its instances
-// move to more shards, see Store.PutIn); a finder takes at most twice as
-// many from one storer's answer.
+// one shard count or more: a set holds at most maxSetFactor times as many
+// while its instances move to more shards, see Store.PutIn); a finder
+// takes at most that many from one storer's answer.
 const MaxPerNameDefault = 256
 
 // StoreConfig bounds a Store. The zero value works.
 type StoreConfig struct {
 	// MaxPerName is the most records kept for one set with a given shard
-	// count or more, and half the most kept for one set; 0 means
+	// count or more, and a quarter of the most kept for one set; 0 means
 	// MaxPerNameDefault.
 	MaxPerName int
 	// MaxNames is the most sets (cell names, and publishers' sets for a
@@ -133,9 +133,7 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 // "Shards"). The record must belong in that shard (record.ErrWrongShard),
 // and, unless it is a withdrawal, carry at least the shard count the set
 // advises (ErrShardCount): see Advice. It returns the set's advice after
-// the put, or, for a record refused because the set is full, at least
-// twice the record's shard count, so that its publisher signs again with
-// more shards.
+// the put (also when it refuses the record).
 func (s *Store) PutIn(source, name string, publisher ed25519.PublicKey, shard int, raw []byte) (*record.Record, int, error) {
 	now := s.cfg.Now()
 	r, err := record.VerifyIn(raw, name, shard, now)
@@ -198,9 +196,9 @@ func (s *Store) PutIn(source, name string, publisher ed25519.PublicKey, shard in
 			// A record competes only with records of its shard count or
 			// more: those with fewer are of instances that have moved,
 			// or will at their next publish (see Advice).
-			if atLeast(set, r.ShardCount()) >= s.cfg.MaxPerName || len(set) >= 2*s.cfg.MaxPerName {
+			if atLeast(set, r.ShardCount()) >= s.cfg.MaxPerName || len(set) >= maxSetFactor*s.cfg.MaxPerName {
 				s.count.reject(ErrFull)
-				return nil, max(advice, min(record.MaxShards, 2*r.ShardCount())), fmt.Errorf("%w: %d records for %s", ErrFull, len(set), name)
+				return nil, advice, fmt.Errorf("%w: %d records for %s", ErrFull, len(set), name)
 			}
 		}
 		if pub := r.Publisher(); publisher == nil && pub != nil && s.countPublisher(set, pub) >= s.cfg.MaxPerPublisher {
@@ -235,6 +233,10 @@ func (s *Store) PutIn(source, name string, publisher ed25519.PublicKey, shard in
 	return r, s.adviceLocked(set, now), nil
 }
 
+// maxSetFactor bounds a set at this many times MaxPerName records, the
+// records of instances moving to more shards included.
+const maxSetFactor = 4
+
 // atLeast counts the records of set with a shard count of n or more.
 func atLeast(set map[peer.ID]*record.Record, n int) int {
 	c := 0
@@ -253,7 +255,8 @@ var ErrShardCount = errors.New("dht: shard count below the set's")
 // Advice returns the shard count the set (name, publisher, shard)
 // advises its publishers and finders: the largest shard count among its
 // live records (1 for none), doubled (up to record.MaxShards) when records
-// with that count fill three quarters of MaxPerName or the set is full.
+// with that count fill three quarters of MaxPerName. (A record refused
+// because its set is full is advised twice its own count: see PutIn.)
 // Publishers sign with at least it (PutIn refuses less); finders ask
 // every shard below the largest advice or count they meet.
 func (s *Store) Advice(name string, publisher ed25519.PublicKey, shard int) int {
@@ -263,12 +266,11 @@ func (s *Store) Advice(name string, publisher ed25519.PublicKey, shard int) int 
 }
 
 func (s *Store) adviceLocked(set map[peer.ID]*record.Record, now time.Time) int {
-	top, atTop, live := 1, 0, 0
+	top, atTop := 1, 0
 	for _, r := range set {
 		if r.Check(now) != nil {
 			continue
 		}
-		live++
 		switch c := r.ShardCount(); {
 		case c > top:
 			top, atTop = c, 1
@@ -276,7 +278,7 @@ func (s *Store) adviceLocked(set map[peer.ID]*record.Record, now time.Time) int 
 			atTop++
 		}
 	}
-	if top < record.MaxShards && (atTop >= s.cfg.MaxPerName*3/4 || live >= 2*s.cfg.MaxPerName) {
+	if top < record.MaxShards && atTop >= s.cfg.MaxPerName*3/4 {
 		return 2 * top
 	}
 	return top

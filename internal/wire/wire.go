@@ -37,7 +37,7 @@ type Response struct {
 	Core bool `cbor:"3,keyasint,omitempty"`
 	// Shards (PUT and GET) is the shard count the storer advises for the
 	// set: the largest its live records carry, doubled when that many
-	// fill three quarters of the set or the set is full; omitted when 1.
+	// fill three quarters of the set; omitted when 1.
 	Shards uint64 `cbor:"4,keyasint,omitempty"`
 }
 
