@@ -107,6 +107,9 @@ func printTable(w io.Writer, res *node.FindResult) {
 			pub, fmtAge(time.Until(in.Expires)))
 	}
 	tw.Flush()
+	if len(res.ShardsUnanswered) > 0 {
+		fmt.Fprintf(w, "(no storer answered for shards %v of %d: their instances may be missing)\n", res.ShardsUnanswered, res.Shards)
+	}
 	if n := total(res.Rejected); n > 0 {
 		fmt.Fprintf(w, "(%d invalid records dropped: %v)\n", n, res.Rejected)
 	}

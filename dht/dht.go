@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -133,6 +134,7 @@ type Node struct {
 	limiters map[peer.ID]*rate.Limiter // per remote peer, for the instances protocol
 
 	results resultCache // Config.FindCache
+	shards  shardMemo   // shard counts of recent publishes and finds, by name
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -497,6 +499,10 @@ type PublishStats struct {
 	Sent    int  // peers sent the record: the closest, and likely storers met on the way
 	Stored  int  // remote peers that accepted the record
 	Local   bool // stored in this node's own store (it is a DHT server)
+	// Shards is the largest shard count the storers advised for the
+	// record's set (at least the record's own): when above the record's,
+	// its publisher should sign again with it (see PublishSigned).
+	Shards int
 }
 
 // ErrNotStored is returned (wrapped) by Publish when no remote peer took
@@ -511,12 +517,23 @@ func PublisherKey(name string, publisher ed25519.PublicKey) string {
 }
 
 // setKey returns the DHT key of the name's set (publisher nil) or of the
-// publisher's set for the name.
-func setKey(name string, publisher ed25519.PublicKey) string {
+// publisher's set for the name, or of shard shard of either (ShardKey).
+func setKey(name string, publisher ed25519.PublicKey, shard int) string {
 	if publisher == nil {
-		return record.Key(name)
+		return ShardKey(record.Key(name), shard)
 	}
-	return PublisherKey(name, publisher)
+	return ShardKey(PublisherKey(name, publisher), shard)
+}
+
+// ShardKey returns the DHT key of shard shard of the set whose key is
+// key: key itself for shard 0, so that a cell of one shard lives where it
+// always did, else key + "/#" + the shard in decimal
+// ("/cell/acme/exchange/#5"; docs/records.md, "Shards").
+func ShardKey(key string, shard int) string {
+	if shard <= 0 {
+		return key
+	}
+	return key + "/#" + strconv.Itoa(shard)
 }
 
 // Publish stores the signed record r at the peers closest to its cell
@@ -536,13 +553,16 @@ func (d *Node) Publish(ctx context.Context, r *record.Record) (PublishStats, err
 		targets = append(targets, pub)
 	}
 	var first error
+	st.Shards = r.ShardCount()
 	if d.Server() {
 		for _, pub := range targets {
-			if _, err := d.store.PutFor(r.Name, pub, r.Bytes()); err != nil {
+			_, advice, err := d.store.PutIn("", r.Name, pub, r.Shard(), r.Bytes())
+			if err != nil {
 				first = err
 			} else {
 				st.Local = true
 			}
+			st.Shards = max(st.Shards, advice)
 		}
 	}
 	ctx = d.dialBudget(ctx)
@@ -551,9 +571,10 @@ func (d *Node) Publish(ctx context.Context, r *record.Record) (PublishStats, err
 	for _, sp := range d.active() {
 		for _, pub := range targets {
 			wg.Go(func() {
-				closest, sent, stored, err := d.publishAt(ctx, sp, r, pub)
+				closest, sent, stored, advice, err := d.publishAt(ctx, sp, r, pub)
 				mu.Lock()
 				defer mu.Unlock()
+				st.Shards = max(st.Shards, advice)
 				st.Closest += closest
 				st.Sent += sent
 				st.Stored += stored
@@ -583,8 +604,11 @@ func (d *Node) Publish(ctx context.Context, r *record.Record) (PublishStats, err
 // lookup hears of them, so that it can be found before the lookup ends;
 // the lookup's closest peers are sent it at the end. It returns the first
 // error seen.
-func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub ed25519.PublicKey) (closest, sent, stored int, first error) {
-	key := setKey(r.Name, pub)
+//
+// It also returns the largest shard count advice of the storers' answers.
+func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub ed25519.PublicKey) (closest, sent, stored, advice int, first error) {
+	shard := r.Shard()
+	key := setKey(r.Name, pub, shard)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sentTo := map[peer.ID]bool{}
@@ -600,9 +624,12 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		go func() {
 			defer wg.Done()
 			d.count.add("put_sent", 1)
-			_, err := d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub})
+			resp, err := d.call(ctx, p, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub, Shard: uint64(shard)})
 			mu.Lock()
 			defer mu.Unlock()
+			if resp != nil && resp.Shards <= record.MaxShards {
+				advice = max(advice, int(resp.Shards))
+			}
 			if err == nil {
 				stored++
 				took = append(took, p)
@@ -628,7 +655,9 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		}
 		if set, ok := d.reuse(ctx, sp, key, prev, store, wait); ok {
 			d.count.add("publish_reused", 1)
-			return len(set), len(sentTo), stored, nil
+			mu.Lock()
+			defer mu.Unlock()
+			return len(set), len(sentTo), stored, advice, nil
 		}
 		// The set could not be kept up: look up afresh (the peers that
 		// took r already are not sent it again).
@@ -656,12 +685,12 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 			sp.storers.put(key, reuse, time.Now())
 			sp.holders.put(key, took, time.Now())
 		}
-		return len(peers), len(sentTo), stored, nil
+		return len(peers), len(sentTo), stored, advice, nil
 	}
 	if err != nil {
 		first = err
 	}
-	return len(peers), len(sentTo), stored, first
+	return len(peers), len(sentTo), stored, advice, first
 }
 
 // FindStats says how a find went.
@@ -676,7 +705,16 @@ type FindStats struct {
 	Early     bool           // storers agreed before the lookup ended
 	Cached    bool           // remembered closest peers answered without a lookup
 	FromCache bool           // answered from the result cache (Config.FindCache): no message sent
-	Agreed    bool           // every set gathered had 3 storers' answers agreeing on it
+	Agreed    bool           // every set (and shard) gathered had 3 storers' answers agreeing on it
+	// Shards is how many shards of each set the find asked: the largest
+	// shard count met in a valid record or a storer's advice (or
+	// remembered from a find of the last minute), 1 for a cell that is
+	// not sharded.
+	Shards int
+	// Unanswered lists the shards (0 to Shards-1) of which no storer
+	// answered, in any space: their instances may be missing from the
+	// result, which holds every instance of the shards that answered.
+	Unanswered []int
 }
 
 // ErrNoPeers is returned by Find when the lookup reached no peer at all; the
@@ -755,42 +793,62 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 	var mu sync.Mutex
 	var raws [][]byte
 	var lookupErr error
-	for _, pub := range targets {
-		for _, r := range d.store.GetFor(name, pub) {
-			raws = append(raws, r.Bytes())
+	answered := map[int]int{} // by shard: the storers that answered, over spaces and sets
+	shards := d.shards.findHint(name, time.Now())
+	first := true // no gather has reported yet (see FindStats.Agreed)
+	add := func(shard int, got [][]byte, gs gatherStats) {
+		mu.Lock()
+		defer mu.Unlock()
+		raws = append(raws, got...)
+		answered[shard] += gs.answered
+		st.Closest += gs.closest
+		st.Asked += gs.asked
+		st.Responded += gs.answered
+		st.Lookup = max(st.Lookup, gs.lookup)
+		if gs.first > 0 && (st.First == 0 || gs.first < st.First) {
+			st.First = gs.first
+		}
+		st.Early = st.Early || gs.early
+		st.Cached = st.Cached || gs.cached
+		st.Agreed = gs.agreed && (st.Agreed || first)
+		first = false
+		if gs.lookupErr != nil && lookupErr == nil {
+			lookupErr = gs.lookupErr
+		}
+		for k, v := range gs.rejected {
+			st.Rejected[k] += v
 		}
 	}
 	ctx = d.dialBudget(ctx)
-	var wg sync.WaitGroup
-	first := true // no gather has reported yet (see FindStats.Agreed)
+	var fans []*fanOut
 	for _, sp := range d.active() {
 		for _, pub := range targets {
-			wg.Go(func() {
-				got, gs := d.gather(ctx, sp, name, pub, now)
-				mu.Lock()
-				defer mu.Unlock()
-				raws = append(raws, got...)
-				st.Closest += gs.closest
-				st.Asked += gs.asked
-				st.Responded += gs.answered
-				st.Lookup = max(st.Lookup, gs.lookup)
-				if gs.first > 0 && (st.First == 0 || gs.first < st.First) {
-					st.First = gs.first
-				}
-				st.Early = st.Early || gs.early
-				st.Cached = st.Cached || gs.cached
-				st.Agreed = gs.agreed && (st.Agreed || first)
-				first = false
-				if gs.lookupErr != nil && lookupErr == nil {
-					lookupErr = gs.lookupErr
-				}
-				for k, v := range gs.rejected {
-					st.Rejected[k] += v
-				}
-			})
+			f := &fanOut{d: d, ctx: ctx, sp: sp, name: name, pub: pub, now: now, add: add}
+			fans = append(fans, f)
+			f.learn(shards)
 		}
 	}
-	wg.Wait()
+	used := shards
+	for _, f := range fans {
+		f.wg.Wait()
+		used = max(used, f.count())
+	}
+	for _, pub := range targets {
+		for shard := range used {
+			for _, r := range d.store.GetIn(name, pub, shard) {
+				raws = append(raws, r.Bytes())
+			}
+		}
+	}
+	st.Shards = used
+	if len(fans) > 0 {
+		for shard := range used {
+			if answered[shard] == 0 {
+				st.Unanswered = append(st.Unanswered, shard)
+			}
+		}
+	}
+	d.shards.found(name, used, time.Now())
 	st.Received = len(raws)
 	for reason, n := range st.Rejected {
 		d.count.add("find_rejected_"+reason, uint64(n))

@@ -39,14 +39,15 @@ type testNode struct {
 
 // testNetwork starts n DHT servers on a mocknet, all linked, each connected
 // to node 0, with refreshed routing tables.
-func testNetwork(t *testing.T, n int, clk *clock) []*testNode {
+// Each of opts, if any, changes the nodes' Config.
+func testNetwork(t *testing.T, n int, clk *clock, opts ...func(*Config)) []*testNode {
 	t.Helper()
-	nodes, _ := testMocknet(t, n, clk)
+	nodes, _ := testMocknet(t, n, clk, opts...)
 	return nodes
 }
 
 // testMocknet is testNetwork, with its mocknet for nodes to come.
-func testMocknet(t *testing.T, n int, clk *clock) ([]*testNode, mocknet.Mocknet) {
+func testMocknet(t *testing.T, n int, clk *clock, opts ...func(*Config)) ([]*testNode, mocknet.Mocknet) {
 	t.Helper()
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
@@ -62,7 +63,11 @@ func testMocknet(t *testing.T, n int, clk *clock) ([]*testNode, mocknet.Mocknet)
 			t.Fatal(err)
 		}
 		raw, _ := sk.Raw()
-		d, err := New(h, Config{Mode: ModeServer, Flat: true, BucketSize: 4, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
+		cfg := Config{Mode: ModeServer, Flat: true, BucketSize: 4, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		d, err := New(h, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -234,7 +234,7 @@ func (d *Node) cacheOnPath(g *gatherer) {
 		for _, r := range Newest(req.Name, raws, now(), nil) {
 			d.count.add("path_cache_sent", 1)
 			d.count.add("put_sent", 1)
-			_, err := d.call(ctx, to, request{Op: opPut, Name: req.Name, Publisher: req.Publisher, Record: r.Bytes()})
+			_, err := d.call(ctx, to, request{Op: opPut, Name: req.Name, Publisher: req.Publisher, Shard: req.Shard, Record: r.Bytes()})
 			var remote *RemoteError
 			switch {
 			case err == nil:

@@ -111,7 +111,9 @@ type gatherer struct {
 	rank *ranker
 
 	mu       sync.Mutex
-	pending  int // GETs sent and not yet answered or failed
+	pending  int // GETs sent and not yet answered (records verified) or failed
+	inflight int // GETs sent whose answer has not arrived and that have not failed
+	counted  int // answers arrived from core storers, or empty from the closest peers: after one, the rest may be stragglers
 	asked    map[peer.ID]bool
 	holders  []peer.ID // peers that answered with valid records
 	raws     [][]byte
@@ -126,6 +128,8 @@ type gatherer struct {
 	closed   bool
 	rejected map[string]int  // invalid records received, by Reason
 	knew     map[peer.ID]int // peers that answered: how many instances their answer held a valid record of
+	shard    int             // the shard of the set asked for
+	learn    func(int)       // told of every shard count above 1 met (records and advice); nil: none
 }
 
 // ask sends the GET to p once. trusted says p is known to be among the
@@ -141,11 +145,16 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 	sent := time.Now()
 	g.lastAsk = sent
 	g.pending++
+	g.inflight++
 	g.mu.Unlock()
 	go func() {
+		arrived := false
 		defer func() {
 			g.mu.Lock()
 			g.pending--
+			if !arrived {
+				g.inflight--
+			}
 			g.mu.Unlock()
 			g.signal()
 		}()
@@ -155,6 +164,38 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 			return
 		}
 		now := g.now()
+		learnt := 0 // the largest shard count met, told after the lock
+		if resp.Shards <= record.MaxShards {
+			learnt = int(resp.Shards)
+		}
+		defer func() {
+			if learnt > 1 && g.learn != nil {
+				g.learn(learnt)
+			}
+		}()
+		recs := resp.Records[:min(len(resp.Records), maxSetFactor*MaxPerNameDefault)] // one peer cannot flood a find
+		// The answer is in: it is no straggler, however long its records
+		// take to verify. They are verified outside the lock, so that a
+		// large set's answers are verified in parallel.
+		g.mu.Lock()
+		arrived = true
+		g.inflight--
+		if resp.Core || (trusted && len(resp.Records) == 0) {
+			g.counted++
+		}
+		g.slowest = max(g.slowest, time.Since(sent))
+		var fresh [][]byte
+		for _, r := range recs {
+			if _, known := g.seen[string(r)]; !known {
+				fresh = append(fresh, r)
+			}
+		}
+		g.mu.Unlock()
+		checked := make(map[string]verdict, len(fresh))
+		for _, r := range fresh {
+			rec, err := g.verify(r, now)
+			checked[string(r)] = verdict{rec, err}
+		}
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		// An answer counts towards agreement if it comes from one of the
@@ -163,23 +204,26 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		near := g.nearNow()
 		counts := trusted || (resp.Core && near >= 0 && kb.CommonPrefixLen(kb.ConvertPeerID(p), g.key) >= near)
 		g.answered++
-		g.slowest = max(g.slowest, time.Since(sent))
 		knows := map[peer.ID]bool{} // the instances this answer holds a valid record of
-		for i, r := range resp.Records {
-			if i >= MaxPerNameDefault { // one peer cannot flood a find
-				break
-			}
+		for _, r := range recs {
 			rec, known := g.seen[string(r)]
 			if !known {
-				rec = g.valid(r, now)
+				v, ok := checked[string(r)]
+				if !ok { // seen when picked, so another answer checked it since: cannot happen
+					continue
+				}
+				rec = v.rec
 				g.seen[string(r)] = rec
-				if rec != nil {
+				if v.err != nil {
+					g.rejected[record.Reason(v.err)]++
+				} else {
 					g.raws = append(g.raws, r)
 					g.seenPeer[rec.Peer] = true
 				}
 			}
 			if rec != nil {
 				knows[rec.Peer] = true
+				learnt = max(learnt, rec.ShardCount())
 			}
 		}
 		g.knew[p] = len(knows)
@@ -272,17 +316,33 @@ func (g *gatherer) crowded() bool {
 }
 
 // valid returns raw decoded if it is a live record of the set asked for,
-// and nil otherwise.
+// and nil otherwise, counting the rejection. Called with g.mu held.
 func (g *gatherer) valid(raw []byte, now time.Time) *record.Record {
-	r, err := record.Verify(raw, g.req.Name, now)
-	if err == nil && g.req.Publisher != nil && !bytes.Equal(r.Publisher(), g.req.Publisher) {
-		err = record.ErrWrongPublisher
-	}
+	r, err := g.verify(raw, now)
 	if err != nil {
 		g.rejected[record.Reason(err)]++
 		return nil
 	}
 	return r
+}
+
+// verify checks that raw is a live record of the set asked for: of its
+// name, in its shard, and of its publisher when one is asked for.
+func (g *gatherer) verify(raw []byte, now time.Time) (*record.Record, error) {
+	r, err := record.VerifyIn(raw, g.req.Name, g.shard, now)
+	if err == nil && g.req.Publisher != nil && !bytes.Equal(r.Publisher(), g.req.Publisher) {
+		err = record.ErrWrongPublisher
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// verdict is a record verified outside the gatherer's lock.
+type verdict struct {
+	rec *record.Record
+	err error
 }
 
 // ranker ranks the peers a lookup hears of by closeness to its key, so
@@ -460,16 +520,17 @@ func sizeFrom(ref kb.ID, peers []peer.ID) int {
 	return int(num / den)
 }
 
-// gather collects the valid records of the set of name (pub nil) or of the
-// publisher pub for name from the peers of space sp. A repeated gather
+// gather collects the valid records of shard shard of the set of name (pub
+// nil) or of the publisher pub for name from the peers of space sp,
+// telling learn (if not nil) of every shard count above 1 it meets. A repeated gather
 // within cacheTTL first asks the remembered closest peers and skips the lookup when they agree. Answers
 // count towards agreement only if they hold valid records and come from a
 // peer near the key, so far or lying peers cannot end a find early.
-func (d *Node) gather(ctx context.Context, sp *space, name string, pub ed25519.PublicKey, now func() time.Time) ([][]byte, gatherStats) {
-	key := setKey(name, pub)
+func (d *Node) gather(ctx context.Context, sp *space, name string, pub ed25519.PublicKey, shard int, now func() time.Time, learn func(int)) ([][]byte, gatherStats) {
+	key := setKey(name, pub, shard)
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub}, key: kb.ConvertKey(key),
+	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub, Shard: uint64(shard)}, key: kb.ConvertKey(key), shard: shard, learn: learn,
 		ctx: ctx, t0: time.Now(), now: now, near: d.nearPrefix(sp), done: make(chan struct{}), news: make(chan struct{}, 1),
 		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}, knew: map[peer.ID]int{}}
 	g.rank = newRanker(d.host.ID(), g.key, g.near)
@@ -538,9 +599,13 @@ func (g *gatherer) wait(ctx context.Context) bool {
 	defer timer.Stop()
 	for {
 		g.mu.Lock()
-		pending := g.pending
+		pending, inflight := g.pending, g.inflight
 		wait := silentWait
-		if g.answered > 0 {
+		if g.counted > 0 {
+			// Stragglers only once a core storer has answered (or one
+			// of the closest, with nothing): the peripheral peers met
+			// on the way, which hold part of a set, answer faster than
+			// the core storers of a large one, whose answers are long.
 			wait = max(stragglerFloor, stragglerFactor*g.slowest)
 		}
 		wait -= time.Since(g.lastAsk)
@@ -550,8 +615,13 @@ func (g *gatherer) wait(ctx context.Context) bool {
 			return true
 		default:
 		}
-		if pending == 0 || wait <= 0 {
+		// Answers in and being verified are waited for; those not in
+		// yet, only until they are stragglers.
+		if pending == 0 || (pending == inflight && wait <= 0) {
 			return false
+		}
+		if pending > inflight || wait <= 0 {
+			wait = silentWait // woken by the news of the answers being verified
 		}
 		timer.Reset(wait)
 		select {

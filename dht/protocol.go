@@ -79,19 +79,31 @@ func (d *Node) handle(s network.Stream) {
 			resp.Error = err.Error()
 		} else if err := checkPublisher(req.Publisher); err != nil {
 			resp.Error = err.Error()
-		} else if !d.among(req.Name, req.Publisher, 2*d.cfg.Replication) {
+		} else if err := checkShard(req.Shard); err != nil {
+			resp.Error = err.Error()
+		} else if !d.among(req.Name, req.Publisher, int(req.Shard), 2*d.cfg.Replication) {
 			d.count.add("store_rejected_far", 1)
 			resp.Error = "not among the closest peers to this key"
-		} else if _, err := d.store.PutFrom(source(s.Conn()), req.Name, req.Publisher, req.Record); err != nil {
-			resp.Error = err.Error()
-			d.log.Debug("rejected record", "peer", s.Conn().RemotePeer(), "cell", req.Name, "err", err)
+		} else {
+			_, advice, err := d.store.PutIn(source(s.Conn()), req.Name, req.Publisher, int(req.Shard), req.Record)
+			if err != nil {
+				resp.Error = err.Error()
+				d.log.Debug("rejected record", "peer", s.Conn().RemotePeer(), "cell", req.Name, "shard", req.Shard, "err", err)
+			}
+			resp.Shards = adviceField(advice)
 		}
 	case req.Op == opGet:
 		d.count.add("get_received", 1)
-		for _, rec := range d.store.GetFor(req.Name, req.Publisher) {
+		if err := checkShard(req.Shard); err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		shard := int(req.Shard)
+		for _, rec := range d.store.GetIn(req.Name, req.Publisher, shard) {
 			resp.Records = append(resp.Records, rec.Bytes())
 		}
-		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
+		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, shard, d.cfg.Replication)
+		resp.Shards = adviceField(d.store.Advice(req.Name, req.Publisher, shard))
 		d.count.add("records_served", uint64(len(resp.Records)))
 	default:
 		resp.Error = fmt.Sprintf("unknown op %d", req.Op)
@@ -205,6 +217,23 @@ type RemoteError struct {
 
 func (e *RemoteError) Error() string { return fmt.Sprintf("peer %s: %s", e.Peer, e.Msg) }
 
+// checkShard checks the shard of a request: 0 to record.MaxShards-1.
+func checkShard(n uint64) error {
+	if n >= record.MaxShards {
+		return fmt.Errorf("shard %d out of range (0 to %d)", n, record.MaxShards-1)
+	}
+	return nil
+}
+
+// adviceField is a shard count advice as the response carries it: left
+// out when 1.
+func adviceField(n int) uint64 {
+	if n <= 1 {
+		return 0
+	}
+	return uint64(n)
+}
+
 func checkPublisher(p []byte) error {
 	if p != nil && len(p) != 32 {
 		return fmt.Errorf("publisher key of %d bytes", len(p))
@@ -219,8 +248,8 @@ func checkPublisher(p []byte) error {
 // A storer takes a set only within 2×Replication (so that a planted record
 // does not reach peers a finder asks on its way to the key), and says it
 // is a core storer within Replication.
-func (d *Node) among(name string, publisher []byte, n int) bool {
-	key := setKey(name, publisher)
+func (d *Node) among(name string, publisher []byte, shard, n int) bool {
+	key := setKey(name, publisher, shard)
 	want := n
 	target := kb.ConvertKey(key)
 	spaces := d.active()

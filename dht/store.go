@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,13 +19,16 @@ import (
 // many live records as it may.
 var ErrFull = errors.New("dht: store full")
 
-// MaxPerNameDefault is the default bound on the records of one set, and
-// the most records a finder takes from one storer's answer.
+// MaxPerNameDefault is the default bound on the records of one set (of
+// one shard count or more: a set holds at most maxSetFactor times as many
+// while its instances move to more shards, see Store.PutIn); a finder
+// takes at most that many from one storer's answer.
 const MaxPerNameDefault = 256
 
 // StoreConfig bounds a Store. The zero value works.
 type StoreConfig struct {
-	// MaxPerName is the most records kept for one cell name; 0 means
+	// MaxPerName is the most records kept for one set with a given shard
+	// count or more, and a quarter of the most kept for one set; 0 means
 	// MaxPerNameDefault.
 	MaxPerName int
 	// MaxNames is the most sets (cell names, and publishers' sets for a
@@ -91,12 +95,16 @@ func NewStore(cfg StoreConfig) *Store {
 }
 
 // bucket names the set a record is kept in: the cell name's set, or the
-// set of one publisher's records for the name.
-func bucket(name string, publisher ed25519.PublicKey) string {
-	if publisher == nil {
-		return name
+// set of one publisher's records for the name, or shard shard (above 0)
+// of either.
+func bucket(name string, publisher ed25519.PublicKey, shard int) string {
+	if publisher != nil {
+		name += "@" + hex.EncodeToString(publisher)
 	}
-	return name + "@" + hex.EncodeToString(publisher)
+	if shard > 0 {
+		name += "#" + strconv.Itoa(shard)
+	}
+	return name
 }
 
 // Put verifies raw as a record of name and stores it in the name's set,
@@ -117,28 +125,44 @@ func (s *Store) PutFor(name string, publisher ed25519.PublicKey, raw []byte) (*r
 // records. The records a source holds, and their bytes, are bounded by
 // MaxPerSource and MaxBytesPerSource (ErrFull); "" is not bounded.
 func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []byte) (*record.Record, error) {
+	r, _, err := s.PutIn(source, name, publisher, 0, raw)
+	return r, err
+}
+
+// PutIn is PutFrom into shard shard of the set (docs/records.md,
+// "Shards"). The record must belong in that shard (record.ErrWrongShard),
+// and, unless it is a withdrawal, carry at least the shard count the set
+// advises (ErrShardCount): see Advice. It returns the set's advice after
+// the put (also when it refuses the record).
+func (s *Store) PutIn(source, name string, publisher ed25519.PublicKey, shard int, raw []byte) (*record.Record, int, error) {
 	now := s.cfg.Now()
-	r, err := record.Verify(raw, name, now)
+	r, err := record.VerifyIn(raw, name, shard, now)
 	if err == nil && publisher != nil && !bytes.Equal(r.Publisher(), publisher) {
 		err = record.ErrWrongPublisher
 	}
 	if err != nil {
 		s.count.reject(err)
-		return nil, err
+		return nil, 1, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	name = bucket(name, publisher)
+	name = bucket(name, publisher, shard)
 	set := s.byName[name]
+	advice := s.adviceLocked(set, now)
 	if old, ok := set[r.Peer]; ok {
 		if old.Seq == r.Seq && string(old.Bytes()) == string(r.Bytes()) {
-			return old, nil
+			return old, advice, nil
 		}
 		if old.Seq >= r.Seq {
 			err := fmt.Errorf("%w: seq %d, holding %d", record.ErrStale, r.Seq, old.Seq)
 			s.count.reject(err)
-			return nil, err
+			return nil, advice, err
 		}
+	}
+	if !r.Withdrawn && r.ShardCount() < advice {
+		err := fmt.Errorf("%w: %d, the set's is %d: sign again with %d shards", ErrShardCount, r.ShardCount(), advice, advice)
+		s.count.reject(err)
+		return nil, advice, err
 	}
 	if source != "" && !s.roomFor(source, set[r.Peer], r) {
 		// The source's expired records free its quota; a flooding source
@@ -151,7 +175,7 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 		if !s.roomFor(source, set[r.Peer], r) {
 			u := s.bySrc[source]
 			s.count.reject(ErrFull)
-			return nil, fmt.Errorf("%w: the sender's network holds %d records, %d bytes", ErrFull, u.records, u.bytes)
+			return nil, advice, fmt.Errorf("%w: the sender's network holds %d records, %d bytes", ErrFull, u.records, u.bytes)
 		}
 	}
 	if set == nil {
@@ -159,7 +183,7 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 			s.bytes -= s.gcLocked(now)
 			if len(s.byName) >= s.cfg.MaxNames {
 				s.count.reject(ErrFull)
-				return nil, fmt.Errorf("%w: %d names", ErrFull, len(s.byName))
+				return nil, advice, fmt.Errorf("%w: %d names", ErrFull, len(s.byName))
 			}
 		}
 		set = make(map[peer.ID]*record.Record)
@@ -169,14 +193,17 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 	if !replacing {
 		if len(set) >= s.cfg.MaxPerName {
 			s.bytes -= s.pruneSet(set, now)
-			if len(set) >= s.cfg.MaxPerName {
+			// A record competes only with records of its shard count or
+			// more: those with fewer are of instances that have moved,
+			// or will at their next publish (see Advice).
+			if atLeast(set, r.ShardCount()) >= s.cfg.MaxPerName || len(set) >= maxSetFactor*s.cfg.MaxPerName {
 				s.count.reject(ErrFull)
-				return nil, fmt.Errorf("%w: %d records for %s", ErrFull, len(set), name)
+				return nil, advice, fmt.Errorf("%w: %d records for %s", ErrFull, len(set), name)
 			}
 		}
 		if pub := r.Publisher(); publisher == nil && pub != nil && s.countPublisher(set, pub) >= s.cfg.MaxPerPublisher {
 			s.count.reject(ErrFull)
-			return nil, fmt.Errorf("%w: publisher holds %d records for %s", ErrFull, s.cfg.MaxPerPublisher, name)
+			return nil, advice, fmt.Errorf("%w: publisher holds %d records for %s", ErrFull, s.cfg.MaxPerPublisher, name)
 		}
 	}
 	grow := len(r.Bytes())
@@ -187,7 +214,7 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 		s.bytes -= s.gcLocked(now)
 		if s.bytes+grow > s.cfg.MaxBytes {
 			s.count.reject(ErrFull)
-			return nil, fmt.Errorf("%w: %d bytes held", ErrFull, s.bytes)
+			return nil, advice, fmt.Errorf("%w: %d bytes held", ErrFull, s.bytes)
 		}
 	}
 	s.bytes += grow
@@ -203,7 +230,58 @@ func (s *Store) PutFrom(source, name string, publisher ed25519.PublicKey, raw []
 		s.bySrc[source] = u
 	}
 	s.count.add("stored", 1)
-	return r, nil
+	return r, s.adviceLocked(set, now), nil
+}
+
+// maxSetFactor bounds a set at this many times MaxPerName records, the
+// records of instances moving to more shards included.
+const maxSetFactor = 4
+
+// atLeast counts the records of set with a shard count of n or more.
+func atLeast(set map[peer.ID]*record.Record, n int) int {
+	c := 0
+	for _, r := range set {
+		if r.ShardCount() >= n {
+			c++
+		}
+	}
+	return c
+}
+
+// ErrShardCount is returned (wrapped) by Store.PutIn for a record whose
+// shard count is below the one its set advises.
+var ErrShardCount = errors.New("dht: shard count below the set's")
+
+// Advice returns the shard count the set (name, publisher, shard)
+// advises its publishers and finders: the largest shard count among its
+// live records (1 for none), doubled (up to record.MaxShards) when records
+// with that count fill three quarters of MaxPerName. (A record refused
+// because its set is full is advised twice its own count: see PutIn.)
+// Publishers sign with at least it (PutIn refuses less); finders ask
+// every shard below the largest advice or count they meet.
+func (s *Store) Advice(name string, publisher ed25519.PublicKey, shard int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adviceLocked(s.byName[bucket(name, publisher, shard)], s.cfg.Now())
+}
+
+func (s *Store) adviceLocked(set map[peer.ID]*record.Record, now time.Time) int {
+	top, atTop := 1, 0
+	for _, r := range set {
+		if r.Check(now) != nil {
+			continue
+		}
+		switch c := r.ShardCount(); {
+		case c > top:
+			top, atTop = c, 1
+		case c == top:
+			atTop++
+		}
+	}
+	if top < record.MaxShards && atTop >= s.cfg.MaxPerName*3/4 {
+		return 2 * top
+	}
+	return top
 }
 
 // roomFor reports whether source may hold r, replacing old (nil if none).
@@ -240,10 +318,15 @@ func (s *Store) Get(name string) []*record.Record { return s.GetFor(name, nil) }
 
 // GetFor is Get for the set of the publisher's records for name.
 func (s *Store) GetFor(name string, publisher ed25519.PublicKey) []*record.Record {
+	return s.GetIn(name, publisher, 0)
+}
+
+// GetIn is GetFor for shard shard of the set.
+func (s *Store) GetIn(name string, publisher ed25519.PublicKey, shard int) []*record.Record {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	name = bucket(name, publisher)
+	name = bucket(name, publisher, shard)
 	set := s.byName[name]
 	out := make([]*record.Record, 0, len(set))
 	for id, r := range set {
@@ -348,6 +431,9 @@ func (c Counters) reject(err error) {
 	label := record.Reason(err)
 	if errors.Is(err, ErrFull) {
 		label = "full"
+	}
+	if errors.Is(err, ErrShardCount) {
+		label = "shard_count"
 	}
 	c.add("rejected_"+label, 1)
 }

@@ -111,6 +111,10 @@ type Announcer struct {
 	retry    time.Time
 	lastWarn time.Time // of the "no remote peer" warning
 	warnedWD bool      // a failed withdrawal was logged since the last success
+	// shards is the shard count of the records (0: 1), raised when the
+	// storers advise more (see dht.PublishSigned); a withdrawal carries
+	// the last one, so that it goes to the shard of the last record.
+	shards int
 }
 
 // Announce starts announcing a cell: it checks the endpoint every
@@ -416,6 +420,7 @@ func (an *Announcer) sign(withdrawn bool) (*record.Record, []string, error) {
 	now := an.n.now()
 	an.mu.Lock()
 	deleg := an.a.Delegation
+	shards := an.shards
 	an.mu.Unlock()
 	if deleg != nil {
 		if err := deleg.CheckFor(an.a.Name, an.n.priv.Public().(ed25519.PublicKey), now); err != nil {
@@ -426,7 +431,7 @@ func (an *Announcer) sign(withdrawn bool) (*record.Record, []string, error) {
 		Name: an.a.Name, PublicKey: an.n.priv.Public().(ed25519.PublicKey),
 		Region: an.a.Region, Manifest: an.a.Manifest, Seq: seq,
 		Issued: now, Expires: now.Add(an.a.Lifetime), Withdrawn: withdrawn,
-		Delegation: deleg,
+		Delegation: deleg, Shards: shards,
 	}
 	var eps []string
 	if !withdrawn {
@@ -455,6 +460,10 @@ func (an *Announcer) backoff(k int) time.Duration {
 	return min(d, an.a.Republish)
 }
 
+// maxReshard bounds how many times a publish signs again with more
+// shards: the count doubles at most log2(record.MaxShards) times.
+const maxReshard = 7
+
 func (an *Announcer) publish(ctx context.Context) {
 	r, eps, err := an.sign(false)
 	if err != nil {
@@ -481,6 +490,20 @@ func (an *Announcer) publish(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	an.n.rejoin(pctx)
 	st, err := an.n.publishRecord(pctx, r)
+	// The storers advise more shards: sign again with their count, at
+	// once (the record just sent lives on where it was taken).
+	for try := 0; st.Shards > r.ShardCount() && record.CheckShards(st.Shards) == nil && try < maxReshard && pctx.Err() == nil; try++ {
+		an.mu.Lock()
+		an.shards = st.Shards
+		an.mu.Unlock()
+		an.n.log.Debug("storers advise more shards", "cell", an.a.Name, "shards", r.ShardCount(), "advice", st.Shards)
+		r2, eps2, err2 := an.sign(false)
+		if err2 != nil {
+			break
+		}
+		r, eps = r2, eps2
+		st, err = an.n.publishRecord(pctx, r)
+	}
 	cancel()
 	cancelled := ctx.Err() != nil
 	var held uint64

@@ -47,6 +47,12 @@ type FindResult struct {
 	OfflineReason string         `json:"offline_reason,omitempty"`
 	Rejected      map[string]int `json:"rejected,omitempty"` // records dropped, by reason
 	Asked         int            `json:"asked"`              // DHT peers asked
+	// Shards is how many shards of the cell's sets the find asked (1 for
+	// a cell that is not sharded; docs/records.md, "Shards"), and
+	// ShardsUnanswered the shards of which no storer answered: their
+	// instances may be missing from Instances.
+	Shards           int   `json:"shards,omitempty"`
+	ShardsUnanswered []int `json:"shards_unanswered,omitempty"`
 }
 
 // FindOptions says whom a find trusts.
@@ -136,6 +142,12 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 			return nil, a.err
 		}
 		res.Asked += a.st.Responded
+		res.Shards = max(res.Shards, a.st.Shards)
+		for _, sh := range a.st.Unanswered {
+			if !slices.Contains(res.ShardsUnanswered, sh) {
+				res.ShardsUnanswered = append(res.ShardsUnanswered, sh)
+			}
+		}
 		for k, v := range a.st.Rejected {
 			res.Rejected[k] += v
 		}

@@ -342,7 +342,13 @@ func (nw *Network) announce(ctx context.Context, d Design, s *slot) error {
 	defer cancel()
 	switch d {
 	case SetStore:
-		_, err = m.node.DHT().Publish(ctx, r)
+		// Signed again with more shards when the storers advise it
+		// (dht.PublishSigned), as the announcer does.
+		_, _, err = m.node.DHT().PublishSigned(ctx, s.name, func(shards int) (*record.Record, error) {
+			r.Shards = shards
+			r.Seq = nw.nextSeq(now)
+			return record.Sign(m.priv, *r)
+		})
 	case ValueRecords:
 		kad := m.node.DHT().Kad()
 		var put, prov error
@@ -592,6 +598,14 @@ func (r *run) find(k int, d Design, from int, name, phase string, repeat bool) e
 		}
 	}
 	rep.Finds++
+	rep.InstancesWanted += len(want)
+	for p := range want {
+		if got[p] {
+			rep.InstancesFound++
+		}
+	}
+	rep.ShardsMax = max(rep.ShardsMax, fst.Shards)
+	rep.ShardsUnanswered += len(fst.Unanswered)
 	if fst.Early {
 		rep.EarlyStops++
 	}

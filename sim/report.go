@@ -108,9 +108,15 @@ type Report struct {
 	MessagesPerFind float64
 	BytesPerFind    float64
 	FindMessages    map[string]uint64
-	StaleReturns    int // instances of dead hosts returned by the finds
-	EarlyStops      int // set-store finds that stopped before their lookup ended (dht.FindStats.Early)
-	RepeatsCached   int // set-store repeated finds answered by the remembered storers, without a lookup
+	// InstancesWanted and InstancesFound sum, over the finds, the live
+	// reachable instances each should have returned and those it did.
+	InstancesWanted, InstancesFound int
+	// ShardsMax is the most shards a find asked (dht.FindStats.Shards);
+	// ShardsUnanswered sums the shards no storer answered over the finds.
+	ShardsMax, ShardsUnanswered int
+	StaleReturns                int // instances of dead hosts returned by the finds
+	EarlyStops                  int // set-store finds that stopped before their lookup ended (dht.FindStats.Early)
+	RepeatsCached               int // set-store repeated finds answered by the remembered storers, without a lookup
 	// Rejected counts, over every node and the whole run, the records
 	// storers refused ("rejected_future", ...), the records finders
 	// dropped ("find_rejected_expired", ...) and the requests refused by
@@ -225,23 +231,26 @@ type republishJSON struct {
 type findJSON struct {
 	Count int `json:"count"`
 	Latency
-	FirstP50MS      float64           `json:"first_p50_ms"`
-	FirstP95MS      float64           `json:"first_p95_ms"`
-	FirstP50RTT     float64           `json:"first_p50_rtt"`
-	FirstP95RTT     float64           `json:"first_p95_rtt"`
-	First           Latency           `json:"first"`
-	Repeat          Latency           `json:"repeat"`
-	SuccessRate     float64           `json:"success_rate"`
-	Misses          int               `json:"misses"`
-	Errors          int               `json:"errors"`
-	FirstError      string            `json:"first_error,omitempty"`
-	FirstMiss       string            `json:"first_miss,omitempty"`
-	StaleReturns    int               `json:"stale_returns"`
-	EarlyStops      int               `json:"early_stops"`
-	RepeatsCached   int               `json:"repeats_cached"`
-	MessagesPerFind float64           `json:"messages_per_find"`
-	BytesPerFind    float64           `json:"bytes_per_find"`
-	Messages        map[string]uint64 `json:"messages"`
+	FirstP50MS       float64           `json:"first_p50_ms"`
+	FirstP95MS       float64           `json:"first_p95_ms"`
+	FirstP50RTT      float64           `json:"first_p50_rtt"`
+	FirstP95RTT      float64           `json:"first_p95_rtt"`
+	First            Latency           `json:"first"`
+	Repeat           Latency           `json:"repeat"`
+	SuccessRate      float64           `json:"success_rate"`
+	Misses           int               `json:"misses"`
+	Errors           int               `json:"errors"`
+	FirstError       string            `json:"first_error,omitempty"`
+	FirstMiss        string            `json:"first_miss,omitempty"`
+	FoundFraction    float64           `json:"found_fraction"`
+	ShardsMax        int               `json:"shards_max"`
+	ShardsUnanswered int               `json:"shards_unanswered"`
+	StaleReturns     int               `json:"stale_returns"`
+	EarlyStops       int               `json:"early_stops"`
+	RepeatsCached    int               `json:"repeats_cached"`
+	MessagesPerFind  float64           `json:"messages_per_find"`
+	BytesPerFind     float64           `json:"bytes_per_find"`
+	Messages         map[string]uint64 `json:"messages"`
 }
 
 // MarshalJSON writes the report grouped by subject.
@@ -260,11 +269,21 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			FirstP50RTT: r.FindFirst.P50RTT, FirstP95RTT: r.FindFirst.P95RTT,
 			First: r.FindFirst, Repeat: r.FindRepeat,
 			SuccessRate: r.Success, Misses: r.Misses, Errors: r.Errors, FirstError: r.FirstError, FirstMiss: r.FirstMiss,
+			FoundFraction: r.FoundFraction(), ShardsMax: r.ShardsMax, ShardsUnanswered: r.ShardsUnanswered,
 			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, RepeatsCached: r.RepeatsCached, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
 			Messages: r.FindMessages},
 		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness, Load: r.Load,
 		Baseline: r.Baseline, VsBaseline: r.VsBaseline, Hot: r.Hot,
 	})
+}
+
+// FoundFraction is InstancesFound over InstancesWanted (1 when no find
+// wanted any).
+func (r *Report) FoundFraction() float64 {
+	if r.InstancesWanted == 0 {
+		return 1
+	}
+	return float64(r.InstancesFound) / float64(r.InstancesWanted)
 }
 
 // String returns the report as WriteText writes it.
@@ -305,6 +324,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Hot == nil {
 		fmt.Fprintf(&b, "  find       %d: %s; %.1f msgs, %.0f bytes each %s\n",
 			r.Finds, r.Find.text(rttOn), r.MessagesPerFind, r.BytesPerFind, kinds(r.FindMessages))
+	}
+	if r.ShardsMax > 1 {
+		fmt.Fprintf(&b, "    instances    %d of %d found (%.4f); up to %d shards asked, %d shards unanswered\n",
+			r.InstancesFound, r.InstancesWanted, r.FoundFraction(), r.ShardsMax, r.ShardsUnanswered)
 	}
 	if r.FindFirst.N > 0 {
 		fmt.Fprintf(&b, "    first        %s\n", r.FindFirst.text(rttOn))

@@ -346,6 +346,15 @@ func (m *cborMap) texts(k uint64) []string {
 	return out
 }
 
+// optUint returns key k's unsigned integer and whether it is present.
+func (m *cborMap) optUint(k uint64) (uint64, bool) {
+	v, ok := m.get(k)
+	if ok && v.major != majorUint {
+		m.typeErr(k, "an unsigned integer")
+	}
+	return v.n, ok
+}
+
 // flag returns key k's boolean, which (being optional) must be true.
 func (m *cborMap) flag(k uint64) bool {
 	v, ok := m.get(k)

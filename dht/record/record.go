@@ -3,6 +3,7 @@ package record
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -38,6 +39,9 @@ const (
 	// before the epoch are not allowed either. Every such value is exact in
 	// an IEEE double.
 	MaxUnixMilli = 253402300799999
+	// MaxShards is the largest shard count a record may carry (body key
+	// 12): a cell's instances are spread over at most 64 sets.
+	MaxShards = 64
 	// FormatVersion is the body version this package writes and accepts.
 	// Version 1 (Ed25519ctx signatures) is retired: no network ran it.
 	FormatVersion = 2
@@ -64,7 +68,10 @@ var (
 	ErrFuture                = errors.New("dht: issued in the future")
 	ErrExpired               = errors.New("dht: expired")
 	ErrWrongName             = errors.New("dht: for another cell name")
-	ErrStale                 = errors.New("dht: record older than the one held")
+	// ErrWrongShard: the record is not in the shard it was stored in or
+	// asked for (ShardOf its peer and shard count is another one).
+	ErrWrongShard = errors.New("dht: record in the wrong shard")
+	ErrStale      = errors.New("dht: record older than the one held")
 	// ErrWrongPublisher means a record was sent for a publisher's set but
 	// is not delegated by that publisher.
 	ErrWrongPublisher = errors.New("dht: record not delegated by the publisher asked for")
@@ -84,6 +91,11 @@ type Record struct {
 	Issued    time.Time         // millisecond precision
 	Expires   time.Time         // millisecond precision, at most Issued+60s
 	Withdrawn bool              // the instance is gone; Endpoints is empty
+	// Shards is the number of sets the cell's instances are spread over
+	// (body key 12): a power of two, 1 to MaxShards; 0 means 1. The record
+	// belongs in shard ShardOf(Peer, Shards) (see docs/records.md,
+	// "Shards").
+	Shards int
 	// Delegation, when not nil, ties the record to a publisher key listed
 	// in the cell's manifest; nil means an open (unverified) record.
 	Delegation *Delegation
@@ -98,6 +110,34 @@ func (r *Record) Publisher() ed25519.PublicKey {
 		return nil
 	}
 	return r.Delegation.Publisher
+}
+
+// ShardCount returns the record's shard count, at least 1.
+func (r *Record) ShardCount() int { return max(1, r.Shards) }
+
+// Shard returns the shard the record belongs in: ShardOf its peer and
+// shard count.
+func (r *Record) Shard() int { return ShardOf(r.Peer, r.ShardCount()) }
+
+// ShardOf returns the shard of the instance of peer p among shards sets
+// (a power of two): the first byte of SHA-256 of the peer ID's bytes,
+// modulo shards. Doubling the count keeps an instance in its shard or
+// moves it to shard+old count, never elsewhere.
+func ShardOf(p peer.ID, shards int) int {
+	if shards <= 1 {
+		return 0
+	}
+	h := sha256.Sum256([]byte(p))
+	return int(h[0]) & (shards - 1)
+}
+
+// CheckShards checks a shard count as a record carries it: a power of
+// two from 1 to MaxShards. The error wraps ErrMalformed.
+func CheckShards(n int) error {
+	if n < 1 || n > MaxShards || n&(n-1) != 0 {
+		return fmt.Errorf("%w: shard count %d, want a power of two from 1 to %d", ErrMalformed, n, MaxShards)
+	}
+	return nil
 }
 
 // Bytes returns the signed encoding of r, or nil if r was never signed or
@@ -121,10 +161,12 @@ type body struct {
 	Expires   uint64   `cbor:"9,keyasint"`
 	Withdrawn bool     `cbor:"10,keyasint,omitempty"`
 	Delegate  []byte   `cbor:"11,keyasint,omitempty"`
+	Shards    uint64   `cbor:"12,keyasint,omitempty"` // absent (0 here) means 1
+	hasShards bool     // key 12 was present (Decode), so 0 or 1 is an error
 }
 
 var (
-	bodyKeys     = []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
+	bodyKeys     = []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 	bodyRequired = []uint64{0, 1, 2, 3, 4, 7, 8, 9}
 )
 
@@ -213,6 +255,9 @@ func bodyOf(r *Record) (body, error) {
 		Seq:       r.Seq,
 		Withdrawn: r.Withdrawn,
 	}
+	if r.Shards < 0 || r.Shards > 1 {
+		b.Shards, b.hasShards = uint64(r.Shards), true
+	}
 	var err error
 	if b.Issued, err = unixMilli("issued", r.Issued); err != nil {
 		return b, err
@@ -297,6 +342,7 @@ func Decode(raw []byte) (*Record, error) {
 		Withdrawn: m.flag(10),
 		Delegate:  m.bytes(11, true),
 	}
+	b.Shards, b.hasShards = m.optUint(12)
 	if m.err != nil {
 		return nil, m.err
 	}
@@ -324,6 +370,7 @@ func Decode(raw []byte) (*Record, error) {
 		Issued:    time.UnixMilli(int64(b.Issued)).UTC(),
 		Expires:   time.UnixMilli(int64(b.Expires)).UTC(),
 		Withdrawn: b.Withdrawn,
+		Shards:    int(max(1, b.Shards)), // check() bounded it
 	}
 	if b.Manifest != nil {
 		if r.Manifest, err = cid.Cast(b.Manifest); err != nil { // cannot fail: check() read its 24 bytes
@@ -382,6 +429,14 @@ func (b *body) check() error {
 	if b.Seq == 0 || b.Seq > MaxSeq {
 		return fmt.Errorf("%w: sequence number %d (1 to 2^63-1 allowed)", ErrMalformed, b.Seq)
 	}
+	if b.hasShards {
+		if b.Shards == 1 {
+			return fmt.Errorf("%w: shard count 1 is present (leave key 12 out for one shard)", ErrMalformed)
+		}
+		if b.Shards < 2 || b.Shards > MaxShards || b.Shards&(b.Shards-1) != 0 {
+			return fmt.Errorf("%w: shard count %d, want a power of two from 2 to %d (or key 12 left out)", ErrMalformed, b.Shards, MaxShards)
+		}
+	}
 	if b.Issued > MaxUnixMilli || b.Expires > MaxUnixMilli {
 		return fmt.Errorf("%w: time after %d ms (year 9999)", ErrMalformed, uint64(MaxUnixMilli))
 	}
@@ -415,12 +470,22 @@ func (r *Record) Check(now time.Time) error {
 // name is not empty) and that it is live at now. It is what storers and
 // finders run on every record they receive.
 func Verify(raw []byte, name string, now time.Time) (*Record, error) {
+	return VerifyIn(raw, name, -1, now)
+}
+
+// VerifyIn is Verify for a record found in (or sent to) shard shard of the
+// name's sets: after the name, it checks that the record belongs in that
+// shard (ErrWrongShard), before the clock. A negative shard asks for none.
+func VerifyIn(raw []byte, name string, shard int, now time.Time) (*Record, error) {
 	r, err := Decode(raw)
 	if err != nil {
 		return nil, err
 	}
 	if name != "" && r.Name != name {
 		return nil, fmt.Errorf("%w: record for %q, want %q", ErrWrongName, r.Name, name)
+	}
+	if shard >= 0 && r.Shard() != shard {
+		return nil, fmt.Errorf("%w: the record of %s with %d shards belongs in shard %d, not %d", ErrWrongShard, r.Peer, r.ShardCount(), r.Shard(), shard)
 	}
 	if err := r.Check(now); err != nil {
 		return nil, err
@@ -432,7 +497,7 @@ func Verify(raw []byte, name string, now time.Time) (*Record, error) {
 // for the conformance vectors: "too_large", "malformed", "non_canonical",
 // "non_canonical_key", "small_order_key", "peer_mismatch",
 // "non_canonical_signature", "bad_signature", "lifetime", "wrong_name",
-// "wrong_node", "future", "expired", "delegation" (any fault of a record's
+// "wrong_shard", "wrong_node", "future", "expired", "delegation" (any fault of a record's
 // delegation: see DelegationReason), "stale", "wrong_publisher", or
 // "other".
 func Reason(err error) string {
@@ -447,7 +512,7 @@ func Reason(err error) string {
 		{ErrNonCanonical, "non_canonical"}, {ErrNonCanonicalKey, "non_canonical_key"},
 		{ErrSmallOrderKey, "small_order_key"}, {ErrPeerMismatch, "peer_mismatch"},
 		{ErrNonCanonicalSignature, "non_canonical_signature"}, {ErrBadSignature, "bad_signature"},
-		{ErrLifetime, "lifetime"}, {ErrWrongName, "wrong_name"}, {ErrWrongNode, "wrong_node"},
+		{ErrLifetime, "lifetime"}, {ErrWrongName, "wrong_name"}, {ErrWrongShard, "wrong_shard"}, {ErrWrongNode, "wrong_node"},
 		{ErrFuture, "future"}, {ErrExpired, "expired"},
 		{ErrStale, "stale"}, {ErrWrongPublisher, "wrong_publisher"},
 	} {

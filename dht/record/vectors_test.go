@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // The conformance vectors of docs/vectors/records.json: every case a
@@ -42,9 +43,12 @@ type vector struct {
 	Cell string `json:"cell"`
 	// Node (delegations only, hex) is the node key the delegation must
 	// name; "" asks for none.
-	Node  string `json:"node,omitempty"`
-	NowMS int64  `json:"now_ms"`
-	Valid bool   `json:"valid"`
+	Node string `json:"node,omitempty"`
+	// Shard (records only), when present, is the shard the record must be
+	// in (docs/records.md, "Shards"); absent asks for none.
+	Shard *int  `json:"shard,omitempty"`
+	NowMS int64 `json:"now_ms"`
+	Valid bool  `json:"valid"`
 	// Reason is the label of the first failing check, "" when valid.
 	Reason string `json:"reason"`
 	// DelegationReason, for a record whose Reason is "delegation", is
@@ -66,6 +70,7 @@ type vectorRecord struct {
 	ExpiresMS int64    `json:"expires_ms"`
 	Withdrawn bool     `json:"withdrawn"`
 	Publisher string   `json:"publisher"` // hex, "" for an open record
+	Shards    int      `json:"shards"`    // 1 when key 12 is absent
 }
 
 type vectorDelegation struct {
@@ -295,6 +300,7 @@ type vcase struct {
 	raw        []byte
 	cell       string // "-" for none
 	node       []byte
+	shard      *int      // records: the shard asked for; nil for none
 	now        time.Time // zero: vNow
 	reason     string    // "" for valid
 	delegation string    // delegation reason
@@ -633,6 +639,33 @@ func vectorCases(t testing.TB) []vcase {
 		raw: withDel(seal(delFields(vName, nodePub, pubPub, vt0ms-8*dayMS, vt0ms-dayMS).enc(), publisher, DelegationDomain)),
 		now: vt0.Add(time.Hour), reason: "expired"})
 
+	// Shards (body key 12).
+	{
+		nodePeer := peerIDBytes(nodePub)
+		in := func(n int) *int { s := ShardOf(peer.ID(nodePeer), n); return &s }
+		other := func(n int) *int { s := (ShardOf(peer.ID(nodePeer), n) + 1) % n; return &s }
+		zero := 0
+		add(vcase{name: "valid: 2 shards, in its shard", raw: rec(good.with(12, cUint(2))), shard: in(2)})
+		add(vcase{name: "valid: 64 shards (the most), in its shard", raw: rec(good.with(12, cUint(64))), shard: in(64)})
+		add(vcase{name: "valid: 8 shards, no shard asked for", raw: rec(good.with(12, cUint(8)))})
+		add(vcase{name: "valid: one shard (key 12 absent), in shard 0", raw: goodRaw, shard: &zero})
+		add(vcase{name: "malformed: shard count 1 present (leave key 12 out)", raw: rec(good.with(12, cUint(1))), reason: "malformed"})
+		add(vcase{name: "malformed: shard count 0", raw: rec(good.with(12, cUint(0))), reason: "malformed"})
+		add(vcase{name: "malformed: shard count 3 (not a power of two)", raw: rec(good.with(12, cUint(3))), reason: "malformed"})
+		add(vcase{name: "malformed: shard count 128 (over 64)", raw: rec(good.with(12, cUint(128))), reason: "malformed"})
+		add(vcase{name: "malformed: shard count 2^64-1", raw: rec(good.with(12, cUint(1<<64-1))), reason: "malformed"})
+		add(vcase{name: "malformed: shard count as text", raw: rec(good.with(12, cText("2"))), reason: "malformed"})
+		add(vcase{name: "malformed: shard count negative", raw: rec(good.with(12, cNeg(1))), reason: "malformed"})
+		add(vcase{name: "wrong_shard: 2 shards, asked in the other", raw: rec(good.with(12, cUint(2))), shard: other(2), reason: "wrong_shard"})
+		add(vcase{name: "wrong_shard: 64 shards, asked in another", raw: rec(good.with(12, cUint(64))), shard: other(64), reason: "wrong_shard"})
+		one := 1
+		add(vcase{name: "wrong_shard: one shard (key 12 absent), asked in shard 1", raw: goodRaw, shard: &one, reason: "wrong_shard"})
+		add(vcase{name: "wrong_shard: wrong shard and expired (the shard is checked before the clock)", raw: rec(good.with(12, cUint(2))), shard: other(2),
+			now: vt0.Add(time.Hour), reason: "wrong_shard"})
+		add(vcase{name: "wrong_name: another cell in the wrong shard (the name is checked first)", raw: rec(good.with(1, cText("acme/other")).with(12, cUint(2))),
+			shard: other(2), reason: "wrong_name"})
+	}
+
 	// Standalone delegations.
 	del := func(c vcase) { c.kind = "delegation"; add(c) }
 	del(vcase{name: "valid: delegation", raw: goodDel})
@@ -670,6 +703,7 @@ func vectorsOf(t testing.TB, cs []vcase) []vector {
 		if c.node != nil {
 			v.Node = hex.EncodeToString(c.node)
 		}
+		v.Shard = c.shard
 		now := c.now
 		if now.IsZero() {
 			now = vNow
@@ -686,7 +720,7 @@ func vectorsOf(t testing.TB, cs []vcase) []vector {
 				v.Record = &vectorRecord{Name: rec.Name, Peer: rec.Peer.String(), Key: hex.EncodeToString(rec.PublicKey),
 					Endpoints: rec.Endpoints, Region: rec.Region, Seq: strconv.FormatUint(rec.Seq, 10),
 					IssuedMS: rec.Issued.UnixMilli(), ExpiresMS: rec.Expires.UnixMilli(), Withdrawn: rec.Withdrawn,
-					Publisher: hex.EncodeToString(rec.Publisher())}
+					Publisher: hex.EncodeToString(rec.Publisher()), Shards: rec.ShardCount()}
 				if rec.Manifest.Defined() {
 					v.Record.Manifest = rec.Manifest.String()
 				}
@@ -716,14 +750,18 @@ func runVector(t testing.TB, v vector) (*Record, *Delegation, error) {
 		d, err := VerifyDelegation(raw, v.Cell, node, now)
 		return nil, d, err
 	}
-	r, err := Verify(raw, v.Cell, now)
+	shard := -1
+	if v.Shard != nil {
+		shard = *v.Shard
+	}
+	r, err := VerifyIn(raw, v.Cell, shard, now)
 	return r, nil, err
 }
 
 var vectorsComment = []string{
 	"Conformance vectors of cellnode record format 2 and delegation format 2: see docs/records.md.",
 	"Each vector: kind (record or delegation), input (hex), cell (the name it must be for; empty: any),",
-	"node (delegations: the node key it must name, hex; absent: any), now_ms (the verifier's clock, ms since the Unix epoch),",
+	"node (delegations: the node key it must name, hex; absent: any), shard (records: the shard it must be in; absent: any), now_ms (the verifier's clock, ms since the Unix epoch),",
 	"valid, reason (the label of the first check that fails, empty when valid) and, for a record whose reason is",
 	"delegation, delegation_reason. Valid vectors also give the decoded fields. Generated by",
 	"go test ./dht/record -run TestVectors -update; checked by the Go tests and by internal/recordjs.",

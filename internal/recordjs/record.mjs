@@ -16,7 +16,7 @@
 
 import { decode, encode, getEncoded } from 'cbor2';
 import { ed25519 } from '@noble/curves/ed25519.js';
-import { sha512 } from '@noble/hashes/sha2.js';
+import { sha256, sha512 } from '@noble/hashes/sha2.js';
 
 export const RECORD_DOMAIN = 'cellnode/instance/v2';
 export const DELEGATION_DOMAIN = 'cellnode/delegation/v2';
@@ -27,6 +27,7 @@ const MAX_DELEGATION_MS = 90n * 24n * 3600n * 1000n;
 const MAX_SKEW_MS = 5000n;
 const MAX_TIME_MS = 253402300799999n;
 const MAX_SEQ = (1n << 63n) - 1n;
+const MAX_SHARDS = 64n;
 const MAX_DEPTH = 8;
 const L = 2n ** 252n + 27742317777372353535851937790883648493n;
 const Point = ed25519.Point;
@@ -264,13 +265,19 @@ const asDelegationFault = (e) => {
 
 // --- records ---
 
-function verifyRecordOrThrow(bytes, name, now) {
+// shardOf is the shard of the instance whose peer ID bytes are peer among
+// shards sets: the first byte of SHA-256(peer) modulo shards.
+export function shardOf(peer, shards) {
+  return BigInt(sha256(peer)[0]) & (shards - 1n);
+}
+
+function verifyRecordOrThrow(bytes, name, now, shard) {
   if (bytes.length > MAX_RECORD_SIZE) reject('too_large', `${bytes.length} bytes`);
   const { body, sig } = openEnvelope(bytes);
   const f = new Fields(
     decodeCanonical(body, 'body'),
     'body',
-    [0n, 1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n, 9n, 10n, 11n],
+    [0n, 1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n, 9n, 10n, 11n, 12n],
     [0n, 1n, 2n, 3n, 4n, 7n, 8n, 9n],
   );
   const r = {
@@ -286,6 +293,7 @@ function verifyRecordOrThrow(bytes, name, now) {
     expires: f.uint(9n),
     withdrawn: f.flag(10n),
     delegation: f.bytes(11n, true),
+    shards: f.uint(12n, true),
   };
   if (r.version !== 2n) reject('malformed', `version ${r.version}`);
   if (!validName(r.name)) reject('malformed', `name ${r.name}`);
@@ -296,6 +304,9 @@ function verifyRecordOrThrow(bytes, name, now) {
   if (!validRegion(r.region)) reject('malformed', 'region');
   if (r.manifest !== undefined && !(r.manifest.length === 24 && equal(r.manifest.subarray(0, 4), [1, 0x78, 0x11, 0x14]))) {
     reject('malformed', 'manifest is not a CIDv1 git-raw sha1');
+  }
+  if (r.shards !== undefined && (r.shards < 2n || r.shards > MAX_SHARDS || (r.shards & (r.shards - 1n)) !== 0n)) {
+    reject('malformed', `shard count ${r.shards}: a power of two from 2 to 64, or key 12 left out`);
   }
   if (r.seq < 1n || r.seq > MAX_SEQ) reject('malformed', `seq ${r.seq}`);
   checkTimes(r.issued, r.expires, 'expires');
@@ -316,6 +327,9 @@ function verifyRecordOrThrow(bytes, name, now) {
     }
   }
   if (name && r.name !== name) reject('wrong_name', `record for ${r.name}, want ${name}`);
+  if (shard !== undefined && shardOf(r.peer, r.shards ?? 1n) !== shard) {
+    reject('wrong_shard', `belongs in shard ${shardOf(r.peer, r.shards ?? 1n)}, not ${shard}`);
+  }
   if (r.issued > now + MAX_SKEW_MS) reject('future', 'record issued ahead of the clock');
   if (now > r.expires + MAX_SKEW_MS) reject('expired', 'record expired');
   if (d) {
@@ -339,9 +353,10 @@ function verdict(run) {
 
 // verifyRecord verifies record bytes for the cell name (any when empty) at
 // nowMs (milliseconds since the epoch).
-export function verifyRecord(bytes, { name = '', nowMs }) {
+// shard, when given, is the shard the record must be in.
+export function verifyRecord(bytes, { name = '', nowMs, shard }) {
   return verdict(() => {
-    const { r, d } = verifyRecordOrThrow(bytes, name, BigInt(nowMs));
+    const { r, d } = verifyRecordOrThrow(bytes, name, BigInt(nowMs), shard === undefined ? undefined : BigInt(shard));
     return {
       record: {
         name: r.name,
@@ -355,6 +370,7 @@ export function verifyRecord(bytes, { name = '', nowMs }) {
         expires_ms: Number(r.expires),
         withdrawn: r.withdrawn,
         publisher: d ? hex(d.publisher) : '',
+        shards: Number(r.shards ?? 1n),
       },
     };
   });

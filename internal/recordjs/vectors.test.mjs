@@ -23,7 +23,7 @@ for (const v of file.vectors) {
     const got =
       v.kind === 'delegation'
         ? verifyDelegation(input, { name: v.cell, node: v.node ?? '', nowMs: v.now_ms })
-        : verifyRecord(input, { name: v.cell, nowMs: v.now_ms });
+        : verifyRecord(input, { name: v.cell, nowMs: v.now_ms, shard: v.shard });
     assert.deepEqual(
       { valid: got.valid, reason: got.reason, delegation_reason: got.delegationReason },
       { valid: v.valid, reason: v.reason, delegation_reason: v.delegation_reason ?? '' },

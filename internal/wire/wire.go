@@ -21,6 +21,9 @@ type Request struct {
 	// Publisher, when set, names the set of that publisher's records for
 	// the name instead of the name's own set.
 	Publisher []byte `cbor:"4,keyasint,omitempty"`
+	// Shard names shard Shard of that set (0, omitted, is the set
+	// itself): the set under the key of docs/records.md, "Shards".
+	Shard uint64 `cbor:"5,keyasint,omitempty"`
 }
 
 // Response is a storer's answer.
@@ -32,6 +35,10 @@ type Response struct {
 	// every record of the set, where a peer a little farther may hold only
 	// those that publishers sent it on their way (see dht.Node.publishAt).
 	Core bool `cbor:"3,keyasint,omitempty"`
+	// Shards (PUT and GET) is the shard count the storer advises for the
+	// set: the largest its live records carry, doubled when that many
+	// fill three quarters of the set; omitted when 1.
+	Shards uint64 `cbor:"4,keyasint,omitempty"`
 }
 
 // Dec decodes messages: strict on structure, tolerant of fields a later

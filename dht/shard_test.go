@@ -1,0 +1,269 @@
+package dht
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cellnode/cellnode/dht/record"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// instanceKey is the key of the i-th instance of a large test cell.
+func instanceKey(i int) ed25519.PrivateKey {
+	seed := sha256.Sum256(fmt.Appendf(nil, "instance %d", i))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// signer signs records of name by priv at the clock, with increasing
+// sequence numbers.
+func signer(t testing.TB, priv ed25519.PrivateKey, name string, seq *uint64, now func() time.Time) func(int) (*record.Record, error) {
+	return func(shards int) (*record.Record, error) {
+		*seq++
+		return record.Sign(priv, record.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey),
+			Endpoints: []string{"192.0.2.1:9000"}, Seq: *seq, Issued: now(), Expires: now().Add(time.Minute), Shards: shards})
+	}
+}
+
+// TestLargeCell publishes 400 instances of one cell from 40 nodes at
+// once, with sets of at most 64 records (256 outside the test, which makes
+// the same shapes with 4 times the instances and the work), and finds
+// every one of them: after the burst, after a republish round and once the
+// first records have expired. Without sharding a find returns at most 64.
+func TestLargeCell(t *testing.T) {
+	const instances, name = 400, "acme/large"
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 40, clk, func(c *Config) { c.Store.MaxPerName = 64 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	seqs := make([]uint64, instances)
+	want := map[peer.ID]bool{}
+	wantShard := map[peer.ID]string{}
+	publish := func() {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		var mu sync.Mutex
+		var errs []error
+		for i := range instances {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				priv := instanceKey(i)
+				r, _, err := nodes[i%len(nodes)].dht.PublishSigned(ctx, name, signer(t, priv, name, &seqs[i], clk.Now))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("instance %d: %w", i, err))
+					return
+				}
+				want[r.Peer] = true
+				wantShard[r.Peer] = fmt.Sprintf("%d/%d", r.Shard(), r.ShardCount())
+			})
+		}
+		wg.Wait()
+		if len(errs) > 0 {
+			t.Fatalf("%d publishes failed, first: %v", len(errs), errs[0])
+		}
+	}
+	check := func(when string) {
+		for _, finder := range []*testNode{nodes[0], nodes[17], nodes[39]} {
+			recs, st, err := finder.dht.Find(ctx, name, nil, clk.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := peersOf(recs)
+			missing := 0
+			for p := range want {
+				if !got[p] {
+					missing++
+				}
+			}
+			if missing > 0 {
+				by := map[string]int{}
+				for p := range want {
+					if !got[p] {
+						by[wantShard[p]]++
+					}
+				}
+				t.Logf("missing, by shard/count: %v", by)
+			}
+			if missing > 0 || len(got) != instances {
+				t.Fatalf("%s: finder %s found %d of %d instances (%d missing); shards %d, unanswered %v, rejected %v",
+					when, finder.host.ID(), len(got), instances, missing, st.Shards, st.Unanswered, st.Rejected)
+			}
+			if st.Shards < 2 || len(st.Unanswered) > 0 {
+				t.Fatalf("%s: shards %d, unanswered %v", when, st.Shards, st.Unanswered)
+			}
+			t.Logf("%s: %d found over %d shards, %d asked", when, len(got), st.Shards, st.Asked)
+		}
+	}
+	start := time.Now()
+	publish()
+	t.Logf("published in %v", time.Since(start))
+	check("after the first publishes")
+	t.Logf("checked at %v", time.Since(start))
+	// A republish round: instances that joined before the cell grew move
+	// to more shards; their older records stay live where they were.
+	clk.Add(20 * time.Second)
+	publish()
+	check("after a republish")
+	// Past the first records' life, only the republished ones remain.
+	clk.Add(45 * time.Second)
+	check("after the first records expired")
+}
+
+// TestShardRefusals: a storer refuses a record in the wrong shard, one
+// signed with fewer shards than the set advises (not a withdrawal), and
+// a request for a shard out of range; each with a clear error.
+func TestShardRefusals(t *testing.T) {
+	now := time.Now()
+	s := NewStore(StoreConfig{MaxPerName: 8, Now: func() time.Time { return now }})
+	name := "acme/exchange"
+	var seq uint64
+	sign := func(i, shards int, withdrawn bool) []byte {
+		priv := instanceKey(i)
+		seq++
+		r := record.Record{Name: name, PublicKey: priv.Public().(ed25519.PublicKey), Endpoints: []string{"192.0.2.1:9000"},
+			Seq: seq, Issued: now, Expires: now.Add(time.Minute), Shards: shards}
+		if withdrawn {
+			r.Endpoints, r.Withdrawn = nil, true
+		}
+		return mustSign(t, priv, r)
+	}
+	// Find an instance of each shard of 2.
+	var in0, in1 int
+	for i := range 100 {
+		switch record.ShardOf(peer.ID(peerOf(instanceKey(i))), 2) {
+		case 0:
+			in0 = i
+		case 1:
+			in1 = i
+		}
+	}
+	if _, _, err := s.PutIn("", name, nil, 0, sign(in1, 2, false)); !errors.Is(err, record.ErrWrongShard) || !strings.Contains(err.Error(), "belongs in shard 1, not 0") {
+		t.Fatalf("record of shard 1 put in shard 0: %v", err)
+	}
+	if _, _, err := s.PutIn("", name, nil, 1, sign(in1, 1, false)); !errors.Is(err, record.ErrWrongShard) {
+		t.Fatalf("one-shard record put in shard 1: %v", err)
+	}
+	// Fill shard 0 to three quarters of 8 with one-shard records: the
+	// set then advises 2, and refuses a one-shard record.
+	filled := 0
+	for i := 100; filled < 6; i++ {
+		if _, adv, err := s.PutIn("", name, nil, 0, sign(i, 1, false)); err != nil || (filled < 5 && adv != 1) {
+			t.Fatalf("fill %d: advice %d, %v", filled, adv, err)
+		}
+		filled++
+	}
+	if adv := s.Advice(name, nil, 0); adv != 2 {
+		t.Fatalf("advice %d, want 2", adv)
+	}
+	_, adv, err := s.PutIn("", name, nil, 0, sign(in0, 1, false))
+	if !errors.Is(err, ErrShardCount) || adv != 2 || !strings.Contains(err.Error(), "sign again with 2 shards") {
+		t.Fatalf("one-shard record into a set advising 2: advice %d, %v", adv, err)
+	}
+	if got := s.Counters()["rejected_shard_count"]; got != 1 {
+		t.Fatalf("rejected_shard_count %d", got)
+	}
+	// The same instance signed with 2 shards is taken; so is a
+	// withdrawal with fewer.
+	if _, _, err := s.PutIn("", name, nil, 0, sign(in0, 2, false)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutIn("", name, nil, 0, sign(in0, 1, true)); err != nil {
+		t.Fatalf("withdrawal with fewer shards: %v", err)
+	}
+	// A record with an oversized or bad shard count does not sign.
+	for _, n := range []int{3, 128, -2} {
+		r := record.Record{Name: name, PublicKey: instanceKey(1).Public().(ed25519.PublicKey), Endpoints: []string{"192.0.2.1:9000"},
+			Seq: 1, Issued: now, Expires: now.Add(time.Minute), Shards: n}
+		if _, err := record.Sign(instanceKey(1), r); !errors.Is(err, record.ErrMalformed) || !strings.Contains(err.Error(), "shard count") {
+			t.Fatalf("sign with %d shards: %v", n, err)
+		}
+	}
+	if err := checkShard(64); err == nil || err.Error() != "shard 64 out of range (0 to 63)" {
+		t.Fatalf("shard 64: %v", err)
+	}
+}
+
+func peerOf(priv ed25519.PrivateKey) []byte {
+	return append([]byte{0x00, 0x24, 0x08, 0x01, 0x12, 0x20}, priv.Public().(ed25519.PublicKey)...)
+}
+
+// TestStorerShardRequests sends requests for bad shards to a storer.
+func TestStorerShardRequests(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 2, clk)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	priv := nodes[0].priv
+	var seq uint64
+	r, err := signer(t, priv, "acme/exchange", &seq, clk.Now)(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []request{
+		{Op: opGet, Name: "acme/exchange", Shard: 64},
+		{Op: opPut, Name: "acme/exchange", Shard: 1000, Record: r.Bytes()},
+		{Op: opPut, Name: "acme/exchange", Shard: uint64(1 - r.Shard()), Record: r.Bytes()},
+	} {
+		_, err := nodes[0].dht.call(ctx, nodes[1].host.ID(), req)
+		var re *RemoteError
+		if !errors.As(err, &re) || !(strings.Contains(re.Msg, "out of range") || strings.Contains(re.Msg, "wrong shard")) {
+			t.Fatalf("request %+v: %v", req.Shard, err)
+		}
+	}
+}
+
+// TestFinderDropsWrongShard: a record a storer serves for a shard it does
+// not belong in is dropped and counted as wrong_shard; shard counts a
+// storer advises that are not a power of two up to 64 start nothing.
+func TestFinderDropsWrongShard(t *testing.T) {
+	now := time.Now()
+	var seq uint64
+	var r *record.Record
+	for i := 0; ; i++ {
+		var err error
+		if r, err = signer(t, instanceKey(i), "acme/exchange", &seq, func() time.Time { return now })(4); err != nil {
+			t.Fatal(err)
+		}
+		if r.Shard() != 0 {
+			break
+		}
+	}
+	g := &gatherer{req: request{Name: "acme/exchange"}, shard: 0, rejected: map[string]int{}}
+	if g.valid(r.Bytes(), now) != nil || g.rejected["wrong_shard"] != 1 {
+		t.Fatalf("record of shard %d taken in shard 0: %v", r.Shard(), g.rejected)
+	}
+	g.shard = r.Shard()
+	if g.valid(r.Bytes(), now) == nil {
+		t.Fatalf("record refused in its own shard: %v", g.rejected)
+	}
+	f := &fanOut{}
+	for _, n := range []int{0, 3, 128, -1} {
+		f.learn(n)
+	}
+	if f.count() != 0 {
+		t.Fatalf("bad shard counts started %d gathers", f.count())
+	}
+}
+
+// TestPublishSignedChecksTheSigner: a sign function that ignores the
+// shard count asked for is an error, not a record in the wrong shard.
+func TestPublishSignedChecksTheSigner(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 1, clk)
+	var seq uint64
+	sign := signer(t, nodes[0].priv, "acme/exchange", &seq, clk.Now)
+	_, _, err := nodes[0].dht.PublishSigned(context.Background(), "acme/exchange", func(int) (*record.Record, error) { return sign(4) })
+	if err == nil || !strings.Contains(err.Error(), "with 4 shards, want 1") {
+		t.Fatalf("got %v", err)
+	}
+}
