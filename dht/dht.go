@@ -755,18 +755,25 @@ func (d *Node) Find(ctx context.Context, name string, publishers []ed25519.Publi
 		return nil, st, err
 	}
 	recs := Merge(name, raws, now(), st.Rejected)
-	if len(publishers) > 0 {
-		kept := recs[:0]
-		for _, r := range recs {
-			if trusted(r.Publisher(), publishers) {
-				kept = append(kept, r)
-			} else {
-				st.Rejected[record.Reason(record.ErrWrongPublisher)]++
-			}
-		}
-		recs = kept
+	return keepTrusted(recs, publishers, st.Rejected), st, err
+}
+
+// keepTrusted returns the records of recs that one of publishers
+// delegated (all of them when publishers is empty), counting the others in
+// rejected.
+func keepTrusted(recs []*record.Record, publishers []ed25519.PublicKey, rejected map[string]int) []*record.Record {
+	if len(publishers) == 0 {
+		return recs
 	}
-	return recs, st, err
+	kept := recs[:0]
+	for _, r := range recs {
+		if trusted(r.Publisher(), publishers) {
+			kept = append(kept, r)
+		} else {
+			rejected[record.Reason(record.ErrWrongPublisher)]++
+		}
+	}
+	return kept
 }
 
 // Collect is the first half of Find: it gathers the raw records of the

@@ -180,18 +180,7 @@ func (d *Node) findNewest(ctx context.Context, name string, publishers []ed25519
 		raws = append(raws, r.Bytes())
 	}
 	recs := Newest(name, raws, now(), st.Rejected)
-	if len(publishers) > 0 {
-		kept := recs[:0]
-		for _, r := range recs {
-			if trusted(r.Publisher(), publishers) {
-				kept = append(kept, r)
-			} else {
-				st.Rejected[record.Reason(record.ErrWrongPublisher)]++
-			}
-		}
-		recs = kept
-	}
-	return recs, st, err
+	return keepTrusted(recs, publishers, st.Rejected), st, err
 }
 
 // cacheOnPath stores the set g verified at the closest peer it asked that
