@@ -353,12 +353,23 @@ func TestRepeatFindAsksRememberedStorers(t *testing.T) {
 	if st1.Cached {
 		t.Fatalf("first find claims a cache: %+v", st1)
 	}
-	again, st2, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
-	if err != nil {
-		t.Fatal(err)
+	// A remembered storer slower than the straggler wait (a loaded
+	// machine under -race) sends the find on to a lookup, as it should;
+	// so the repeat is tried a few times, and one must end on the
+	// remembered storers alone.
+	var again []*record.Record
+	var st2 FindStats
+	for try := 0; try < 5; try++ {
+		again, st2, err = finder.Find(ctx, "acme/exchange", nil, clk.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st2.Cached {
+			break
+		}
 	}
 	if !st2.Cached || st2.Closest != 0 || st2.Asked > cachedAsk {
-		t.Fatalf("repeated find did not use the remembered storers: %+v", st2)
+		t.Fatalf("repeated finds did not use the remembered storers: %+v", st2)
 	}
 	for p := range peersOf(again) {
 		if !want[p] {
