@@ -127,7 +127,7 @@ type gatherer struct {
 	first    time.Duration
 	closed   bool
 	rejected map[string]int  // invalid records received, by Reason
-	knew     map[peer.ID]int // peers that answered: how many instances their answer held a valid record of
+	knew     map[peer.ID]int // with Config.PathCache: peers that answered, and how many instances their answer held a valid record of
 	shard    int             // the shard of the set asked for
 	learn    func(int)       // told of every shard count above 1 met (records and advice); nil: none
 }
@@ -226,7 +226,9 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 				learnt = max(learnt, rec.ShardCount())
 			}
 		}
-		g.knew[p] = len(knows)
+		if g.knew != nil {
+			g.knew[p] = len(knows)
+		}
 		if len(knows) == 0 {
 			return // junk or nothing: neither agrees nor disagrees
 		}
@@ -532,7 +534,10 @@ func (d *Node) gather(ctx context.Context, sp *space, name string, pub ed25519.P
 	defer cancel()
 	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub, Shard: uint64(shard)}, key: kb.ConvertKey(key), shard: shard, learn: learn,
 		ctx: ctx, t0: time.Now(), now: now, near: d.nearPrefix(sp), done: make(chan struct{}), news: make(chan struct{}, 1),
-		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}, knew: map[peer.ID]int{}}
+		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
+	if d.cfg.PathCache {
+		g.knew = map[peer.ID]int{}
+	}
 	g.rank = newRanker(d.host.ID(), g.key, g.near)
 	var st gatherStats
 	finish := func() ([][]byte, gatherStats) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -184,8 +185,10 @@ func (n *Node) collect(ctx context.Context, name string, pubs []ed25519.PublicKe
 	case st.Early:
 		how = "agreement"
 	}
-	n.log.Debug("find", "name", name, "set", set, "outcome", outcome, "ended_by", how, "took", time.Since(t0),
-		"lookup", st.Lookup, "first_answer", st.First, "asked", st.Asked, "answered", st.Responded, "closest", st.Closest)
+	if n.log.Enabled(ctx, slog.LevelDebug) { // every find passes here: no arguments built for a line not written
+		n.log.Debug("find", "name", name, "set", set, "outcome", outcome, "ended_by", how, "took", time.Since(t0),
+			"lookup", st.Lookup, "first_answer", st.First, "asked", st.Asked, "answered", st.Responded, "closest", st.Closest)
+	}
 	if err == nil {
 		n.metrics.findEnds.WithLabelValues(set, how).Inc()
 		n.metrics.findAnswers.Observe(float64(st.Responded))
