@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
+	msmux "github.com/multiformats/go-multistream"
 )
 
 // ProtocolID is the stream protocol on which DHT servers store and serve
@@ -176,7 +178,7 @@ var errMalformedResponse = errors.New("malformed response")
 // exchange sends req to p on a new stream and reads the response.
 func (d *Node) exchange(ctx context.Context, p peer.ID, req request) (*response, error) {
 	start := time.Now()
-	s, err := d.host.NewStream(ctx, p, ProtocolID)
+	s, err := d.openStream(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +209,57 @@ func (d *Node) exchange(ctx context.Context, p peer.ID, req request) (*response,
 		return &resp, &RemoteError{Peer: p, Msg: resp.Error}
 	}
 	return &resp, nil
+}
+
+// openStream opens a stream of ProtocolID to p, dialling p if need be,
+// without waiting for identify. The host's NewStream waits for identify to
+// finish on a new connection (to learn whether p speaks the protocol and
+// so skip negotiating it), and identify is a round trip of its own after
+// the handshake: on a fresh connection a request then took three round
+// trips (handshake, identify, request) instead of two. Every cellnode
+// server speaks ProtocolID, so the stream proposes it optimistically
+// (multistream-select's lazy client: the proposal goes out with the
+// request, and the peer's acceptance is read before its response); a peer
+// that does not speak it fails the request on the first read. Identify
+// still runs in the background, as on every connection, and the routing
+// tables learn of the peer from it as before.
+func (d *Node) openStream(ctx context.Context, p peer.ID) (network.Stream, error) {
+	nw := d.host.Network()
+	if nw.Connectedness(p) != network.Connected {
+		if _, err := nw.DialPeer(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	s, err := nw.NewStream(network.WithNoDial(ctx, "dialled"), p)
+	if err != nil {
+		return nil, fmt.Errorf("open stream: %w", err)
+	}
+	if err := s.SetProtocol(ProtocolID); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("open stream: %w", err)
+	}
+	return &lazyStream{Stream: s, rw: msmux.NewMSSelect(s, ProtocolID)}, nil
+}
+
+// lazyStream is a stream whose protocol proposal travels with its first
+// write (see openStream); as go-libp2p's host wraps the streams it opens
+// the same way.
+type lazyStream struct {
+	network.Stream
+	rw io.ReadWriteCloser
+}
+
+func (s *lazyStream) Read(b []byte) (int, error)  { return s.rw.Read(b) }
+func (s *lazyStream) Write(b []byte) (int, error) { return s.rw.Write(b) }
+func (s *lazyStream) Close() error                { return s.rw.Close() }
+
+// CloseWrite flushes the proposal first (a request is written before, so
+// it has gone already; this keeps an empty write correct).
+func (s *lazyStream) CloseWrite() error {
+	if f, ok := s.rw.(interface{ Flush() error }); ok {
+		_ = f.Flush()
+	}
+	return s.Stream.CloseWrite()
 }
 
 // RemoteError is a request that a peer received and refused.
