@@ -179,7 +179,7 @@ func New(h host.Host, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("dht: start kad-dht: %w", err)
 		}
 		d.kad = kad
-		d.spaces = []*space{newSpace("wan", ProtocolPrefix+"/kad/1.0.0", kad)}
+		d.spaces = []*space{newSpace("wan", ProtocolPrefix+"/kad/1.0.0", kad, nil)}
 	} else {
 		dd, err := dual.New(h, dualOptions(cfg)...)
 		if err != nil {
@@ -187,8 +187,8 @@ func New(h host.Host, cfg Config) (*Node, error) {
 		}
 		d.dual, d.kad = dd, dd.WAN
 		d.spaces = []*space{
-			newSpace("wan", ProtocolPrefix+"/kad/1.0.0", dd.WAN),
-			newSpace("lan", ProtocolPrefix+dual.LanExtension+"/kad/1.0.0", dd.LAN),
+			newSpace("wan", ProtocolPrefix+"/kad/1.0.0", dd.WAN, kaddht.PublicRoutingTableFilter),
+			newSpace("lan", ProtocolPrefix+dual.LanExtension+"/kad/1.0.0", dd.LAN, kaddht.PrivateRoutingTableFilter),
 		}
 	}
 	h.SetStreamHandler(ProtocolID, d.handle)
@@ -272,6 +272,7 @@ type space struct {
 	name    string      // "wan" or "lan"
 	proto   protocol.ID // its kad protocol, which the host serves while the DHT does
 	kad     *kaddht.IpfsDHT
+	filter  func(dht any, p peer.ID) bool // the routing-table filter dual gave kad (nil: none), for Seed
 	closest closestCache // the closest peers of recent finds, by key
 	storers closestCache // the closest peers that took this node's last publish, by key (ttl lookupTTL)
 	holders closestCache // every peer that took it, early PUTs included (for withdrawals)
@@ -290,8 +291,8 @@ const storersTTL = 2 * time.Minute
 // lookup; with fewer (a small or new network) it looks up every time.
 const minReuse = 3
 
-func newSpace(name string, proto protocol.ID, kad *kaddht.IpfsDHT) *space {
-	return &space{name: name, proto: proto, kad: kad, storers: closestCache{ttl: lookupTTL}, holders: closestCache{ttl: lookupTTL}, checked: closestCache{ttl: storersTTL}}
+func newSpace(name string, proto protocol.ID, kad *kaddht.IpfsDHT, filter func(any, peer.ID) bool) *space {
+	return &space{name: name, proto: proto, kad: kad, filter: filter, storers: closestCache{ttl: lookupTTL}, holders: closestCache{ttl: lookupTTL}, checked: closestCache{ttl: storersTTL}}
 }
 
 // serving reports whether the node currently serves sp: kad-dht's Mode
@@ -326,6 +327,38 @@ func (d *Node) Peers() []peer.ID {
 		}
 	}
 	return out
+}
+
+// Seed adds connected peers (the bootstrap peers just dialled) to every
+// routing table that would take them, and returns how many tables took
+// one. kad-dht adds a peer once identify shows it speaks the table's
+// protocol and then a FIND_NODE to it has answered (its lookup check): a
+// round trip that a node which has just dialled its bootstrap peers would
+// wait before its first lookup or publish could start. Seed applies the
+// same rules as kad-dht but for that check: the peer speaks the protocol
+// (so identify must have run: bootstrap.Connect waits for it) and passes
+// the table's filter (dual's: public addresses for the WAN table, private
+// ones for the LAN table). A seeded peer that does not answer queries is
+// dropped like any other, at its first failed query.
+func (d *Node) Seed(peers []peer.ID) int {
+	n := 0
+	for _, sp := range d.spaces {
+		for _, p := range peers {
+			if p == d.host.ID() || d.host.Network().Connectedness(p) != network.Connected {
+				continue
+			}
+			if proto, err := d.host.Peerstore().FirstSupportedProtocol(p, sp.proto); err != nil || proto == "" {
+				continue
+			}
+			if sp.filter != nil && !sp.filter(sp.kad, p) {
+				continue
+			}
+			if ok, err := sp.kad.RoutingTable().TryAddPeer(p, true, true); ok && err == nil {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // TableSizes returns the size of each routing table by space ("wan",

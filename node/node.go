@@ -308,8 +308,12 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		}
 	}
 	n.log.Info("bootstrapped", "peers", len(connected))
-	// Identify runs after the connection is up; a routing table takes a
-	// peer once identify shows it speaks the DHT protocol.
+	// The peers dialled are identified (Connect waits for it): put those
+	// that serve the DHT in the routing tables now, not after kad-dht's
+	// check of each (a FIND_NODE round trip; see dht.Node.Seed). A peer
+	// still identifying when Connect returned (in its grace) enters the
+	// table as kad-dht adds it.
+	n.dht.Seed(connected)
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for len(n.dht.Peers()) == 0 {
