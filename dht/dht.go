@@ -273,10 +273,10 @@ type space struct {
 	proto   protocol.ID // its kad protocol, which the host serves while the DHT does
 	kad     *kaddht.IpfsDHT
 	filter  func(dht any, p peer.ID) bool // the routing-table filter dual gave kad (nil: none), for Seed
-	closest closestCache // the closest peers of recent finds, by key
-	storers closestCache // the closest peers that took this node's last publish, by key (ttl lookupTTL)
-	holders closestCache // every peer that took it, early PUTs included (for withdrawals)
-	checked closestCache // storer sets checked by asking their members (ttl storersTTL; see reuse)
+	closest closestCache                  // the closest peers of recent finds, by key
+	storers closestCache                  // the closest peers that took this node's last publish, by key (ttl lookupTTL)
+	holders closestCache                  // every peer that took it, early PUTs included (for withdrawals)
+	checked closestCache                  // storer sets checked by asking their members (ttl storersTTL; see reuse)
 }
 
 // storersTTL is how long a publish reuses the storers that took the
