@@ -182,6 +182,20 @@ func writeTimeline(path string, pks []delaynet.Packet, idx int, start time.Time,
 		fmt.Fprintf(&b, "+%8.1fms peer %2d: %3d out, %3d in (%d UDP, %d TCP), last +%.1fms\n", at(pl.first), o, pl.out, pl.in, pl.udp, pl.tcp, at(pl.last))
 	}
 	_ = os.WriteFile(path, []byte(b.String()), 0o600)
+	// Every packet of the node beside it, for reading a handshake round
+	// trip by round trip: time, direction, peer, protocol, length, flags.
+	var pb strings.Builder
+	for _, pk := range pks {
+		dir, other := ">", pk.To
+		if pk.To == idx {
+			dir, other = "<", pk.From
+		}
+		if other == idx || other == 0 {
+			continue
+		}
+		fmt.Fprintf(&pb, "+%8.1fms %s peer %2d proto %2d len %5d flags %#02x\n", at(pk.Time), dir, other, pk.Proto, pk.Len, pk.Flags)
+	}
+	_ = os.WriteFile(strings.TrimSuffix(path, ".timeline")+".packets", []byte(pb.String()), 0o600)
 }
 
 // cpu returns the CPU time (user and system) the cluster's cellnode
