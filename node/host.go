@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
@@ -26,6 +27,19 @@ const (
 	connLow   = 100
 	connHigh  = 400
 	connGrace = time.Minute
+)
+
+// Dial timeouts, per address. A peer that is gone answers nothing over
+// QUIC (no packet says the port is closed), so a dial to it lasts the
+// whole timeout, and kad-dht dials the peers of a lookup before it queries
+// them: with libp2p's defaults (5 s on private networks, 15 s elsewhere)
+// one dead peer among the closest held a publish's lookup for seconds,
+// beyond any request budget (the TCP dial beside it is refused at once, but
+// the swarm waits for every address). A handshake takes a few round trips:
+// 1 s is hundreds on a LAN, 5 s tens on the internet's longest paths.
+const (
+	localDialTimeout = time.Second
+	dialTimeout      = 5 * time.Second
 )
 
 // newHost builds the libp2p host: TCP and QUIC with libp2p's default
@@ -65,6 +79,8 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 		libp2p.Transport(quic.NewTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
+		libp2p.WithDialTimeout(dialTimeout),
+		libp2p.SwarmOpts(swarm.WithDialTimeoutLocal(localDialTimeout)),
 	)
 	if err != nil {
 		rm.Close()
