@@ -29,14 +29,17 @@ const (
 	connGrace = time.Minute
 )
 
-// Dial timeouts, per address. A peer that is gone answers nothing over
-// QUIC (no packet says the port is closed), so a dial to it lasts the
-// whole timeout, and kad-dht dials the peers of a lookup before it queries
-// them: with libp2p's defaults (5 s on private networks, 15 s elsewhere)
-// one dead peer among the closest held a publish's lookup for seconds,
-// beyond any request budget (the TCP dial beside it is refused at once, but
-// the swarm waits for every address). A handshake takes a few round trips:
-// 1 s is hundreds on a LAN, 5 s tens on the internet's longest paths.
+// Dial timeouts, per address: the backstop for dials that carry no
+// budget of their own. A peer that is gone answers nothing over QUIC (no
+// packet says its port is closed), so a dial to it lasts the whole
+// timeout; the TCP dial beside it is refused at once, but the swarm waits
+// for every address. The DHT's lookups and requests bound each dial by the
+// network's measured latency (dht.Config.DialTimeout, see dialBudget);
+// kad-dht's refresh and its check of each new peer, manifest fetches and
+// the agent's dials do not, and with libp2p's defaults (5 s on private
+// networks, 15 s elsewhere) each dead peer they met cost that long. A
+// handshake takes a few round trips: 1 s is hundreds on a LAN, 5 s tens on
+// the internet's longest paths.
 const (
 	localDialTimeout = time.Second
 	dialTimeout      = 5 * time.Second
