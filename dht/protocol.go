@@ -11,6 +11,7 @@ import (
 	"github.com/cellnode/cellnode/internal/frame"
 	"github.com/cellnode/cellnode/internal/wire"
 	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -211,20 +212,37 @@ func (d *Node) exchange(ctx context.Context, p peer.ID, req request) (*response,
 	return &resp, nil
 }
 
-// openStream opens a stream of ProtocolID to p, dialling p if need be,
+// openStream opens a stream of ProtocolID to p without waiting for
+// identify (OpenStream), through the host's own OpenStream when it has one
+// (StreamOpener).
+func (d *Node) openStream(ctx context.Context, p peer.ID) (network.Stream, error) {
+	if o, ok := d.host.(StreamOpener); ok {
+		return o.OpenStream(ctx, p, ProtocolID)
+	}
+	return OpenStream(ctx, d.host, p, ProtocolID)
+}
+
+// StreamOpener is a host that opens the streams of the instances protocol
+// itself; the simulator's hosts do, to meter them. OpenStream must behave
+// as the function OpenStream does.
+type StreamOpener interface {
+	OpenStream(ctx context.Context, p peer.ID, proto protocol.ID) (network.Stream, error)
+}
+
+// OpenStream opens a stream of proto to p on h, dialling p if need be,
 // without waiting for identify. The host's NewStream waits for identify to
 // finish on a new connection (to learn whether p speaks the protocol and
 // so skip negotiating it), and identify is a round trip of its own after
 // the handshake: on a fresh connection a request then took three round
 // trips (handshake, identify, request) instead of two. Every cellnode
-// server speaks ProtocolID, so the stream proposes it optimistically
-// (multistream-select's lazy client: the proposal goes out with the
-// request, and the peer's acceptance is read before its response); a peer
-// that does not speak it fails the request on the first read. Identify
-// still runs in the background, as on every connection, and the routing
-// tables learn of the peer from it as before.
-func (d *Node) openStream(ctx context.Context, p peer.ID) (network.Stream, error) {
-	nw := d.host.Network()
+// server speaks the instances protocol, so the stream proposes proto
+// optimistically (multistream-select's lazy client: the proposal goes out
+// with the request, and the peer's acceptance is read before its
+// response); a peer that does not speak it fails the request on the first
+// read. Identify still runs in the background, as on every connection,
+// and the routing tables learn of the peer from it as before.
+func OpenStream(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID) (network.Stream, error) {
+	nw := h.Network()
 	if nw.Connectedness(p) != network.Connected {
 		if _, err := nw.DialPeer(ctx, p); err != nil {
 			return nil, err
@@ -234,11 +252,11 @@ func (d *Node) openStream(ctx context.Context, p peer.ID) (network.Stream, error
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	if err := s.SetProtocol(ProtocolID); err != nil {
+	if err := s.SetProtocol(proto); err != nil {
 		_ = s.Reset()
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	return &lazyStream{Stream: s, rw: msmux.NewMSSelect(s, ProtocolID)}, nil
+	return &lazyStream{Stream: s, rw: msmux.NewMSSelect(s, proto)}, nil
 }
 
 // lazyStream is a stream whose protocol proposal travels with its first

@@ -148,6 +148,23 @@ func (h *meteredHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol
 	if err != nil {
 		return nil, err
 	}
+	return h.metered(s), nil
+}
+
+// OpenStream is NewStream for the cell DHT's requests, which do not wait
+// for identify (dht.StreamOpener).
+func (h *meteredHost) OpenStream(ctx context.Context, p peer.ID, proto protocol.ID) (network.Stream, error) {
+	h.nw.link(h.self, p)
+	s, err := dht.OpenStream(ctx, h.Host, p, proto)
+	if err != nil {
+		return nil, err
+	}
+	return h.metered(s), nil
+}
+
+// metered wraps an outgoing stream so that its messages are counted when it
+// speaks kad-dht or the cell protocol.
+func (h *meteredHost) metered(s network.Stream) network.Stream {
 	s = h.nw.keepLatency(s)
 	proto := s.Protocol()
 	switch {
@@ -156,11 +173,11 @@ func (h *meteredHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol
 		if tap := h.m.tap.Load(); tap != nil {
 			ms.tap = &streamTap{fn: *tap}
 		}
-		return ms, nil
+		return ms
 	case strings.HasPrefix(string(proto), dht.ProtocolPrefix+"/kad/"):
-		return &meteredStream{Stream: s, m: h.m}, nil
+		return &meteredStream{Stream: s, m: h.m}
 	}
-	return s, nil
+	return s
 }
 
 // meteredStream counts the messages written to a stream and its bytes. It
