@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -89,7 +90,9 @@ func printTable(w io.Writer, res *node.FindResult) {
 		ins = append([]node.Instance(nil), ins...)
 		sort.SliceStable(ins, func(i, j int) bool { return ins[i].Publisher < ins[j].Publisher })
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	bw := bufio.NewWriter(w) // the tabwriter writes cell by cell: one write(2) for the table, not one per cell
+	defer bw.Flush()
+	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tENDPOINT\tLATENCY\tREGION\tMANIFEST\tPUBLISHER\tEXPIRES")
 	for _, in := range ins {
 		ep, lat := in.Best, fmt.Sprintf("%.2f ms", in.LatencyMS)
