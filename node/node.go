@@ -355,6 +355,26 @@ func (n *Node) bootstrap(ctx context.Context) error {
 	return nil
 }
 
+// ReserveSequence reserves record sequence numbers in the background
+// (Sequencer.Reserve): a node about to announce calls it before Bootstrap,
+// so that the sequence file's synced write overlaps the connection to the
+// network instead of delaying the first publish.
+func (n *Node) ReserveSequence() {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
+	go func() {
+		defer n.wg.Done()
+		if err := n.seq.Reserve(); err != nil {
+			n.log.Debug("reserving sequence numbers ahead", "err", err) // Next reports it, at the first publish
+		}
+	}()
+}
+
 // rejoin bootstraps again when no routing table holds a peer (a publish
 // is about to start): a node whose bootstrap failed, or whose peers all
 // went away, is back on the network at its next publish, instead of when

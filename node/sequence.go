@@ -143,6 +143,23 @@ func (s *Sequencer) take(withdrawal bool) (n uint64, warn, err error) {
 	return n, warn, nil
 }
 
+// Reserve raises the ceiling now if the next record's number would need a
+// write (a fresh home, or a ceiling written more than reserveAhead/2
+// ago), so that the first publish of a node that is starting does not
+// wait for that write: the file is synced, tens of milliseconds on some
+// disks, on the way from a node's start to its instance being findable.
+// It hands out no number. An error is the write's; Next then tries again
+// and reports it as it would have.
+func (s *Sequencer) Reserve() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := max(uint64(s.now().UnixMicro()), s.last+1)
+	if n > record.MaxSeq-withdrawalReserve || (s.saved >= n && s.saved-n >= reserveAhead/2) {
+		return nil
+	}
+	return s.save(min(record.MaxSeq, n+reserveAhead))
+}
+
 // save writes ceiling to the file and makes it the reserved ceiling;
 // called with s.mu held.
 func (s *Sequencer) save(ceiling uint64) error {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
+	"github.com/cellnode/cellnode/internal/safefile"
 
 	"github.com/cellnode/cellnode/dht"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -291,5 +292,44 @@ func TestSequencerAtMaxUint64(t *testing.T) {
 				t.Fatalf("NextWithdrawal below the largest number: %d, %v", n, err)
 			}
 		})
+	}
+}
+
+// TestSequencerReserve: Reserve writes the ceiling a fresh home's first
+// record needs, so that the record itself does not write; a home whose
+// ceiling is far enough ahead is not written; and a failed Reserve loses
+// nothing: the record's Next writes (and reports) as it would have.
+func TestSequencerReserve(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	path := filepath.Join(t.TempDir(), SeqFile)
+	s, err := NewSequencer(path, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := 0
+	s.write = func(p string, b []byte, mode os.FileMode) error { writes++; return safefile.WriteFile(p, b, mode) }
+	if err := s.Reserve(); err != nil || writes != 1 {
+		t.Fatalf("Reserve on a fresh home: %v, %d writes; want the ceiling written once", err, writes)
+	}
+	clk.Add(time.Second)
+	n, err := s.Next()
+	if err != nil || writes != 1 {
+		t.Fatalf("the first record after Reserve: %d, %v, %d writes; want no second write", n, err, writes)
+	}
+	if err := s.Reserve(); err != nil || writes != 1 {
+		t.Fatalf("Reserve with the ceiling 10 minutes ahead: %v, %d writes; want none", err, writes)
+	}
+
+	full := errors.New("no space left on device")
+	s2, err := NewSequencer(filepath.Join(t.TempDir(), SeqFile), clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.write = func(string, []byte, os.FileMode) error { return full }
+	if err := s2.Reserve(); !errors.Is(err, full) {
+		t.Fatalf("Reserve with the disk full: %v", err)
+	}
+	if _, err := s2.Next(); !errors.Is(err, full) {
+		t.Fatalf("Next after a failed Reserve: %v; want the write's error again", err)
 	}
 }

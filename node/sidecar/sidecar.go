@@ -69,6 +69,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer n.Close()
+	n.ReserveSequence()
 	if cfg.Announcement.Manifest.Defined() && cfg.ManifestDir != "" {
 		if err := n.ServeManifest(cfg.ManifestDir, cfg.Announcement.Manifest); err != nil {
 			log.Warn("not serving the manifest commit", "cid", cfg.Announcement.Manifest, "err", err)
