@@ -174,14 +174,14 @@ func New(h host.Host, cfg Config) (*Node, error) {
 		count: newCounters(), done: make(chan struct{}), limiters: map[peer.ID]*rate.Limiter{},
 	}
 	if cfg.Flat {
-		kad, err := kaddht.New(h, kadOptions(cfg)...)
+		kad, err := kaddht.New(kadHost{h}, kadOptions(cfg)...)
 		if err != nil {
 			return nil, fmt.Errorf("dht: start kad-dht: %w", err)
 		}
 		d.kad = kad
 		d.spaces = []*space{newSpace("wan", ProtocolPrefix+"/kad/1.0.0", kad, nil)}
 	} else {
-		dd, err := dual.New(h, dualOptions(cfg)...)
+		dd, err := dual.New(kadHost{h}, dualOptions(cfg)...)
 		if err != nil {
 			return nil, fmt.Errorf("dht: start kad-dht: %w", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
 	msmux "github.com/multiformats/go-multistream"
@@ -222,11 +223,56 @@ func (d *Node) openStream(ctx context.Context, p peer.ID) (network.Stream, error
 	return OpenStream(ctx, d.host, p, ProtocolID)
 }
 
-// StreamOpener is a host that opens the streams of the instances protocol
-// itself; the simulator's hosts do, to meter them. OpenStream must behave
-// as the function OpenStream does.
+// StreamOpener is a host that dials and opens the DHT's streams itself;
+// the simulator's hosts do, to meter them. OpenStream must behave as the
+// function OpenStream does, and DialPeer as OpenStream's dial: connect to
+// p unless connected, without waiting for identify.
 type StreamOpener interface {
 	OpenStream(ctx context.Context, p peer.ID, proto protocol.ID) (network.Stream, error)
+	DialPeer(ctx context.Context, p peer.ID) error
+}
+
+// kadHost is the host as kad-dht sees it: its dials and its query streams
+// do not wait for identify, as the instances protocol's do not (see
+// OpenStream). kad-dht dials each peer of a lookup with Connect and then
+// opens a stream with NewStream; on the host both wait for identify on a
+// new connection, so each new peer of a lookup or a publish cost a round
+// trip more than the handshake and the query. kad-dht still learns of
+// peers for its routing tables from identify's events, as before.
+type kadHost struct{ host.Host }
+
+// Connect dials pi (its addresses added for a short while) unless
+// connected.
+func (h kadHost) Connect(ctx context.Context, pi peer.AddrInfo) error {
+	if len(pi.Addrs) > 0 {
+		h.Peerstore().AddAddrs(pi.ID, pi.Addrs, peerstore.TempAddrTTL)
+	}
+	if o, ok := h.Host.(StreamOpener); ok {
+		return o.DialPeer(ctx, pi.ID)
+	}
+	return dialPeer(ctx, h.Host, pi.ID)
+}
+
+// NewStream opens a stream of the one protocol kad-dht asks for without
+// waiting for identify (OpenStream); with several, it is the host's.
+func (h kadHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	if len(pids) != 1 {
+		return h.Host.NewStream(ctx, p, pids...)
+	}
+	if o, ok := h.Host.(StreamOpener); ok {
+		return o.OpenStream(ctx, p, pids[0])
+	}
+	return OpenStream(ctx, h.Host, p, pids[0])
+}
+
+// dialPeer connects h to p unless it is connected, without waiting for
+// identify.
+func dialPeer(ctx context.Context, h host.Host, p peer.ID) error {
+	if h.Network().Connectedness(p) == network.Connected {
+		return nil
+	}
+	_, err := h.Network().DialPeer(ctx, p)
+	return err
 }
 
 // OpenStream opens a stream of proto to p on h, dialling p if need be,
@@ -242,13 +288,10 @@ type StreamOpener interface {
 // read. Identify still runs in the background, as on every connection,
 // and the routing tables learn of the peer from it as before.
 func OpenStream(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID) (network.Stream, error) {
-	nw := h.Network()
-	if nw.Connectedness(p) != network.Connected {
-		if _, err := nw.DialPeer(ctx, p); err != nil {
-			return nil, err
-		}
+	if err := dialPeer(ctx, h, p); err != nil {
+		return nil, err
 	}
-	s, err := nw.NewStream(network.WithNoDial(ctx, "dialled"), p)
+	s, err := h.Network().NewStream(network.WithNoDial(ctx, "dialled"), p)
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}

@@ -162,6 +162,17 @@ func (h *meteredHost) OpenStream(ctx context.Context, p peer.ID, proto protocol.
 	return h.metered(s), nil
 }
 
+// DialPeer links to p's node first, then dials it without waiting for
+// identify (dht.StreamOpener).
+func (h *meteredHost) DialPeer(ctx context.Context, p peer.ID) error {
+	h.nw.link(h.self, p)
+	if h.Network().Connectedness(p) == network.Connected {
+		return nil
+	}
+	_, err := h.Network().DialPeer(ctx, p)
+	return err
+}
+
 // metered wraps an outgoing stream so that its messages are counted when it
 // speaks kad-dht or the cell protocol.
 func (h *meteredHost) metered(s network.Stream) network.Stream {
