@@ -516,19 +516,21 @@ func PublisherKey(name string, publisher ed25519.PublicKey) string {
 	return record.Key(name) + "/@" + hex.EncodeToString(publisher)
 }
 
-// setKey returns the DHT key of the name's set (publisher nil) or of the
-// publisher's set for the name, or of shard shard of either (ShardKey).
-func setKey(name string, publisher ed25519.PublicKey, shard int) string {
+// setKey returns the base key of the name's set (publisher nil) or of the
+// publisher's set for the name: every shard of the set lives at the peers
+// closest to it (docs/records.md, "Shards").
+func setKey(name string, publisher ed25519.PublicKey) string {
 	if publisher == nil {
-		return ShardKey(record.Key(name), shard)
+		return record.Key(name)
 	}
-	return ShardKey(PublisherKey(name, publisher), shard)
+	return PublisherKey(name, publisher)
 }
 
-// ShardKey returns the DHT key of shard shard of the set whose key is
-// key: key itself for shard 0, so that a cell of one shard lives where it
-// always did, else key + "/#" + the shard in decimal
-// ("/cell/acme/exchange/#5"; docs/records.md, "Shards").
+// ShardKey returns the name of shard shard of the set whose key is key:
+// key itself for shard 0, else key + "/#" + the shard in decimal
+// ("/cell/acme/exchange/#5"; docs/records.md, "Shards"). It names a shard
+// (in logs and caches); it does not place one: every shard of a set lives
+// at the peers closest to the set's own key.
 func ShardKey(key string, shard int) string {
 	if shard <= 0 {
 		return key
@@ -608,7 +610,7 @@ func (d *Node) Publish(ctx context.Context, r *record.Record) (PublishStats, err
 // It also returns the largest shard count advice of the storers' answers.
 func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub ed25519.PublicKey) (closest, sent, stored, advice int, first error) {
 	shard := r.Shard()
-	key := setKey(r.Name, pub, shard)
+	key := setKey(r.Name, pub) // every shard's storers: the set's base key's closest
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sentTo := map[peer.ID]bool{}
@@ -696,6 +698,7 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 // FindStats says how a find went.
 type FindStats struct {
 	Closest   int            // peers the completed lookups returned
+	Lookups   int            // closest-peer lookups run: one per set and space (every shard of a set shares it), none when remembered storers answered
 	Asked     int            // peers sent a get
 	Responded int            // peers that answered the get
 	Received  int            // distinct records received, valid or not
@@ -809,6 +812,7 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 		raws = append(raws, got...)
 		answered[shard] += gs.answered
 		st.Closest += gs.closest
+		st.Lookups += gs.lookups
 		st.Asked += gs.asked
 		st.Responded += gs.answered
 		st.Lookup = max(st.Lookup, gs.lookup)
@@ -827,18 +831,19 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 		}
 	}
 	ctx = d.dialBudget(ctx)
-	var fans []*fanOut
+	var sets []*setGather
+	var wg sync.WaitGroup
 	for _, sp := range d.active() {
 		for _, pub := range targets {
-			f := &fanOut{d: d, ctx: ctx, sp: sp, name: name, pub: pub, now: now, add: add}
-			fans = append(fans, f)
-			f.learn(shards)
+			sg := newSetGather(d, ctx, sp, name, pub, now)
+			sets = append(sets, sg)
+			wg.Go(func() { sg.run(shards, add) })
 		}
 	}
+	wg.Wait()
 	used := shards
-	for _, f := range fans {
-		f.wg.Wait()
-		used = max(used, f.count())
+	for _, sg := range sets {
+		used = max(used, sg.count())
 	}
 	for _, pub := range targets {
 		for shard := range used {
@@ -848,7 +853,7 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 		}
 	}
 	st.Shards = used
-	if len(fans) > 0 {
+	if len(sets) > 0 {
 		for shard := range used {
 			if answered[shard] == 0 {
 				st.Unanswered = append(st.Unanswered, shard)

@@ -457,6 +457,7 @@ func xor(a, b kb.ID) []byte {
 // gatherStats is what one gather reports into FindStats.
 type gatherStats struct {
 	closest, asked, answered int
+	lookups                  int // closest-peer lookups run
 	lookup, first            time.Duration
 	early, cached            bool
 	agreed                   bool // agreeQuorum answers agreed: the set is complete
@@ -522,66 +523,46 @@ func sizeFrom(ref kb.ID, peers []peer.ID) int {
 	return int(num / den)
 }
 
-// gather collects the valid records of shard shard of the set of name (pub
-// nil) or of the publisher pub for name from the peers of space sp,
-// telling learn (if not nil) of every shard count above 1 it meets. A repeated gather
-// within cacheTTL first asks the remembered closest peers and skips the lookup when they agree. Answers
-// count towards agreement only if they hold valid records and come from a
-// peer near the key, so far or lying peers cannot end a find early.
-func (d *Node) gather(ctx context.Context, sp *space, name string, pub ed25519.PublicKey, shard int, now func() time.Time, learn func(int)) ([][]byte, gatherStats) {
-	key := setKey(name, pub, shard)
-	gctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub, Shard: uint64(shard)}, key: kb.ConvertKey(key), shard: shard, learn: learn,
+// newGatherer returns the gatherer of shard shard of the set of name (pub
+// nil) or of the publisher pub for name, whose shards all live at the
+// peers closest to key (the set's base key, setKey), ranked by rank.
+// learn (if not nil) is told of every shard count above 1 it meets.
+func (d *Node) newGatherer(ctx context.Context, sp *space, key kb.ID, rank *ranker, name string, pub ed25519.PublicKey, shard int, now func() time.Time, learn func(int)) *gatherer {
+	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub, Shard: uint64(shard)}, key: key, shard: shard, learn: learn,
 		ctx: ctx, t0: time.Now(), now: now, near: d.nearPrefix(sp), done: make(chan struct{}), news: make(chan struct{}, 1),
-		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
+		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}, rank: rank}
 	if d.cfg.PathCache {
 		g.knew = map[peer.ID]int{}
 	}
-	g.rank = newRanker(d.host.ID(), g.key, g.near)
-	var st gatherStats
-	finish := func() ([][]byte, gatherStats) {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		g.closed = true
-		st.asked, st.answered, st.first = len(g.asked), g.answered, g.first
-		st.rejected = maps.Clone(g.rejected)
-		st.agreed = len(g.agreers) >= agreeQuorum
-		d.cacheOnPath(g)
-		return append([][]byte(nil), g.raws...), st
-	}
+	return g
+}
 
-	if cached := sp.closest.get(key, time.Now()); len(cached) > 0 {
-		for _, p := range cached[:min(cachedAsk, len(cached))] {
-			g.ask(p, true)
-		}
-		if g.wait(gctx) {
-			st.cached, st.early = true, true
-			return finish()
-		}
-	}
+// finish closes g and returns the valid records it gathered, with its
+// part of st: how many peers it asked and heard, when the first record
+// came, what it rejected and whether its answers agreed.
+func (g *gatherer) finish(st gatherStats) ([][]byte, gatherStats) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	st.asked, st.answered, st.first = len(g.asked), g.answered, g.first
+	st.rejected = maps.Clone(g.rejected)
+	st.agreed = len(g.agreers) >= agreeQuorum
+	g.d.cacheOnPath(g)
+	return append([][]byte(nil), g.raws...), st
+}
 
-	// The lookup, with likely storers asked as they turn up.
-	start := time.Now()
-	peers, err, stopped := d.lookup(gctx, sp, key, g.consider, g.done)
-	if stopped {
-		st.early = true
-		st.lookup = time.Since(start)
-		sp.closest.put(key, g.remember(nil), time.Now())
-		return finish()
+// maxCount returns the largest shard count among the valid records g has
+// seen (1 for none).
+func (g *gatherer) maxCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 1
+	for _, r := range g.seen {
+		if r != nil {
+			n = max(n, r.ShardCount())
+		}
 	}
-	st.lookup = time.Since(start)
-	st.lookupErr = err
-	peers = d.diverse(g.key, d.cfg.Replication, peers, g.rank.closest(math.MaxInt))
-	st.closest = len(peers)
-	for _, p := range peers {
-		g.ask(p, true)
-	}
-	g.wait(gctx)
-	if err == nil && len(peers) > 0 {
-		sp.closest.put(key, g.remember(peers), time.Now())
-	}
-	return finish()
+	return n
 }
 
 // signal tells a waiting wait that an answer or a failure came in.
