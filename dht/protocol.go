@@ -103,7 +103,7 @@ func (d *Node) handle(s network.Stream) {
 			resp.Records = append(resp.Records, rec.Bytes())
 		}
 		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
-		resp.Shards = adviceField(d.store.Advice(req.Name, req.Publisher, shard))
+		resp.Shards = adviceField(d.store.FindAdvice(req.Name, req.Publisher, shard))
 		d.count.add("records_served", uint64(len(resp.Records)))
 	default:
 		resp.Error = fmt.Sprintf("unknown op %d", req.Op)

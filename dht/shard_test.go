@@ -307,3 +307,41 @@ func TestPublishSignedChecksTheSigner(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestFindAdviceSeesEveryShard: a storer holds every shard of a set, so
+// its advice to a finder of shard 0 names the largest shard count among
+// the records of any shard: a shard that split is found from shard 0 even
+// before shard 0's own members have signed again.
+func TestFindAdviceSeesEveryShard(t *testing.T) {
+	now := time.Now()
+	s := NewStore(StoreConfig{MaxPerName: 8, Now: func() time.Time { return now }})
+	name := "acme/exchange"
+	var seq uint64
+	put := func(shards, shard int) {
+		t.Helper()
+		for i := 0; ; i++ {
+			if record.ShardOf(peer.ID(peerOf(instanceKey(i))), shards) != shard {
+				continue
+			}
+			r, err := signer(t, instanceKey(i), name, &seq, func() time.Time { return now })(shards)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := s.PutIn("", name, nil, shard, r.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	put(2, 0)
+	put(4, 1)
+	if adv := s.Advice(name, nil, 0); adv != 2 {
+		t.Fatalf("shard 0's own advice %d, want 2", adv)
+	}
+	if adv := s.FindAdvice(name, nil, 0); adv != 4 {
+		t.Fatalf("advice to a finder of shard 0: %d, want 4 (shard 1's records)", adv)
+	}
+	if adv := s.FindAdvice(name, nil, 2); adv != 4 {
+		t.Fatalf("advice to a finder of empty shard 2: %d, want 4", adv)
+	}
+}
