@@ -15,10 +15,14 @@ import (
 )
 
 // Sharded sets. A cell with more instances than a set holds spreads them
-// over S sets (shards) under derived keys (ShardKey): an instance belongs
-// in shard record.ShardOf(peer, S), where S, a power of two up to
-// record.MaxShards, is signed in its record. Shard 0 is the set's own key,
-// so a cell of one shard is stored as before sharding.
+// over S sets (shards, named by ShardKey): an instance belongs in shard
+// record.ShardOf(peer, S), where S, a power of two up to
+// record.MaxShards, is signed in its record. Every shard of a set lives
+// at the peers closest to the set's base key (setKey: the key of shard 0,
+// so a cell of one shard is stored as before sharding); the shard bounds
+// the size of one answer, not where the set lives. A publisher PUTs to the
+// base key's closest, naming its shard; a finder does one lookup, for the
+// base key, and asks each peer for every shard (see setGather).
 //
 // Storers advise S (Store.Advice): the largest count among a set's live
 // records, doubled once records with that count fill three quarters of
@@ -27,8 +31,9 @@ import (
 // shard that grows splits: half its instances stay, carrying the doubled
 // count, half move to shard s+S. So every shard in use can be reached from
 // shard 0: a finder reads shard 0, learns S from its valid records and
-// its storers' advice, asks shards 1 to S-1 at once, and asks more if one
-// of them shows a larger count (see fanOut). Records of an instance that
+// its storers' advice (Store.FindAdvice: over every shard they hold),
+// asks shards 1 to S-1 of the same peers at once, and asks more if one of
+// them shows a larger count. Records of an instance that
 // moved stay live in its old shard until they expire; a find keeps the
 // newest record of each instance over all shards, so a withdrawal in the
 // new shard hides them.
@@ -231,9 +236,10 @@ func (s *setGather) learnSeen() bool {
 	return s.count() > before
 }
 
-// watch closes stop once every shard started has agreed, or returns when
-// quit is closed.
-func (s *setGather) watch(stop chan<- struct{}, quit <-chan struct{}) {
+// watch closes stop once every shard started has agreed (and the answers
+// that made them agree have told what shard counts they learnt), or
+// returns when ctx ends.
+func (s *setGather) watch(ctx context.Context, stop chan<- struct{}) {
 	for {
 		var open *gatherer
 		for _, g := range s.started(0) {
@@ -246,7 +252,7 @@ func (s *setGather) watch(stop chan<- struct{}, quit <-chan struct{}) {
 			break
 		}
 		if open == nil {
-			if s.learnSeen() {
+			if s.settle(ctx) || s.learnSeen() {
 				continue
 			}
 			close(stop)
@@ -255,7 +261,7 @@ func (s *setGather) watch(stop chan<- struct{}, quit <-chan struct{}) {
 		select {
 		case <-open.done:
 		case <-s.added:
-		case <-quit:
+		case <-ctx.Done():
 			return
 		}
 	}
@@ -285,7 +291,18 @@ func (s *setGather) waitAll(ctx context.Context) bool {
 		}
 		wg.Wait()
 		from += len(gs)
+		s.settle(ctx) // a shard started meanwhile is waited on next
 	}
+}
+
+// settle waits until every answer that arrived at a shard's gatherer has
+// been handled, and reports whether a shard started meanwhile.
+func (s *setGather) settle(ctx context.Context) bool {
+	before := s.count()
+	for _, g := range s.started(0) {
+		g.settle(ctx)
+	}
+	return s.count() > before
 }
 
 // remember returns the peers a repeated find should ask, best first (see
@@ -330,12 +347,19 @@ func (s *setGather) run(hint int, add func(shard int, got [][]byte, gs gatherSta
 		}
 	}
 
-	// The lookup, with likely storers asked as they turn up.
-	stop, quit := make(chan struct{}), make(chan struct{})
-	defer close(quit)
-	go s.watch(stop, quit)
+	// The lookup, with likely storers asked as they turn up. The watcher
+	// ends with it: it shares the gatherers' news with waitAll.
+	stop := make(chan struct{})
+	wctx, wcancel := context.WithCancel(gctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		s.watch(wctx, stop)
+	}()
 	start := time.Now()
 	peers, err, stopped := s.d.lookup(gctx, s.sp, s.key, s.consider, stop)
+	wcancel()
+	<-watched
 	st.lookups = 1
 	st.lookup = time.Since(start)
 	if stopped {
