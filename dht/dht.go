@@ -753,11 +753,11 @@ func (d *Node) Find(ctx context.Context, name string, publishers []ed25519.Publi
 	if d.cfg.FindCache > 0 {
 		return d.findCached(ctx, name, publishers, now)
 	}
-	raws, st, err := d.Collect(ctx, name, publishers, now)
+	raws, verified, st, err := d.collect(ctx, name, publishers, now)
 	if err != nil && !errors.Is(err, ErrNoPeers) {
 		return nil, st, err
 	}
-	recs := Merge(name, raws, now(), st.Rejected)
+	recs := Live(newest(name, raws, verified, now(), st.Rejected))
 	return keepTrusted(recs, publishers, st.Rejected), st, err
 }
 
@@ -789,9 +789,17 @@ func keepTrusted(recs []*record.Record, publishers []ed25519.PublicKey, rejected
 // FindStats.Rejected. The error wraps ErrNoPeers when no peer answered and
 // the lookup failed; the local records are returned with it.
 func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([][]byte, FindStats, error) {
+	raws, _, st, err := d.collect(ctx, name, publishers, now)
+	return raws, st, err
+}
+
+// collect is Collect, also returning the records its gathers verified, by
+// their raw bytes, so that Find need not verify their signatures again
+// (for a large cell, 1,000 signatures: about 2 RTT of CPU).
+func (d *Node) collect(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time) ([][]byte, map[string]*record.Record, FindStats, error) {
 	st := FindStats{Rejected: map[string]int{}}
 	if _, err := record.ParseName(name); err != nil {
-		return nil, st, err
+		return nil, nil, st, err
 	}
 	if now == nil {
 		now = time.Now
@@ -802,6 +810,7 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 	}
 	var mu sync.Mutex
 	var raws [][]byte
+	verified := map[string]*record.Record{}
 	var lookupErr error
 	answered := map[int]int{} // by shard: the storers that answered, over spaces and sets
 	shards := d.shards.findHint(name, time.Now())
@@ -810,6 +819,11 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 		mu.Lock()
 		defer mu.Unlock()
 		raws = append(raws, got...)
+		for i, r := range gs.verified {
+			if r != nil && i < len(got) {
+				verified[string(got[i])] = r
+			}
+		}
 		answered[shard] += gs.answered
 		st.Closest += gs.closest
 		st.Lookups += gs.lookups
@@ -869,9 +883,9 @@ func (d *Node) Collect(ctx context.Context, name string, publishers []ed25519.Pu
 		if lookupErr == nil {
 			lookupErr = errors.New("every routing table is empty")
 		}
-		return raws, st, fmt.Errorf("%w: %w", ErrNoPeers, lookupErr)
+		return raws, verified, st, fmt.Errorf("%w: %w", ErrNoPeers, lookupErr)
 	}
-	return raws, st, nil
+	return raws, verified, st, nil
 }
 
 func trusted(pub ed25519.PublicKey, list []ed25519.PublicKey) bool {
@@ -896,6 +910,13 @@ func Merge(name string, raws [][]byte, now time.Time, rejected map[string]int) [
 // it saw keeps the withdrawals too, so that a later find that misses one
 // does not bring the older record back.
 func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) []*record.Record {
+	return newest(name, raws, nil, now, rejected)
+}
+
+// newest is Newest, taking the records of verified (by raw bytes: records
+// of name a gather verified, signatures included) as verified but for the
+// clock, which it checks again at now.
+func newest(name string, raws [][]byte, verified map[string]*record.Record, now time.Time, rejected map[string]int) []*record.Record {
 	best := map[peer.ID]*record.Record{}
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
@@ -904,7 +925,12 @@ func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) 
 			continue
 		}
 		seen[string(raw)] = true
-		r, err := record.Verify(raw, name, now)
+		r, err := verified[string(raw)], error(nil)
+		if r == nil || r.Name != name {
+			r, err = record.Verify(raw, name, now)
+		} else {
+			err = r.Check(now)
+		}
 		if err != nil {
 			if rejected != nil {
 				rejected[record.Reason(err)]++

@@ -463,6 +463,7 @@ type gatherStats struct {
 	agreed                   bool // agreeQuorum answers agreed: the set is complete
 	lookupErr                error
 	rejected                 map[string]int
+	verified                 []*record.Record // the records gathered, verified (signatures included), in order
 }
 
 // nearPrefix is the common prefix length with a key from which a peer is
@@ -547,6 +548,10 @@ func (g *gatherer) finish(st gatherStats) ([][]byte, gatherStats) {
 	st.asked, st.answered, st.first = len(g.asked), g.answered, g.first
 	st.rejected = maps.Clone(g.rejected)
 	st.agreed = len(g.agreers) >= agreeQuorum
+	st.verified = make([]*record.Record, len(g.raws))
+	for i, raw := range g.raws {
+		st.verified[i] = g.seen[string(raw)]
+	}
 	g.d.cacheOnPath(g)
 	return append([][]byte(nil), g.raws...), st
 }

@@ -345,3 +345,30 @@ func TestFindAdviceSeesEveryShard(t *testing.T) {
 		t.Fatalf("advice to a finder of empty shard 2: %d, want 4", adv)
 	}
 }
+
+// TestNewestTakesVerified: records a gather verified are not verified
+// again by Find (a large cell's 1,000 signatures), but their clock is
+// checked again; raw bytes no gather verified still are.
+func TestNewestTakesVerified(t *testing.T) {
+	now := time.Now()
+	var seq uint64
+	name := "acme/exchange"
+	r, err := signer(t, instanceKey(1), name, &seq, func() time.Time { return now })(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stand-in bytes: were they verified, they would fail.
+	junk := []byte("verified by a gather")
+	verified := map[string]*record.Record{string(junk): r}
+	if got := newest(name, [][]byte{junk}, verified, now, nil); len(got) != 1 || got[0] != r {
+		t.Fatalf("a verified record was not taken as verified: %v", got)
+	}
+	rejected := map[string]int{}
+	if got := newest(name, [][]byte{junk}, verified, now.Add(2*time.Minute), rejected); len(got) != 0 || rejected["expired"] != 1 {
+		t.Fatalf("an expired verified record: %v, rejected %v", got, rejected)
+	}
+	rejected = map[string]int{}
+	if got := newest(name, [][]byte{junk}, nil, now, rejected); len(got) != 0 || len(rejected) != 1 {
+		t.Fatalf("unverified junk: %v, rejected %v", got, rejected)
+	}
+}
