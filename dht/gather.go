@@ -556,26 +556,6 @@ func (g *gatherer) finish(st gatherStats) ([][]byte, gatherStats) {
 	return append([][]byte(nil), g.raws...), st
 }
 
-// settle waits until every answer that has arrived has been handled
-// (verified, and its shard counts told to learn): an answer can make the
-// answers agree before it tells what it learnt. It returns early when ctx
-// ends. Called by one waiter at a time, not while wait runs.
-func (g *gatherer) settle(ctx context.Context) {
-	for {
-		g.mu.Lock()
-		busy := g.pending > g.inflight
-		g.mu.Unlock()
-		if !busy {
-			return
-		}
-		select {
-		case <-g.news:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
 // maxCount returns the largest shard count among the valid records g has
 // seen (1 for none).
 func (g *gatherer) maxCount() int {

@@ -236,9 +236,11 @@ func (s *setGather) learnSeen() bool {
 	return s.count() > before
 }
 
-// watch closes stop once every shard started has agreed (and the answers
-// that made them agree have told what shard counts they learnt), or
-// returns when ctx ends.
+// watch closes stop once every shard started has agreed (and no valid
+// record seen names more shards), or returns when ctx ends. A storer's
+// advice that comes with the very answer that made the last shard agree
+// may come too late (it is told after); any other answer's advice starts
+// its shards in time.
 func (s *setGather) watch(ctx context.Context, stop chan<- struct{}) {
 	for {
 		var open *gatherer
@@ -252,7 +254,7 @@ func (s *setGather) watch(ctx context.Context, stop chan<- struct{}) {
 			break
 		}
 		if open == nil {
-			if s.settle(ctx) || s.learnSeen() {
+			if s.learnSeen() {
 				continue
 			}
 			close(stop)
@@ -291,18 +293,7 @@ func (s *setGather) waitAll(ctx context.Context) bool {
 		}
 		wg.Wait()
 		from += len(gs)
-		s.settle(ctx) // a shard started meanwhile is waited on next
 	}
-}
-
-// settle waits until every answer that arrived at a shard's gatherer has
-// been handled, and reports whether a shard started meanwhile.
-func (s *setGather) settle(ctx context.Context) bool {
-	before := s.count()
-	for _, g := range s.started(0) {
-		g.settle(ctx)
-	}
-	return s.count() > before
 }
 
 // remember returns the peers a repeated find should ask, best first (see
