@@ -93,10 +93,11 @@ func (c *closestCache) put(key string, peers []peer.ID, now time.Time) {
 	c.m[key] = cachedPeers{peers: peers, at: now}
 }
 
-// gatherer collects one set (a name's, or a publisher's for a name) from
-// the peers closest to its key. It asks storers while kad-dht's lookup is
-// still running, as soon as a peer that answered the lookup ranks among
-// the closest seen so far, and stops once agreeQuorum storers agree.
+// gatherer collects one shard of one set (a name's, or a publisher's for a
+// name) from the peers closest to the set's base key. Its setGather asks
+// storers for it while kad-dht's lookup is still running, as soon as a
+// peer that answered the lookup ranks among the closest seen so far; it
+// is done once agreeQuorum storers agree.
 type gatherer struct {
 	d    *Node
 	req  request
@@ -407,16 +408,6 @@ func (r *ranker) closest(n int) []peer.ID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.cands[:min(n, len(r.cands))])
-}
-
-// consider asks p, a peer the find has heard of, if it ranks among the
-// askRank closest heard of so far: such a peer is most likely a storer,
-// and asking it now saves the round trips the lookup would take to
-// confirm that.
-func (g *gatherer) consider(p peer.ID) {
-	if i, ok := g.rank.add(p); ok && i < askRank {
-		g.ask(p, false)
-	}
 }
 
 // remember returns the peers a repeated find should ask, best first: those

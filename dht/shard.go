@@ -215,7 +215,9 @@ func (s *setGather) ask(p peer.ID, trusted bool) {
 }
 
 // consider asks p, a peer the lookup has heard of, for every shard if it
-// ranks among the askRank closest heard of so far (see gatherer.consider).
+// ranks among the askRank closest heard of so far: such a peer is most
+// likely a storer, and asking it now saves the round trips the lookup
+// would take to confirm that.
 func (s *setGather) consider(p peer.ID) {
 	if i, ok := s.rank.add(p); ok && i < askRank {
 		s.ask(p, false)
