@@ -172,14 +172,14 @@ func (c *resultCache) putLocked(key string, e *result, now time.Time) {
 // filter), with the records in extra merged in as if a storer had sent
 // them.
 func (d *Node) findNewest(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time, extra []*record.Record) ([]*record.Record, FindStats, error) {
-	raws, st, err := d.Collect(ctx, name, publishers, now)
+	raws, verified, st, err := d.collect(ctx, name, publishers, now)
 	if err != nil && !errors.Is(err, ErrNoPeers) {
 		return nil, st, err
 	}
 	for _, r := range extra {
 		raws = append(raws, r.Bytes())
 	}
-	recs := Newest(name, raws, now(), st.Rejected)
+	recs := newest(name, raws, verified, now(), st.Rejected)
 	return keepTrusted(recs, publishers, st.Rejected), st, err
 }
 

@@ -93,10 +93,11 @@ func (c *closestCache) put(key string, peers []peer.ID, now time.Time) {
 	c.m[key] = cachedPeers{peers: peers, at: now}
 }
 
-// gatherer collects one set (a name's, or a publisher's for a name) from
-// the peers closest to its key. It asks storers while kad-dht's lookup is
-// still running, as soon as a peer that answered the lookup ranks among
-// the closest seen so far, and stops once agreeQuorum storers agree.
+// gatherer collects one shard of one set (a name's, or a publisher's for a
+// name) from the peers closest to the set's base key. Its setGather asks
+// storers for it while kad-dht's lookup is still running, as soon as a
+// peer that answered the lookup ranks among the closest seen so far; it
+// is done once agreeQuorum storers agree.
 type gatherer struct {
 	d    *Node
 	req  request
@@ -409,16 +410,6 @@ func (r *ranker) closest(n int) []peer.ID {
 	return slices.Clone(r.cands[:min(n, len(r.cands))])
 }
 
-// consider asks p, a peer the find has heard of, if it ranks among the
-// askRank closest heard of so far: such a peer is most likely a storer,
-// and asking it now saves the round trips the lookup would take to
-// confirm that.
-func (g *gatherer) consider(p peer.ID) {
-	if i, ok := g.rank.add(p); ok && i < askRank {
-		g.ask(p, false)
-	}
-}
-
 // remember returns the peers a repeated find should ask, best first: those
 // whose answers agreed last (they hold the whole set), then the others
 // that answered with valid records, closest to the key first, then the
@@ -457,11 +448,13 @@ func xor(a, b kb.ID) []byte {
 // gatherStats is what one gather reports into FindStats.
 type gatherStats struct {
 	closest, asked, answered int
+	lookups                  int // closest-peer lookups run
 	lookup, first            time.Duration
 	early, cached            bool
 	agreed                   bool // agreeQuorum answers agreed: the set is complete
 	lookupErr                error
 	rejected                 map[string]int
+	verified                 []*record.Record // the records gathered, verified (signatures included), in order
 }
 
 // nearPrefix is the common prefix length with a key from which a peer is
@@ -522,66 +515,50 @@ func sizeFrom(ref kb.ID, peers []peer.ID) int {
 	return int(num / den)
 }
 
-// gather collects the valid records of shard shard of the set of name (pub
-// nil) or of the publisher pub for name from the peers of space sp,
-// telling learn (if not nil) of every shard count above 1 it meets. A repeated gather
-// within cacheTTL first asks the remembered closest peers and skips the lookup when they agree. Answers
-// count towards agreement only if they hold valid records and come from a
-// peer near the key, so far or lying peers cannot end a find early.
-func (d *Node) gather(ctx context.Context, sp *space, name string, pub ed25519.PublicKey, shard int, now func() time.Time, learn func(int)) ([][]byte, gatherStats) {
-	key := setKey(name, pub, shard)
-	gctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub, Shard: uint64(shard)}, key: kb.ConvertKey(key), shard: shard, learn: learn,
+// newGatherer returns the gatherer of shard shard of the set of name (pub
+// nil) or of the publisher pub for name, whose shards all live at the
+// peers closest to key (the set's base key, setKey), ranked by rank.
+// learn (if not nil) is told of every shard count above 1 it meets.
+func (d *Node) newGatherer(ctx context.Context, sp *space, key kb.ID, rank *ranker, name string, pub ed25519.PublicKey, shard int, now func() time.Time, learn func(int)) *gatherer {
+	g := &gatherer{d: d, req: request{Op: opGet, Name: name, Publisher: pub, Shard: uint64(shard)}, key: key, shard: shard, learn: learn,
 		ctx: ctx, t0: time.Now(), now: now, near: d.nearPrefix(sp), done: make(chan struct{}), news: make(chan struct{}, 1),
-		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}}
+		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{}, rejected: map[string]int{}, rank: rank}
 	if d.cfg.PathCache {
 		g.knew = map[peer.ID]int{}
 	}
-	g.rank = newRanker(d.host.ID(), g.key, g.near)
-	var st gatherStats
-	finish := func() ([][]byte, gatherStats) {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		g.closed = true
-		st.asked, st.answered, st.first = len(g.asked), g.answered, g.first
-		st.rejected = maps.Clone(g.rejected)
-		st.agreed = len(g.agreers) >= agreeQuorum
-		d.cacheOnPath(g)
-		return append([][]byte(nil), g.raws...), st
-	}
+	return g
+}
 
-	if cached := sp.closest.get(key, time.Now()); len(cached) > 0 {
-		for _, p := range cached[:min(cachedAsk, len(cached))] {
-			g.ask(p, true)
-		}
-		if g.wait(gctx) {
-			st.cached, st.early = true, true
-			return finish()
-		}
+// finish closes g and returns the valid records it gathered, with its
+// part of st: how many peers it asked and heard, when the first record
+// came, what it rejected and whether its answers agreed.
+func (g *gatherer) finish(st gatherStats) ([][]byte, gatherStats) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	st.asked, st.answered, st.first = len(g.asked), g.answered, g.first
+	st.rejected = maps.Clone(g.rejected)
+	st.agreed = len(g.agreers) >= agreeQuorum
+	st.verified = make([]*record.Record, len(g.raws))
+	for i, raw := range g.raws {
+		st.verified[i] = g.seen[string(raw)]
 	}
+	g.d.cacheOnPath(g)
+	return append([][]byte(nil), g.raws...), st
+}
 
-	// The lookup, with likely storers asked as they turn up.
-	start := time.Now()
-	peers, err, stopped := d.lookup(gctx, sp, key, g.consider, g.done)
-	if stopped {
-		st.early = true
-		st.lookup = time.Since(start)
-		sp.closest.put(key, g.remember(nil), time.Now())
-		return finish()
+// maxCount returns the largest shard count among the valid records g has
+// seen (1 for none).
+func (g *gatherer) maxCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 1
+	for _, r := range g.seen {
+		if r != nil {
+			n = max(n, r.ShardCount())
+		}
 	}
-	st.lookup = time.Since(start)
-	st.lookupErr = err
-	peers = d.diverse(g.key, d.cfg.Replication, peers, g.rank.closest(math.MaxInt))
-	st.closest = len(peers)
-	for _, p := range peers {
-		g.ask(p, true)
-	}
-	g.wait(gctx)
-	if err == nil && len(peers) > 0 {
-		sp.closest.put(key, g.remember(peers), time.Now())
-	}
-	return finish()
+	return n
 }
 
 // signal tells a waiting wait that an answer or a failure came in.

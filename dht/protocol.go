@@ -85,7 +85,7 @@ func (d *Node) handle(s network.Stream) {
 			resp.Error = err.Error()
 		} else if err := checkShard(req.Shard); err != nil {
 			resp.Error = err.Error()
-		} else if !d.among(req.Name, req.Publisher, int(req.Shard), 2*d.cfg.Replication) {
+		} else if !d.among(req.Name, req.Publisher, 2*d.cfg.Replication) {
 			d.count.add("store_rejected_far", 1)
 			resp.Error = "not among the closest peers to this key"
 		} else {
@@ -106,8 +106,8 @@ func (d *Node) handle(s network.Stream) {
 		for _, rec := range d.store.GetIn(req.Name, req.Publisher, shard) {
 			resp.Records = append(resp.Records, rec.Bytes())
 		}
-		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, shard, d.cfg.Replication)
-		resp.Shards = adviceField(d.store.Advice(req.Name, req.Publisher, shard))
+		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
+		resp.Shards = adviceField(d.store.FindAdvice(req.Name, req.Publisher, shard))
 		d.count.add("records_served", uint64(len(resp.Records)))
 	default:
 		resp.Error = fmt.Sprintf("unknown op %d", req.Op)
@@ -356,14 +356,14 @@ func checkPublisher(p []byte) error {
 }
 
 // among reports whether this node is plausibly among the n peers closest
-// to the key of the set (name, publisher) in one of its DHTs: closer to it
-// than the n-th nearest peer of that routing table, or in a table too
-// small to tell (among the tables that hold a peer; with none, true).
+// to the base key of the set (name, publisher), where all its shards
+// live, in one of its DHTs: closer to it than the n-th nearest peer of
+// that routing table, or in a table too small to tell (among the tables that hold a peer; with none, true).
 // A storer takes a set only within 2×Replication (so that a planted record
 // does not reach peers a finder asks on its way to the key), and says it
 // is a core storer within Replication.
-func (d *Node) among(name string, publisher []byte, shard, n int) bool {
-	key := setKey(name, publisher, shard)
+func (d *Node) among(name string, publisher []byte, n int) bool {
+	key := setKey(name, publisher)
 	want := n
 	target := kb.ConvertKey(key)
 	spaces := d.active()

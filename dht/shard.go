@@ -4,17 +4,25 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Sharded sets. A cell with more instances than a set holds spreads them
-// over S sets (shards) under derived keys (ShardKey): an instance belongs
-// in shard record.ShardOf(peer, S), where S, a power of two up to
-// record.MaxShards, is signed in its record. Shard 0 is the set's own key,
-// so a cell of one shard is stored as before sharding.
+// over S sets (shards, named by ShardKey): an instance belongs in shard
+// record.ShardOf(peer, S), where S, a power of two up to
+// record.MaxShards, is signed in its record. Every shard of a set lives
+// at the peers closest to the set's base key (setKey: the key of shard 0,
+// so a cell of one shard is stored as before sharding); the shard bounds
+// the size of one answer, not where the set lives. A publisher PUTs to the
+// base key's closest, naming its shard; a finder does one lookup, for the
+// base key, and asks each peer for every shard (see setGather).
 //
 // Storers advise S (Store.Advice): the largest count among a set's live
 // records, doubled once records with that count fill three quarters of
@@ -23,8 +31,9 @@ import (
 // shard that grows splits: half its instances stay, carrying the doubled
 // count, half move to shard s+S. So every shard in use can be reached from
 // shard 0: a finder reads shard 0, learns S from its valid records and
-// its storers' advice, asks shards 1 to S-1 at once, and asks more if one
-// of them shows a larger count (see fanOut). Records of an instance that
+// its storers' advice (Store.FindAdvice: over every shard they hold),
+// asks shards 1 to S-1 of the same peers at once, and asks more if one of
+// them shows a larger count. Records of an instance that
 // moved stay live in its old shard until they expire; a find keeps the
 // newest record of each instance over all shards, so a withdrawal in the
 // new shard hides them.
@@ -118,44 +127,247 @@ func (d *Node) PublishSigned(ctx context.Context, name string, sign func(shards 
 	}
 }
 
-// fanOut gathers every shard of one set (the name's, or a publisher's for
-// the name) in one space: shard 0 first, then every shard below the
-// largest shard count it learns of, each as soon as it learns of it.
-type fanOut struct {
+// setGather gathers every shard of one set (the name's, or a publisher's
+// for the name) in one space. Every shard of a set lives at the peers
+// closest to the set's base key (setKey), so one lookup serves them all:
+// each peer the find asks is asked for every shard started, shard 0 first
+// and every shard below the largest shard count learnt as soon as it is
+// learnt (a shard started late is sent the GETs the others were sent, to
+// the same peers). Each shard has its own gatherer: its answers must agree
+// on their own. The lookup stops once every shard started has agreed.
+type setGather struct {
 	d    *Node
-	ctx  context.Context
+	ctx  context.Context // the GETs'
 	sp   *space
 	name string
 	pub  ed25519.PublicKey
 	now  func() time.Time
-	add  func(shard int, got [][]byte, gs gatherStats)
+	key  string // the set's base key: where all its shards live
+	rank *ranker
 
-	wg sync.WaitGroup
-	mu sync.Mutex
-	n  int // shards started: 0 to n-1
+	mu     sync.Mutex
+	shards []*gatherer   // by shard: 0 to len-1 started
+	asks   []sentAsk     // every peer asked so far, in order
+	done   bool          // finished: no shard starts any more
+	added  chan struct{} // signalled (without blocking) when a shard starts
 }
 
-// learn starts the gathers of the shards below n not started yet. A count
-// that is not a power of two up to record.MaxShards (a storer's advice
-// is not signed) is ignored.
-func (f *fanOut) learn(n int) {
+type sentAsk struct {
+	p       peer.ID
+	trusted bool
+}
+
+func newSetGather(d *Node, ctx context.Context, sp *space, name string, pub ed25519.PublicKey, now func() time.Time) *setGather {
+	key := setKey(name, pub)
+	return &setGather{d: d, ctx: ctx, sp: sp, name: name, pub: pub, now: now, key: key,
+		rank: newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix(sp)), added: make(chan struct{}, 1)}
+}
+
+// learn starts the shards below n not started yet, each asking at once
+// every peer asked so far. A count that is not a power of two up to
+// record.MaxShards (a storer's advice is not signed) is ignored.
+func (s *setGather) learn(n int) {
 	if record.CheckShards(n) != nil {
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for ; f.n < n; f.n++ {
-		shard := f.n
-		f.wg.Go(func() {
-			got, gs := f.d.gather(f.ctx, f.sp, f.name, f.pub, shard, f.now, f.learn)
-			f.add(shard, got, gs)
-		})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return
+	}
+	for len(s.shards) < n {
+		g := s.d.newGatherer(s.ctx, s.sp, s.rank.key, s.rank, s.name, s.pub, len(s.shards), s.now, s.learn)
+		s.shards = append(s.shards, g)
+		for _, a := range s.asks {
+			g.ask(a.p, a.trusted)
+		}
+		select {
+		case s.added <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // count returns how many shards were asked.
-func (f *fanOut) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n
+func (s *setGather) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.shards)
+}
+
+// started returns the gatherers of the shards started from shard from on.
+func (s *setGather) started(from int) []*gatherer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.shards[min(from, len(s.shards)):])
+}
+
+// ask sends p the GET of every shard started, and of every shard started
+// later (see learn). trusted is as for gatherer.ask.
+func (s *setGather) ask(p peer.ID, trusted bool) {
+	s.mu.Lock()
+	s.asks = append(s.asks, sentAsk{p, trusted})
+	gs := slices.Clone(s.shards)
+	s.mu.Unlock()
+	for _, g := range gs {
+		g.ask(p, trusted)
+	}
+}
+
+// consider asks p, a peer the lookup has heard of, for every shard if it
+// ranks among the askRank closest heard of so far: such a peer is most
+// likely a storer, and asking it now saves the round trips the lookup
+// would take to confirm that.
+func (s *setGather) consider(p peer.ID) {
+	if i, ok := s.rank.add(p); ok && i < askRank {
+		s.ask(p, false)
+	}
+}
+
+// learnSeen starts the shards below the largest count of the valid
+// records seen (a storer's advice starts them as it arrives; a record's
+// count may be told only after its gatherer has agreed), and reports
+// whether it started any.
+func (s *setGather) learnSeen() bool {
+	before := s.count()
+	n := 1
+	for _, g := range s.started(0) {
+		n = max(n, g.maxCount())
+	}
+	s.learn(n)
+	return s.count() > before
+}
+
+// watch closes stop once every shard started has agreed (and no valid
+// record seen names more shards), or returns when ctx ends. A storer's
+// advice that comes with the very answer that made the last shard agree
+// may come too late (it is told after); any other answer's advice starts
+// its shards in time.
+func (s *setGather) watch(ctx context.Context, stop chan<- struct{}) {
+	for {
+		var open *gatherer
+		for _, g := range s.started(0) {
+			select {
+			case <-g.done:
+				continue
+			default:
+			}
+			open = g
+			break
+		}
+		if open == nil {
+			if s.learnSeen() {
+				continue
+			}
+			close(stop)
+			return
+		}
+		select {
+		case <-open.done:
+		case <-s.added:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// waitAll waits (gatherer.wait) on every shard started, those started
+// meanwhile included, and reports whether every one agreed.
+func (s *setGather) waitAll(ctx context.Context) bool {
+	all := true
+	for from := 0; ; {
+		gs := s.started(from)
+		if len(gs) == 0 {
+			if s.learnSeen() {
+				continue
+			}
+			return all
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, g := range gs {
+			wg.Go(func() {
+				ok := g.wait(ctx)
+				mu.Lock()
+				defer mu.Unlock()
+				all = all && ok
+			})
+		}
+		wg.Wait()
+		from += len(gs)
+	}
+}
+
+// remember returns the peers a repeated find should ask, best first (see
+// gatherer.remember): shard 0's, which are every shard's storers.
+func (s *setGather) remember(closest []peer.ID) []peer.ID {
+	return s.started(0)[0].remember(closest)
+}
+
+// run gathers the set's shards, starting with the first hint (1 for a set
+// not known to be sharded), and hands each shard's records and stats to
+// add. A repeated find within cacheTTL first asks the remembered closest
+// peers of the base key for every remembered shard at once, and skips the
+// lookup when every shard's answers agree. Answers count towards agreement
+// only if they hold valid records and come from a peer near the key, so
+// far or lying peers cannot end a find early.
+func (s *setGather) run(hint int, add func(shard int, got [][]byte, gs gatherStats)) {
+	gctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	s.learn(max(1, hint))
+	var st gatherStats // the set's: the lookup's part, reported with shard 0
+	defer func() {
+		s.mu.Lock()
+		s.done = true
+		gs := slices.Clone(s.shards)
+		s.mu.Unlock()
+		for i, g := range gs {
+			part := st
+			if i > 0 {
+				part = gatherStats{lookup: st.lookup, early: st.early, cached: st.cached}
+			}
+			got, gst := g.finish(part)
+			add(i, got, gst)
+		}
+	}()
+	if cached := s.sp.closest.get(s.key, time.Now()); len(cached) > 0 {
+		for _, p := range cached[:min(cachedAsk, len(cached))] {
+			s.ask(p, true)
+		}
+		if s.waitAll(gctx) {
+			st.cached, st.early = true, true
+			return
+		}
+	}
+
+	// The lookup, with likely storers asked as they turn up. The watcher
+	// ends with it: it shares the gatherers' news with waitAll.
+	stop := make(chan struct{})
+	wctx, wcancel := context.WithCancel(gctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		s.watch(wctx, stop)
+	}()
+	start := time.Now()
+	peers, err, stopped := s.d.lookup(gctx, s.sp, s.key, s.consider, stop)
+	wcancel()
+	<-watched
+	st.lookups = 1
+	st.lookup = time.Since(start)
+	if stopped {
+		st.early = true
+		s.sp.closest.put(s.key, s.remember(nil), time.Now())
+		return
+	}
+	st.lookupErr = err
+	peers = s.d.diverse(s.rank.key, s.d.cfg.Replication, peers, s.rank.closest(math.MaxInt))
+	st.closest = len(peers)
+	for _, p := range peers {
+		s.ask(p, true)
+	}
+	s.waitAll(gctx)
+	if err == nil && len(peers) > 0 {
+		s.sp.closest.put(s.key, s.remember(peers), time.Now())
+	}
 }

@@ -1,17 +1,20 @@
 package dht
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -72,7 +75,7 @@ func TestLargeCell(t *testing.T) {
 			t.Fatalf("%d publishes failed, first: %v", len(errs), errs[0])
 		}
 	}
-	check := func(when string) {
+	check := func(when string, lookups int) {
 		for _, finder := range []*testNode{nodes[0], nodes[17], nodes[39]} {
 			recs, st, err := finder.dht.Find(ctx, name, nil, clk.Now)
 			if err != nil {
@@ -101,22 +104,59 @@ func TestLargeCell(t *testing.T) {
 			if st.Shards < 2 || len(st.Unanswered) > 0 {
 				t.Fatalf("%s: shards %d, unanswered %v", when, st.Shards, st.Unanswered)
 			}
-			t.Logf("%s: %d found over %d shards, %d asked", when, len(got), st.Shards, st.Asked)
+			// Every shard lives at the base key's closest: one lookup
+			// serves them all (with a lookup per shard, it was Shards).
+			if st.Lookups > lookups {
+				t.Fatalf("%s: %d lookups for %d shards, want at most %d", when, st.Lookups, st.Shards, lookups)
+			}
+			t.Logf("%s: %d found over %d shards, %d asked, %d lookups", when, len(got), st.Shards, st.Asked, st.Lookups)
 		}
 	}
 	start := time.Now()
 	publish()
 	t.Logf("published in %v", time.Since(start))
-	check("after the first publishes")
+	checkPlacement(t, nodes, name)
+	check("after the first publishes", 1)
 	t.Logf("checked at %v", time.Since(start))
 	// A republish round: instances that joined before the cell grew move
 	// to more shards; their older records stay live where they were.
 	clk.Add(20 * time.Second)
 	publish()
-	check("after a republish")
+	check("after a republish", 1)
 	// Past the first records' life, only the republished ones remain.
 	clk.Add(45 * time.Second)
-	check("after the first records expired")
+	check("after the first records expired", 1)
+}
+
+// checkPlacement checks that every shard of name's set lives at the peers
+// closest to the set's base key: each of the agreeQuorum closest nodes
+// holds records of every shard in use. (Placed at each shard key's own
+// closest, a shard above 0 reached them only by chance.)
+func checkPlacement(t *testing.T, nodes []*testNode, name string) {
+	t.Helper()
+	key := kb.ConvertKey(record.Key(name))
+	byDist := slices.Clone(nodes)
+	slices.SortFunc(byDist, func(a, b *testNode) int {
+		return bytes.Compare(xor(key, kb.ConvertPeerID(a.host.ID())), xor(key, kb.ConvertPeerID(b.host.ID())))
+	})
+	inUse := 0
+	for _, nd := range nodes {
+		for shard := range record.MaxShards {
+			if len(nd.dht.store.GetIn(name, nil, shard)) > 0 {
+				inUse = max(inUse, shard+1)
+			}
+		}
+	}
+	if inUse < 2 {
+		t.Fatalf("%d shards in use, want a sharded set", inUse)
+	}
+	for i, nd := range byDist[:agreeQuorum] {
+		for shard := range inUse {
+			if len(nd.dht.store.GetIn(name, nil, shard)) == 0 {
+				t.Fatalf("the %d-th closest node to the base key holds no record of shard %d of %d", i, shard, inUse)
+			}
+		}
+	}
 }
 
 // TestShardRefusals: a storer refuses a record in the wrong shard, one
@@ -246,7 +286,7 @@ func TestFinderDropsWrongShard(t *testing.T) {
 	if g.valid(r.Bytes(), now) == nil {
 		t.Fatalf("record refused in its own shard: %v", g.rejected)
 	}
-	f := &fanOut{}
+	f := &setGather{}
 	for _, n := range []int{0, 3, 128, -1} {
 		f.learn(n)
 	}
@@ -265,5 +305,70 @@ func TestPublishSignedChecksTheSigner(t *testing.T) {
 	_, _, err := nodes[0].dht.PublishSigned(context.Background(), "acme/exchange", func(int) (*record.Record, error) { return sign(4) })
 	if err == nil || !strings.Contains(err.Error(), "with 4 shards, want 1") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestFindAdviceSeesEveryShard: a storer holds every shard of a set, so
+// its advice to a finder of shard 0 names the largest shard count among
+// the records of any shard: a shard that split is found from shard 0 even
+// before shard 0's own members have signed again.
+func TestFindAdviceSeesEveryShard(t *testing.T) {
+	now := time.Now()
+	s := NewStore(StoreConfig{MaxPerName: 8, Now: func() time.Time { return now }})
+	name := "acme/exchange"
+	var seq uint64
+	put := func(shards, shard int) {
+		t.Helper()
+		for i := 0; ; i++ {
+			if record.ShardOf(peer.ID(peerOf(instanceKey(i))), shards) != shard {
+				continue
+			}
+			r, err := signer(t, instanceKey(i), name, &seq, func() time.Time { return now })(shards)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := s.PutIn("", name, nil, shard, r.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	put(2, 0)
+	put(4, 1)
+	if adv := s.Advice(name, nil, 0); adv != 2 {
+		t.Fatalf("shard 0's own advice %d, want 2", adv)
+	}
+	if adv := s.FindAdvice(name, nil, 0); adv != 4 {
+		t.Fatalf("advice to a finder of shard 0: %d, want 4 (shard 1's records)", adv)
+	}
+	if adv := s.FindAdvice(name, nil, 2); adv != 4 {
+		t.Fatalf("advice to a finder of empty shard 2: %d, want 4", adv)
+	}
+}
+
+// TestNewestTakesVerified: records a gather verified are not verified
+// again by Find (a large cell's 1,000 signatures), but their clock is
+// checked again; raw bytes no gather verified still are.
+func TestNewestTakesVerified(t *testing.T) {
+	now := time.Now()
+	var seq uint64
+	name := "acme/exchange"
+	r, err := signer(t, instanceKey(1), name, &seq, func() time.Time { return now })(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stand-in bytes: were they verified, they would fail.
+	junk := []byte("verified by a gather")
+	verified := map[string]*record.Record{string(junk): r}
+	if got := newest(name, [][]byte{junk}, verified, now, nil); len(got) != 1 || got[0] != r {
+		t.Fatalf("a verified record was not taken as verified: %v", got)
+	}
+	rejected := map[string]int{}
+	if got := newest(name, [][]byte{junk}, verified, now.Add(2*time.Minute), rejected); len(got) != 0 || rejected["expired"] != 1 {
+		t.Fatalf("an expired verified record: %v, rejected %v", got, rejected)
+	}
+	rejected = map[string]int{}
+	if got := newest(name, [][]byte{junk}, nil, now, rejected); len(got) != 0 || len(rejected) != 1 {
+		t.Fatalf("unverified junk: %v, rejected %v", got, rejected)
 	}
 }

@@ -284,6 +284,27 @@ func (s *Store) adviceLocked(set map[peer.ID]*record.Record, now time.Time) int 
 	return top
 }
 
+// FindAdvice is the shard count a storer advises a finder of the set
+// (name, publisher) asking for shard shard: the shard's Advice, or the
+// largest shard count among the live records of any shard of the set it
+// holds, if larger. Every shard of a set lives at the same storers
+// (docs/records.md, "Shards"), so one answer for any shard tells a finder
+// every shard in use, even while a shard it has not asked is splitting.
+func (s *Store) FindAdvice(name string, publisher ed25519.PublicKey, shard int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	n := s.adviceLocked(s.byName[bucket(name, publisher, shard)], now)
+	for sh := range record.MaxShards {
+		for _, r := range s.byName[bucket(name, publisher, sh)] {
+			if c := r.ShardCount(); c > n && r.Check(now) == nil {
+				n = c
+			}
+		}
+	}
+	return n
+}
+
 // roomFor reports whether source may hold r, replacing old (nil if none).
 func (s *Store) roomFor(source string, old, r *record.Record) bool {
 	u := s.bySrc[source]
