@@ -175,6 +175,19 @@ func BenchmarkSidecarCPU(b *testing.B) {
 		}
 	}
 
+	// Connections per connected peer: above 1, peers reached twice.
+	var conns, connPeers int
+	for _, s := range sidecars {
+		if st, err := s.Status(fctx); err == nil {
+			conns += st.Connections
+			connPeers += st.ConnectedPeers
+		}
+	}
+	connRatio := 0.0
+	if connPeers > 0 {
+		connRatio = float64(conns) / float64(connPeers)
+	}
+
 	rates := func(ws []CPUWindow) Rates {
 		var r Rates
 		for _, w := range ws {
@@ -208,6 +221,7 @@ func BenchmarkSidecarCPU(b *testing.B) {
 	tw.Flush()
 	fmt.Fprintf(&sb, "\nRSS at the end: sidecar p50 %.0f MiB (max %.0f), etcd %.0f MiB; cells findable after the windows: %d of %d\n",
 		rss.Quantile(50), rss.Quantile(100), float64(etcdRSS)/(1<<20), findable, len(sidecars))
+	fmt.Fprintf(&sb, "connections at the end: %d to %d connected peers over all sidecars (%.2f a peer)\n", conns, connPeers, connRatio)
 	fmt.Fprint(os.Stdout, sb.String())
 
 	report := func(v float64, unit string) {
@@ -224,6 +238,7 @@ func BenchmarkSidecarCPU(b *testing.B) {
 	report(sa.Mean()/etcdStart.Rate(), "start_x_etcd")
 	report(ss.Mean()/etcdSteady.Rate(), "steady_x_etcd")
 	report(float64(findable), "findable")
+	report(connRatio, "conns/peer")
 	if findable < len(sidecars) {
 		b.Errorf("%d of %d cells findable after the windows", findable, len(sidecars))
 	}
