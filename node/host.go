@@ -15,12 +15,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Connection manager watermarks: a public DHT server keeps up to 400
@@ -68,7 +65,6 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 		libp2p.Transport(quic.NewTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
-		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 	)
 	if err != nil {
 		rm.Close()
@@ -179,50 +175,4 @@ func privateNetworkLimits() []rcmgr.Option {
 			},
 		}),
 	}
-}
-
-// privateTCPDelay is how long after its QUIC dial a peer's private TCP
-// addresses are dialled: libp2p's delay for public addresses
-// (swarm.PublicTCPDelay), instead of its 30 ms for private ones.
-const privateTCPDelay = swarm.PublicTCPDelay
-
-// dialRanker is libp2p's default dial ranker, except that a peer's TCP
-// addresses on private networks wait privateTCPDelay after its QUIC dial,
-// as public ones do, instead of 30 ms. libp2p keeps every dial that
-// succeeds, so with 30 ms a QUIC handshake that took longer — one round
-// trip over 30 ms, or a loaded machine: 16 sidecars starting together on
-// two cores — made the peers connect twice, with a second handshake,
-// muxer and identify exchange on the TCP connection (the sidecar CPU
-// benchmark, docs/performance.md session 6). Nothing waits longer when
-// QUIC fails: the swarm dials the next address at once when no dial is in
-// flight, so only a network that drops UDP silently costs privateTCPDelay
-// more per new connection (set --listen to TCP alone there).
-func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
-	ranked := swarm.DefaultDialRanker(addrs)
-	quic := false
-	for _, a := range ranked {
-		if manet.IsPrivateAddr(a.Addr) && isQUIC(a.Addr) {
-			quic = true
-			break
-		}
-	}
-	if !quic {
-		return ranked
-	}
-	for i, a := range ranked {
-		if manet.IsPrivateAddr(a.Addr) && isTCP(a.Addr) {
-			ranked[i].Delay += privateTCPDelay - swarm.PrivateTCPDelay
-		}
-	}
-	return ranked
-}
-
-func isQUIC(a ma.Multiaddr) bool {
-	_, err := a.ValueForProtocol(ma.P_QUIC_V1)
-	return err == nil
-}
-
-// isTCP reports whether a is a plain TCP address (not a websocket).
-func isTCP(a ma.Multiaddr) bool {
-	return len(a) > 0 && a[len(a)-1].Protocol().Code == ma.P_TCP
 }
