@@ -38,7 +38,10 @@ func main() {
 		debug.SetMemoryLimit(oneShotHeap)
 	}
 
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, cli.Run, gracePeriod))
+	stopProfile := startProfile(os.Getenv, os.Stderr)
+	code := run(os.Args[1:], os.Stdout, os.Stderr, cli.Run, gracePeriod)
+	stopProfile()
+	os.Exit(code)
 }
 
 // oneShotHeap is the heap at which a one-shot command starts collecting

@@ -52,6 +52,9 @@ type Cluster struct {
 	DHTMode string
 	// RunArgs are more flags for every sidecar (such as --log-level debug).
 	RunArgs []string
+	// RunEnv, when not nil, gives more environment variables for the
+	// sidecar whose home is home (such as a CPU profile's path).
+	RunEnv func(home string) []string
 
 	mu       sync.Mutex
 	seq      int
@@ -147,6 +150,9 @@ func (c *Cluster) Start(name string) (*Sidecar, error) {
 	}
 	args = append(args, c.RunArgs...)
 	env := []string{"CELLNODE_RUNTIME_DIR=" + c.newDir("rt")}
+	if c.RunEnv != nil {
+		env = append(env, c.RunEnv(home)...)
+	}
 	p, err := StartProc("run "+filepath.Base(home), c.Bin, args, env, home+".log")
 	if err != nil {
 		ln.Close()

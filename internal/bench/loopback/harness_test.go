@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cellnode/cellnode/internal/poll"
 )
 
 // The tests in this file check the harness itself: no etcd, no cellnode
@@ -509,5 +511,86 @@ func TestSidecarFindAndStatus(t *testing.T) {
 	st, err := s.Status(ctx)
 	if err != nil || st.Peer != "12D3KooWF" || st.Cells[0].StoredAt != 1 {
 		t.Errorf("status %+v, %v", st, err)
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// A name with spaces and parentheses; utime 250, stime 50 ticks.
+	line := "4242 (cell (node) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 50 0 0 20 0 12 0 100 1000000 300 18446744073709551615\n"
+	got, err := ParseStatCPU([]byte(line))
+	if err != nil || got != 3*time.Second {
+		t.Fatalf("ParseStatCPU = %v, %v; want 3s", got, err)
+	}
+	for _, bad := range []string{"", "4242 cellnode S 1", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 x 0"} {
+		if _, err := ParseStatCPU([]byte(bad)); err == nil {
+			t.Errorf("ParseStatCPU(%q): no error", bad)
+		}
+	}
+}
+
+func TestCPUTimeOfSelf(t *testing.T) {
+	c0, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	poll.T(t, "this process's CPU time to grow", func() bool {
+		for i := range 1 << 20 { // busy, so that the time grows
+			x += i
+		}
+		c, err := CPUTime(os.Getpid())
+		return err == nil && c > c0
+	})
+	_ = x
+	if r, err := RSS(os.Getpid()); err != nil || r <= 0 {
+		t.Fatalf("RSS = %d, %v", r, err)
+	}
+	if _, err := CPUTime(-1); err == nil {
+		t.Fatal("CPUTime(-1): no error")
+	}
+}
+
+func TestCPUWindowAndRates(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	w := CPUWindow{From: t0, To: t0.Add(2 * time.Second), CPUFrom: time.Second, CPUTo: 1500 * time.Millisecond}
+	if got := w.Rate(); got != 250 {
+		t.Fatalf("Rate = %v, want 250 ms/s", got)
+	}
+	if got := (CPUWindow{From: t0, To: t0}).Rate(); got != 0 {
+		t.Fatalf("empty window's Rate = %v", got)
+	}
+	r := Rates{4, 1, 3, 2}
+	if r.Mean() != 2.5 || r.Quantile(50) != 2 || r.Quantile(100) != 4 || (Rates{}).Mean() != 0 || (Rates{}).Quantile(50) != 0 {
+		t.Fatalf("Rates %v: mean %v, p50 %v, max %v", r, r.Mean(), r.Quantile(50), r.Quantile(100))
+	}
+}
+
+func TestCPUConfigFromEnv(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	def := CPUConfig{}.withDefaults()
+	if def != (CPUConfig{Sidecars: 16, Start: 10 * time.Second, Settle: 5 * time.Second, Steady: 30 * time.Second}) {
+		t.Fatalf("defaults %+v", def)
+	}
+	got, err := CPUConfigFromEnv(env("LOOPBACK_CPU_SIDECARS", "32", "LOOPBACK_CPU_START", "5s", "LOOPBACK_CPU_SETTLE", "1s",
+		"LOOPBACK_CPU_STEADY", "1m", "LOOPBACK_CPU_PROFILE", "/tmp/p"))
+	if err != nil || got != (CPUConfig{Sidecars: 32, Start: 5 * time.Second, Settle: time.Second, Steady: time.Minute, Profile: "/tmp/p"}) {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	for _, f := range []string{"Sidecars", "Start", "Settle", "Steady", "Profile"} {
+		if CPUEnv[f] == "" {
+			t.Errorf("CPUEnv has no variable for %s", f)
+		}
+	}
+	for _, bad := range [][2]string{{"LOOPBACK_CPU_SIDECARS", "0"}, {"LOOPBACK_CPU_SIDECARS", "x"},
+		{"LOOPBACK_CPU_START", "10"}, {"LOOPBACK_CPU_STEADY", "-1s"}, {"LOOPBACK_CPU_SETTLE", "soon"}} {
+		if _, err := CPUConfigFromEnv(env(bad[0], bad[1])); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%s=%s: error %v, want one naming the variable", bad[0], bad[1], err)
+		}
 	}
 }

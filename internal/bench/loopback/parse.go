@@ -66,7 +66,11 @@ type Status struct {
 	Peer   string `json:"peer"`
 	Server bool   `json:"dht_server"`
 	Peers  int    `json:"routing_table"`
-	Cells  []struct {
+	// ConnectedPeers and Connections are the host's: more connections
+	// than peers are peers reached over more than one (TCP beside QUIC).
+	ConnectedPeers int `json:"connected_peers"`
+	Connections    int `json:"connections"`
+	Cells          []struct {
 		Name       string `json:"name"`
 		Announcing bool   `json:"announcing"`
 		Publishes  int    `json:"publishes"`
