@@ -72,7 +72,11 @@ func TestCompare(t *testing.T) {
 			if r.Find.P50MS > r.Find.P95MS || r.Find.P95MS > r.Find.P99MS {
 				t.Errorf("percentiles out of order: %+v", r.Find)
 			}
-			if r.HeapBytesPerNode <= 0 || r.GoroutinesPerNode <= 0 || r.SetupSeconds <= 0 {
+			// Not the heap: it is the process's, and in a test binary the
+			// networks of earlier tests may still be freeing theirs while
+			// this one is built (a negative growth under load). cellnode
+			// sim measures one network per process.
+			if r.GoroutinesPerNode <= 0 || r.SetupSeconds <= 0 {
 				t.Errorf("setup figures: %+v", r)
 			}
 			b, err := json.Marshal(r)
