@@ -312,7 +312,19 @@ type lazyStream struct {
 
 func (s *lazyStream) Read(b []byte) (int, error)  { return s.rw.Read(b) }
 func (s *lazyStream) Write(b []byte) (int, error) { return s.rw.Write(b) }
-func (s *lazyStream) Close() error                { return s.rw.Close() }
+
+// Close reads the peer's acceptance of the proposal first if it has not
+// come yet (multistream-select's lazy client does), so it sets a read
+// deadline, as go-libp2p's host does, lest a peer that never answers hold
+// it.
+func (s *lazyStream) Close() error {
+	_ = s.Stream.SetReadDeadline(time.Now().Add(closeNegotiationTimeout))
+	return s.rw.Close()
+}
+
+// closeNegotiationTimeout bounds how long Close waits for the peer's
+// acceptance (go-libp2p's host: basichost.DefaultNegotiationTimeout).
+const closeNegotiationTimeout = 10 * time.Second
 
 // CloseWrite flushes the proposal first (a request is written before, so
 // it has gone already; this keeps an empty write correct).
