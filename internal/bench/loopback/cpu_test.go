@@ -36,17 +36,8 @@ func BenchmarkSidecarCPU(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	raiseNofile(b)
+	bin := prepare(b)
 	ctx := context.Background()
-	if err := InstallEtcd(ctx, filepath.Join("..", "etcd.sh")); err != nil {
-		b.Skipf("etcd cannot be installed, so there is nothing to compare cellnode with: %v", err)
-	}
-	bin := os.Getenv("LOOPBACK_BIN")
-	if bin == "" {
-		if bin, err = Build(ctx, moduleDir, b.TempDir()); err != nil {
-			b.Fatal(err)
-		}
-	}
 	dir := b.TempDir()
 	if os.Getenv("LOOPBACK_KEEP") != "" {
 		if dir, err = os.MkdirTemp("", "loopback-cpu-"); err != nil {

@@ -61,20 +61,30 @@ func BenchmarkLoopback(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	bin := prepare(b)
+	b.Run("latency", func(b *testing.B) { benchLatency(b, cfg, bin) })
+	b.Run("withdrawals", func(b *testing.B) { benchWithdrawals(b, cfg, bin) })
+	b.Run("bootstrapkill", func(b *testing.B) { benchBootstrapKill(b, cfg, bin) })
+}
+
+// prepare is what every benchmark of the package needs first: the open
+// files limit raised, etcd installed (the benchmark is skipped when it
+// cannot be), and the cellnode binary: LOOPBACK_BIN, a prebuilt one that
+// keeps the build out of the timing lock, or one built now.
+func prepare(b *testing.B) string {
 	raiseNofile(b)
 	ctx := context.Background()
 	if err := InstallEtcd(ctx, filepath.Join("..", "etcd.sh")); err != nil {
 		b.Skipf("etcd cannot be installed, so there is nothing to compare cellnode with: %v", err)
 	}
-	bin := os.Getenv("LOOPBACK_BIN") // a prebuilt cellnode, to keep the build out of the timing lock
+	bin := os.Getenv("LOOPBACK_BIN")
 	if bin == "" {
+		var err error
 		if bin, err = Build(ctx, moduleDir, b.TempDir()); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.Run("latency", func(b *testing.B) { benchLatency(b, cfg, bin) })
-	b.Run("withdrawals", func(b *testing.B) { benchWithdrawals(b, cfg, bin) })
-	b.Run("bootstrapkill", func(b *testing.B) { benchBootstrapKill(b, cfg, bin) })
+	return bin
 }
 
 // env is what every sub-benchmark sets up: a network with its long-lived
