@@ -16,8 +16,6 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
-	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/x/rate"
 )
 
@@ -31,9 +29,10 @@ const (
 
 // Dial timeouts, per address: the backstop for dials that carry no
 // budget of their own. A peer that is gone answers nothing over QUIC (no
-// packet says its port is closed), so a dial to it lasts the whole
-// timeout; the TCP dial beside it is refused at once, but the swarm waits
-// for every address. The DHT's lookups and requests bound each dial by the
+// packet says its port is closed), so a dial to it would last the whole
+// timeout, but for the TCP dial beside it, which is refused at once and
+// then cuts the QUIC dial short (goneDials). A machine that is down
+// answers neither. The DHT's lookups and requests bound each dial by the
 // network's measured latency (dht.Config.DialTimeout, see dialBudget);
 // kad-dht's refresh and its check of each new peer, manifest fetches and
 // the agent's dials do not, and with libp2p's defaults (5 s on private
@@ -75,11 +74,12 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 	if err != nil {
 		return nil, err
 	}
+	gone := newGoneDials()
 	h, err := libp2p.New(
 		libp2p.Identity(sk),
 		libp2p.ListenAddrStrings(listen...),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
+		libp2p.Transport(gone.tcpTransport),
+		libp2p.Transport(gone.quicTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
 		libp2p.WithDialTimeout(dialTimeout),
@@ -93,6 +93,7 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 		}
 		return nil, fmt.Errorf("node: start libp2p host on %s: %w", strings.Join(listen, ", "), err)
 	}
+	gone.setPeerstore(h.Peerstore())
 	return h, nil
 }
 

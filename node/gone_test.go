@@ -1,0 +1,160 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/transport"
+	"github.com/libp2p/go-libp2p/p2p/host/peerstore/pstoremem"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// TestDialOfGonePeerIsCutShort: a peer whose process has exited refuses
+// its TCP port, and that refusal ends the QUIC dial beside it with
+// errPeerGone, long before the dial timeout (without goneDials the dial
+// fails with the QUIC address's timeout after localDialTimeout). A second
+// dial fails at once from the swarm's backoff.
+func TestDialOfGonePeerIsCutShort(t *testing.T) {
+	dialer, gone := startLoopbackHost(t, nil), startLoopbackHost(t, nil)
+	dialer.Peerstore().AddAddrs(gone.ID(), gone.Addrs(), peerstore.TempAddrTTL)
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := dialer.Network().DialPeer(ctx, gone.ID())
+	if err == nil {
+		t.Fatal("a dial of a closed host succeeded")
+	}
+	if !errors.Is(err, errPeerGone) {
+		t.Fatalf("the QUIC dial was not cut short by the refused TCP dial: %v", err)
+	}
+	_, err = dialer.Network().DialPeer(ctx, gone.ID())
+	if !errors.Is(err, swarm.ErrDialBackoff) {
+		t.Fatalf("second dial: want the swarm's dial backoff, got %v", err)
+	}
+}
+
+// TestRestartedPeerStillDialled: a peer that restarted on new ports is
+// still known by its old addresses too; the old TCP port refuses, but the
+// dial reaches the new process.
+func TestRestartedPeerStillDialled(t *testing.T) {
+	dialer, old := startLoopbackHost(t, nil), startLoopbackHost(t, nil)
+	sk := old.Peerstore().PrivKey(old.ID())
+	oldAddrs := old.Addrs()
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := startLoopbackHost(t, sk)
+	dialer.Peerstore().AddAddrs(old.ID(), oldAddrs, peerstore.TempAddrTTL)
+	dialer.Peerstore().AddAddrs(old.ID(), restarted.Addrs(), peerstore.TempAddrTTL)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := dialer.Network().DialPeer(ctx, restarted.ID()); err != nil {
+		t.Fatalf("dial of a restarted peer: %v", err)
+	}
+}
+
+// TestGoneNeedsEveryTCPAddress: a refusal of one of a peer's two TCP
+// addresses on an IP does not cancel its QUIC dials there (it may have
+// restarted on the other); a refusal of both does, only on that IP, and a
+// QUIC dial that starts afterwards fails at once until goneFor has passed.
+func TestGoneNeedsEveryTCPAddress(t *testing.T) {
+	g := newGoneDials()
+	now := time.Unix(1000, 0)
+	g.now = func() time.Time { return now }
+	ps, err := pstoremem.NewPeerstore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	g.setPeerstore(ps)
+	p := peer.ID("peer-a")
+	t1 := ma.StringCast("/ip4/10.0.0.1/tcp/4001")
+	t2 := ma.StringCast("/ip4/10.0.0.1/tcp/4002")
+	q := ma.StringCast("/ip4/10.0.0.1/udp/4001/quic-v1")
+	other := ma.StringCast("/ip4/10.0.0.2/udp/4001/quic-v1")
+	ps.AddAddrs(p, []ma.Multiaddr{t1, t2, q, other, ma.StringCast("/ip4/10.0.0.1/tcp/4003/ws")}, peerstore.PermanentAddrTTL)
+
+	dial := func(a ma.Multiaddr) (*bool, error) {
+		k, _ := keyOf(p, a)
+		cancelled := new(bool)
+		_, err := g.startQUIC(k, func(cause error) { *cancelled = errors.Is(cause, errPeerGone) })
+		return cancelled, err
+	}
+	onIP, err := dial(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere, err := dial(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.tcpRefused(p, t1)
+	if *onIP {
+		t.Fatal("one refused TCP address of two cancelled the QUIC dial")
+	}
+	g.tcpRefused(p, t2)
+	if !*onIP {
+		t.Fatal("with every TCP address on the IP refused, the QUIC dial there went on")
+	}
+	if *elsewhere {
+		t.Fatal("refusals on one IP cancelled a QUIC dial to another")
+	}
+	if _, err := dial(q); !errors.Is(err, errPeerGone) {
+		t.Fatalf("a QUIC dial after the refusals: want errPeerGone, got %v", err)
+	}
+	now = now.Add(goneFor)
+	if _, err := dial(q); err != nil {
+		t.Fatalf("a QUIC dial goneFor after the refusals: %v", err)
+	}
+	if len(g.refused) != 0 {
+		t.Fatalf("refusals kept after goneFor: %v", g.refused)
+	}
+}
+
+// TestGoneTransportsKeepInterfaces: the wrapped transports offer every
+// optional interface the swarm looks for that libp2p's own offer.
+func TestGoneTransportsKeepInterfaces(t *testing.T) {
+	h := startLoopbackHost(t, nil)
+	sw, ok := h.Network().(*swarm.Swarm)
+	if !ok {
+		t.Fatalf("network is %T", h.Network())
+	}
+	optional := []reflect.Type{
+		reflect.TypeFor[io.Closer](),
+		reflect.TypeFor[transport.DialUpdater](),
+		reflect.TypeFor[transport.Resolver](),
+		reflect.TypeFor[transport.SkipResolver](),
+		reflect.TypeFor[swarm.OrderedListener](),
+	}
+	var seen int
+	for _, a := range []string{"/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/udp/1/quic-v1"} {
+		tpt := sw.TransportForDialing(ma.StringCast(a))
+		var inner any
+		switch w := tpt.(type) {
+		case *goneTCP:
+			inner = w.TcpTransport
+		case *goneQUIC:
+			inner = w.Transport
+		default:
+			t.Fatalf("%s: transport %T is not wrapped", a, tpt)
+		}
+		seen++
+		for _, it := range optional {
+			if reflect.TypeOf(inner).Implements(it) && !reflect.TypeOf(tpt).Implements(it) {
+				t.Errorf("%T lost %v of %T", tpt, it, inner)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("found %d wrapped transports, want 2 (TCP and QUIC)", seen)
+	}
+}
