@@ -107,6 +107,14 @@ type Config struct {
 	// PathCache makes a find whose answers agreed store the set at the
 	// closest peer it asked that lacked part of it (see findcache.go).
 	PathCache bool
+	// PeerGone, when set, reports whether p's process is known to have
+	// exited (the node's host: every TCP port of p on the IPs it is
+	// connected on refuses a connect). A request, or a lookup's query,
+	// still unanswered after the peer's probe delay (probeDelay) is checked
+	// once with it, and a peer that is gone is forgotten at once (its
+	// connections closed, which ends the request) instead of after its
+	// request budget. It must return when ctx ends.
+	PeerGone func(ctx context.Context, p peer.ID) bool
 }
 
 // Node is a node's view of the cell namespace: two kad-dht instances with

@@ -650,12 +650,28 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 	// outstanding past the peer's request budget (requestBudget, as for our
 	// own requests) gets the peer forgotten, which closes its connections
 	// and so fails the query at once.
+	// Before that, a query unanswered after the peer's probe delay gets the
+	// peer checked once with Config.PeerGone (a refused TCP port: the
+	// process is gone), and forgotten at once if it is.
 	sent := map[peer.ID]time.Time{}
+	probed := map[peer.ID]bool{}
+	due := make(chan peer.ID)
 	tick := time.NewTicker(silentCheck)
 	defer tick.Stop()
 	evs := events
 	for {
 		select {
+		case p := <-due:
+			if _, ok := sent[p]; !ok || probed[p] {
+				continue
+			}
+			probed[p] = true
+			go func() {
+				if d.cfg.PeerGone(lctx, p) {
+					d.count.add("lookup_gone_peers", 1)
+					d.forget(p)
+				}
+			}()
 		case ev, ok := <-evs:
 			if !ok {
 				evs = nil // closed early: wait for the result alone
@@ -664,6 +680,16 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 			switch ev.Type {
 			case routing.SendingQuery:
 				sent[ev.ID] = time.Now()
+				if d.cfg.PeerGone != nil && !probed[ev.ID] {
+					p := ev.ID
+					t := time.AfterFunc(d.probeDelay(p), func() {
+						select {
+						case due <- p:
+						case <-lctx.Done():
+						}
+					})
+					defer t.Stop()
+				}
 			case routing.QueryError:
 				delete(sent, ev.ID)
 			case routing.PeerResponse:

@@ -135,14 +135,46 @@ func source(c network.Conn) string {
 // connections are closed (a dead QUIC connection otherwise takes every
 // request until it idles out), so the next lookup does not wait on it.
 func (d *Node) call(parent context.Context, p peer.ID, req request) (*response, error) {
-	ctx, cancel := context.WithTimeout(parent, d.requestBudget(p))
+	gctx, gone := context.WithCancelCause(parent)
+	defer gone(nil)
+	ctx, cancel := context.WithTimeout(gctx, d.requestBudget(p))
 	defer cancel()
+	if d.cfg.PeerGone != nil {
+		t := time.AfterFunc(d.probeDelay(p), func() {
+			if d.cfg.PeerGone(ctx, p) {
+				d.count.add("requests_peer_gone", 1)
+				gone(ErrPeerGone)
+			}
+		})
+		defer t.Stop()
+	}
 	resp, err := d.exchange(ctx, p, req)
+	if err != nil && errors.Is(context.Cause(gctx), ErrPeerGone) {
+		err = fmt.Errorf("request to %s: %w", p, ErrPeerGone)
+	}
 	var remote *RemoteError
 	if err != nil && parent.Err() == nil && !errors.As(err, &remote) && !errors.Is(err, errMalformedResponse) {
 		d.forget(p)
 	}
 	return resp, err
+}
+
+// ErrPeerGone is why a request to a peer ended early: Config.PeerGone
+// found its process gone.
+var ErrPeerGone = errors.New("peer gone (its TCP port refuses connections)")
+
+// Probe delay: a request or a lookup query to a peer whose latency is
+// known is checked with Config.PeerGone once it has waited probeRTTs
+// times that latency, at least minProbe (never later than its request
+// budget). The check costs one TCP connect to the peer; a peer that is
+// alive but slow keeps its request budget.
+const (
+	probeRTTs = 4
+	minProbe  = 50 * time.Millisecond
+)
+
+func (d *Node) probeDelay(p peer.ID) time.Duration {
+	return min(d.requestBudget(p), max(minProbe, probeRTTs*d.host.Peerstore().LatencyEWMA(p)))
 }
 
 // Request budget: a request to a peer whose latency is known is given
@@ -188,6 +220,9 @@ func (d *Node) exchange(ctx context.Context, p peer.ID, req request) (*response,
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
+	// A request ended before its deadline (its caller gave up, or the peer
+	// was found gone) must not wait for the deadline to end the read.
+	defer context.AfterFunc(ctx, func() { _ = s.Reset() })()
 	msg, _ := msgEnc.Marshal(req)
 	if err := msgio.NewVarintWriter(s).WriteMsg(msg); err != nil {
 		_ = s.Reset()

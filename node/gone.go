@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -47,7 +48,8 @@ import (
 // the swarm dials the addresses again).
 type goneDials struct {
 	mu sync.Mutex
-	ps peerstore.Peerstore // nil until the host exists
+	ps  peerstore.Peerstore // nil until the host exists
+	net network.Network     // nil until the host exists (PeerGone)
 	// quic holds the QUIC dials in flight, by peer and IP.
 	quic map[goneKey]map[*quicDial]struct{}
 	// refused holds, by peer and IP, when each TCP address was refused.
@@ -85,6 +87,81 @@ func (g *goneDials) setPeerstore(ps peerstore.Peerstore) {
 	g.mu.Lock()
 	g.ps = ps
 	g.mu.Unlock()
+}
+
+// setNetwork gives goneDials the host's network: its peerstore, and the
+// open connections that PeerGone checks.
+func (g *goneDials) setNetwork(n network.Network) {
+	g.setPeerstore(n.Peerstore())
+	g.mu.Lock()
+	g.net = n
+	g.mu.Unlock()
+}
+
+// PeerGone reports whether p's process is known to have exited: p has an
+// open connection, and every plain TCP address the peerstore holds for p
+// on the IPs of its connections refuses a TCP connect (a RST, one round
+// trip). The DHT asks it about a peer whose request or query is slow
+// (dht.Config.PeerGone): a peer killed while connected over QUIC leaves a
+// connection that takes requests and answers nothing until it idles out,
+// and no packet says so; its TCP port does. A refused address also counts
+// for the QUIC dials to p (tcpRefused). A connect that succeeds, times out
+// or fails otherwise means p may be alive: false. A successful connect is
+// closed at once; the peer's listener sees a connection that ends before
+// its handshake.
+func (g *goneDials) PeerGone(ctx context.Context, p peer.ID) bool {
+	g.mu.Lock()
+	n, ps := g.net, g.ps
+	g.mu.Unlock()
+	if n == nil || ps == nil {
+		return false
+	}
+	ips := map[netip.Addr]bool{}
+	for _, c := range n.ConnsToPeer(p) {
+		if k, ok := keyOf(p, c.RemoteMultiaddr()); ok {
+			ips[k.ip] = true
+		}
+	}
+	var addrs []ma.Multiaddr
+	for _, a := range ps.Addrs(p) {
+		for ip := range ips {
+			if isTCPOn(a, ip) {
+				addrs = append(addrs, a)
+				break
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return false
+	}
+	refused := make(chan bool, len(addrs))
+	for _, a := range addrs {
+		go func() {
+			na, err := manet.ToNetAddr(a)
+			if err != nil {
+				refused <- false
+				return
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", na.String())
+			if err == nil {
+				c.Close()
+			}
+			refused <- err != nil && errors.Is(err, syscall.ECONNREFUSED)
+		}()
+	}
+	gone := true
+	for range addrs {
+		if !<-refused {
+			gone = false
+		}
+	}
+	if gone {
+		for _, a := range addrs {
+			g.tcpRefused(p, a)
+		}
+	}
+	return gone
 }
 
 // keyOf is a dial's peer and IP; ok is false for an address without an IP

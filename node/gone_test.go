@@ -4,16 +4,20 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/transport"
 	"github.com/libp2p/go-libp2p/p2p/host/peerstore/pstoremem"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // TestDialOfGonePeerIsCutShort: a peer whose process has exited refuses
@@ -156,5 +160,63 @@ func TestGoneTransportsKeepInterfaces(t *testing.T) {
 	}
 	if seen != 2 {
 		t.Fatalf("found %d wrapped transports, want 2 (TCP and QUIC)", seen)
+	}
+}
+
+// TestPeerGoneAsksTheTCPPorts: PeerGone says a connected peer is gone
+// only when every TCP address the peerstore holds for it on the IP it is
+// connected on refuses a connect; a peer with no TCP address there, one
+// with an address that accepts, and a peer with no connection are not gone.
+func TestPeerGoneAsksTheTCPPorts(t *testing.T) {
+	sk, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, g, err := newHost(sk, []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	// The peer listens on QUIC only, so that it is known by no TCP address
+	// but those the test adds.
+	other, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if g.PeerGone(ctx, other.ID()) {
+		t.Fatal("a peer with no connection is gone")
+	}
+	if err := h.Connect(ctx, peer.AddrInfo{ID: other.ID(), Addrs: other.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	if g.PeerGone(ctx, other.ID()) {
+		t.Fatal("a peer known by no TCP address is gone")
+	}
+	closed := closedPort(t) // refuses connections
+	h.Peerstore().AddAddr(other.ID(), closed, peerstore.TempAddrTTL)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	open, err := manet.FromNetAddr(ln.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Peerstore().AddAddr(other.ID(), open, peerstore.TempAddrTTL)
+	if g.PeerGone(ctx, other.ID()) {
+		t.Fatal("a peer with a TCP address that accepts is gone")
+	}
+	ln.Close()
+	if !g.PeerGone(ctx, other.ID()) {
+		t.Fatal("a peer whose every TCP address on its IP refuses is not gone")
+	}
+	// The refusals count for its QUIC dials too.
+	k, _ := keyOf(other.ID(), other.Addrs()[0])
+	if _, err := g.startQUIC(k, func(error) {}); !errors.Is(err, errPeerGone) {
+		t.Fatalf("a QUIC dial after PeerGone: want errPeerGone, got %v", err)
 	}
 }

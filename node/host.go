@@ -55,24 +55,25 @@ const (
 // process holds is refused: libp2p's TCP transport sets SO_REUSEPORT,
 // with which a second process can bind a port the first one listens on,
 // and then dials itself. refused, when not nil, counts what the resource
-// manager refuses.
-func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (host.Host, error) {
+// manager refuses. The goneDials returned is the one the host's transports
+// use; its PeerGone is the DHT's check of a slow peer.
+func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (host.Host, *goneDials, error) {
 	if len(listen) == 0 {
 		listen = DefaultListen
 	}
 	if err := CheckListen(listen); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkPortsFree(listen); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cm, err := connmgr.NewConnManager(connLow, connHigh, connmgr.WithGracePeriod(connGrace))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rm, err := newResourceManager(refused)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	gone := newGoneDials()
 	h, err := libp2p.New(
@@ -89,12 +90,12 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 		rm.Close()
 		msg := err.Error()
 		if strings.Contains(msg, "address already in use") {
-			return nil, fmt.Errorf("node: listen %s: address already in use (pick another port with --listen)", strings.Join(listen, ", "))
+			return nil, nil, fmt.Errorf("node: listen %s: address already in use (pick another port with --listen)", strings.Join(listen, ", "))
 		}
-		return nil, fmt.Errorf("node: start libp2p host on %s: %w", strings.Join(listen, ", "), err)
+		return nil, nil, fmt.Errorf("node: start libp2p host on %s: %w", strings.Join(listen, ", "), err)
 	}
-	gone.setPeerstore(h.Peerstore())
-	return h, nil
+	gone.setNetwork(h.Network())
+	return h, gone, nil
 }
 
 // newResourceManager is the host's resource manager: limits() and

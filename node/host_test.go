@@ -21,7 +21,7 @@ func startLoopbackHost(t *testing.T, sk crypto.PrivKey) host.Host {
 			t.Fatal(err)
 		}
 	}
-	h, err := newHost(sk, []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}, nil)
+	h, _, err := newHost(sk, []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

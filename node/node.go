@@ -183,15 +183,19 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n.priv = ed25519.PrivateKey(raw)
 
+	var gone *goneDials
 	if cfg.Host != nil {
 		n.host = cfg.Host
 	} else {
-		if n.host, err = newHost(sk, cfg.Listen, n.metrics.refused); err != nil {
+		if n.host, gone, err = newHost(sk, cfg.Listen, n.metrics.refused); err != nil {
 			return nil, err
 		}
 		n.ownH = true
 	}
 	dcfg := cfg.DHT
+	if gone != nil && dcfg.PeerGone == nil {
+		dcfg.PeerGone = gone.PeerGone
+	}
 	dcfg.BootstrapPeers = cfg.Bootstrap
 	dcfg.Logger = log
 	if cfg.Ephemeral {
