@@ -116,9 +116,9 @@ func TestGonePeerEndsLookupQuery(t *testing.T) {
 	if c["lookup_gone_peers"] != 1 || c["lookup_silent_peers"] != 0 {
 		t.Fatalf("lookup_gone_peers %d, lookup_silent_peers %d; want the gone peer forgotten by the check, not by its budget", c["lookup_gone_peers"], c["lookup_silent_peers"])
 	}
-	if pub.dht.LAN().RoutingTable().Find(mute.host.ID()) != "" {
-		t.Error("the gone peer is still in the routing table")
-	}
+	// The routing table is not checked here: the "gone" peer is alive
+	// behind the frozen path and may dial back, and identify then adds it
+	// again (TestGonePeerEndsRequest checks that forget drops it).
 }
 
 // TestLivePeerKeepsItsBudget: a peer that Config.PeerGone does not report
