@@ -145,6 +145,8 @@ type setGather struct {
 	key  string // the set's base key: where all its shards live
 	rank *ranker
 
+	moves  *moves // the newest record of each instance, over the shards
+
 	mu     sync.Mutex
 	shards []*gatherer   // by shard: 0 to len-1 started
 	asks   []sentAsk     // every peer asked so far, in order
@@ -159,8 +161,82 @@ type sentAsk struct {
 
 func newSetGather(d *Node, ctx context.Context, sp *space, name string, pub ed25519.PublicKey, now func() time.Time) *setGather {
 	key := setKey(name, pub)
-	return &setGather{d: d, ctx: ctx, sp: sp, name: name, pub: pub, now: now, key: key,
+	s := &setGather{d: d, ctx: ctx, sp: sp, name: name, pub: pub, now: now, key: key,
 		rank: newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix(sp)), added: make(chan struct{}, 1)}
+	s.moves = &moves{retally: func(shard int) {
+		go func() { // not under the lock of the gatherer that saw the move
+			if gs := s.started(shard); len(gs) > 0 {
+				gs[0].retally()
+			}
+		}()
+	}}
+	return s
+}
+
+// moves keeps, for the gatherers of one set's shards, the newest valid
+// record seen of each instance (by Seq) and the shard it came in, so that
+// a shard's agreement need not wait on the old records of an instance
+// that moved to another shard at a split (see gatherer.tally). Only the
+// instance's own key signs a newer record, so no one else can hide an
+// instance from a shard's agreement this way; and the shard it moved to
+// must agree on it. Its lock is taken under a gatherer's, never the
+// other way round.
+type moves struct {
+	retally func(shard int) // asks shard's gatherer to tally again, later
+	mu      sync.Mutex
+	newest  map[peer.ID]placed
+	out     map[int]int // by shard: how many instances seen there have their newest record elsewhere (an upper bound)
+}
+
+type placed struct {
+	seq   uint64
+	shard int
+}
+
+// saw notes a valid record r seen in shard. If it is newer than the
+// instance's newest seen so far, in another shard, that shard is told to
+// tally again.
+func (m *moves) saw(r *record.Record, shard int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	if m.newest == nil {
+		m.newest, m.out = map[peer.ID]placed{}, map[int]int{}
+	}
+	old, ok := m.newest[r.Peer]
+	switch {
+	case !ok:
+		m.newest[r.Peer] = placed{r.Seq, shard}
+	case r.Seq > old.seq:
+		m.newest[r.Peer] = placed{r.Seq, shard}
+		if old.shard != shard {
+			m.out[old.shard]++
+			m.mu.Unlock()
+			m.retally(old.shard)
+			return
+		}
+	case old.shard != shard:
+		m.out[shard]++
+	}
+	m.mu.Unlock()
+}
+
+// here returns the instances of seen (those seen in shard) whose newest
+// record seen is in shard: seen itself when none moved out of it.
+func (m *moves) here(seen map[peer.ID]bool, shard int) map[peer.ID]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.out[shard] == 0 {
+		return seen
+	}
+	out := make(map[peer.ID]bool, len(seen))
+	for p := range seen {
+		if n, ok := m.newest[p]; !ok || n.shard == shard {
+			out[p] = true
+		}
+	}
+	return out
 }
 
 // learn starts the shards below n not started yet, each asking at once
@@ -177,6 +253,7 @@ func (s *setGather) learn(n int) {
 	}
 	for len(s.shards) < n {
 		g := s.d.newGatherer(s.ctx, s.sp, s.rank.key, s.rank, s.name, s.pub, len(s.shards), s.now, s.learn)
+		g.moves = s.moves
 		s.shards = append(s.shards, g)
 		for _, a := range s.asks {
 			g.ask(a.p, a.trusted)
