@@ -127,13 +127,15 @@ type gatherer struct {
 	slowest  time.Duration // the slowest answer so far, from its ask
 	first    time.Duration
 	closed   bool
-	rejected map[string]int  // invalid records received, by Reason
-	knew     map[peer.ID]int // with Config.PathCache: peers that answered, and how many instances their answer held a valid record of
-	shard    int             // the shard of the set asked for
-	learn    func(int)       // told of every shard count above 1 met (records and advice); nil: none
-	moves    *moves          // the newest record of each instance over the set's shards; nil: this shard alone
-	checking map[string]*check // raw record → its verification under way by another answer (see checkAll)
-	verifyFn func(raw []byte, now time.Time) (*record.Record, error) // tests: replaces verify; nil: verify
+	rejected map[string]int    // invalid records received, by Reason
+	knew     map[peer.ID]int   // with Config.PathCache: peers that answered, and how many instances their answer held a valid record of
+	shard    int               // the shard of the set asked for
+	learn    func(int)         // told of every shard count above 1 met (records and advice); nil: none
+	moves    *moves            // the newest record of each instance over the set's shards; nil: this shard alone
+	checking map[string]*check // raw record → its verification, by the first answer that brought it (see checkAll)
+
+	// verifyFn, in tests, replaces verify.
+	verifyFn func(raw []byte, now time.Time) (*record.Record, error)
 }
 
 // check is one record's verification, done by the first answer that
@@ -197,52 +199,61 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		g.slowest = max(g.slowest, time.Since(sent))
 		g.mu.Unlock()
 		checked := g.checkAll(recs, now)
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		// An answer counts towards agreement if it comes from one of the
-		// closest peers of a lookup, or from a near peer that says it is
-		// a core storer of the set.
-		near := g.nearNow()
-		counts := trusted || (resp.Core && near >= 0 && kb.CommonPrefixLen(kb.ConvertPeerID(p), g.key) >= near)
-		g.answered++
-		knows := map[peer.ID]bool{} // the instances this answer holds a valid record of
-		for _, r := range recs {
-			rec, known := g.seen[string(r)]
-			if !known {
-				v, ok := checked[string(r)]
-				if !ok { // checkAll gives a verdict for every record not seen: cannot happen
-					continue
-				}
-				rec = v.rec
-				g.seen[string(r)] = rec
-				if v.err != nil {
-					g.rejected[record.Reason(v.err)]++
-				} else {
-					g.raws = append(g.raws, r)
-					g.seenPeer[rec.Peer] = true
-					g.moves.saw(rec, g.shard)
-				}
-			}
-			if rec != nil {
-				knows[rec.Peer] = true
-				learnt = max(learnt, rec.ShardCount())
-			}
-		}
-		if g.knew != nil {
-			g.knew[p] = len(knows)
-		}
-		if len(knows) == 0 {
-			return // junk or nothing: neither agrees nor disagrees
-		}
-		g.holders = append(g.holders, p)
-		if g.first == 0 {
-			g.first = time.Since(g.t0)
-		}
-		if counts {
-			g.answers = append(g.answers, answer{p, ipGroups(g.d.host, p), knows, trusted})
-		}
-		g.agree()
+		learnt = max(learnt, g.take(p, trusted, resp.Core, recs, checked))
 	}()
+}
+
+// take counts p's answer: recs, the records it held, with the verdicts
+// of those not seen before (checkAll). trusted is as for ask; core, that
+// p says it is a core storer of the set. It returns the largest shard
+// count of the valid records among recs.
+func (g *gatherer) take(p peer.ID, trusted, core bool, recs [][]byte, checked map[string]verdict) (learnt int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// An answer counts towards agreement if it comes from one of the
+	// closest peers of a lookup, or from a near peer that says it is
+	// a core storer of the set.
+	near := g.nearNow()
+	counts := trusted || (core && near >= 0 && kb.CommonPrefixLen(kb.ConvertPeerID(p), g.key) >= near)
+	g.answered++
+	knows := map[peer.ID]bool{} // the instances this answer holds a valid record of
+	for _, r := range recs {
+		rec, known := g.seen[string(r)]
+		if !known {
+			v, ok := checked[string(r)]
+			if !ok { // checkAll gives a verdict for every record not seen: cannot happen
+				continue
+			}
+			rec = v.rec
+			g.seen[string(r)] = rec
+			if v.err != nil {
+				g.rejected[record.Reason(v.err)]++
+			} else {
+				g.raws = append(g.raws, r)
+				g.seenPeer[rec.Peer] = true
+				g.moves.saw(rec, g.shard)
+			}
+		}
+		if rec != nil {
+			knows[rec.Peer] = true
+			learnt = max(learnt, rec.ShardCount())
+		}
+	}
+	if g.knew != nil {
+		g.knew[p] = len(knows)
+	}
+	if len(knows) == 0 {
+		return learnt // junk or nothing: neither agrees nor disagrees
+	}
+	g.holders = append(g.holders, p)
+	if g.first == 0 {
+		g.first = time.Since(g.t0)
+	}
+	if counts {
+		g.answers = append(g.answers, answer{p, ipGroups(g.d.host, p), knows, trusted})
+	}
+	g.agree()
+	return learnt
 }
 
 // agree tallies the answers and closes g.done once agreeQuorum of them

@@ -145,7 +145,7 @@ type setGather struct {
 	key  string // the set's base key: where all its shards live
 	rank *ranker
 
-	moves  *moves // the newest record of each instance, over the shards
+	moves *moves // the newest record of each instance, over the shards
 
 	mu     sync.Mutex
 	shards []*gatherer   // by shard: 0 to len-1 started
