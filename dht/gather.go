@@ -132,6 +132,7 @@ type gatherer struct {
 	shard    int               // the shard of the set asked for
 	learn    func(int)         // told of every shard count above 1 met (records and advice); nil: none
 	moves    *moves            // the newest record of each instance over the set's shards; nil: this shard alone
+	core     func(peer.ID)     // told of every peer that answered as a core storer of the set (outside the lock); nil: none
 	checking map[string]*check // raw record → its verification, by the first answer that brought it (see checkAll)
 
 	// verifyFn, in tests, replaces verify.
@@ -200,6 +201,9 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		g.mu.Unlock()
 		checked := g.checkAll(recs, now)
 		learnt = max(learnt, g.take(p, trusted, resp.Core, recs, checked))
+		if resp.Core && g.core != nil {
+			g.core(p)
+		}
 	}()
 }
 

@@ -148,10 +148,11 @@ type setGather struct {
 	moves *moves // the newest record of each instance, over the shards
 
 	mu     sync.Mutex
-	shards []*gatherer   // by shard: 0 to len-1 started
-	asks   []sentAsk     // every peer asked so far, in order
-	done   bool          // finished: no shard starts any more
-	added  chan struct{} // signalled (without blocking) when a shard starts
+	shards []*gatherer      // by shard: 0 to len-1 started
+	asks   []sentAsk        // every peer asked so far, in order
+	core   map[peer.ID]bool // peers that answered shard 0 as core storers of the set
+	done   bool             // finished: no shard starts any more
+	added  chan struct{}    // signalled (without blocking) when a shard starts
 }
 
 type sentAsk struct {
@@ -254,9 +255,14 @@ func (s *setGather) learn(n int) {
 	for len(s.shards) < n {
 		g := s.d.newGatherer(s.ctx, s.sp, s.rank.key, s.rank, s.name, s.pub, len(s.shards), s.now, s.learn)
 		g.moves = s.moves
+		if len(s.shards) == 0 {
+			g.core = s.answeredCore
+		}
 		s.shards = append(s.shards, g)
 		for _, a := range s.asks {
-			g.ask(a.p, a.trusted)
+			if s.asksAll(a.p, a.trusted) {
+				g.ask(a.p, a.trusted)
+			}
 		}
 		select {
 		case s.added <- struct{}{}:
@@ -279,15 +285,53 @@ func (s *setGather) started(from int) []*gatherer {
 	return slices.Clone(s.shards[min(from, len(s.shards)):])
 }
 
-// ask sends p the GET of every shard started, and of every shard started
-// later (see learn). trusted is as for gatherer.ask.
+// ask sends p the GET of shard 0, and of every other shard started, or
+// started later (see learn), once asksAll holds for p. trusted is as for
+// gatherer.ask.
 func (s *setGather) ask(p peer.ID, trusted bool) {
 	s.mu.Lock()
 	s.asks = append(s.asks, sentAsk{p, trusted})
 	gs := slices.Clone(s.shards)
+	if !s.asksAll(p, trusted) {
+		gs = gs[:min(1, len(gs))]
+	}
 	s.mu.Unlock()
 	for _, g := range gs {
 		g.ask(p, trusted)
+	}
+}
+
+// asksAll reports whether p is asked for every shard, not only shard 0:
+// when it is one of the closest peers of a completed or remembered lookup
+// (trusted), or answered shard 0 as a core storer of the set. Every shard
+// lives at the core storers; a peer the lookup met on its way that is not
+// one of them (it took some publishers' early PUTs, or none) would only
+// add S - 1 answers, each of up to a set's worth of records to move and
+// verify, to a find. Called with s.mu held.
+func (s *setGather) asksAll(p peer.ID, trusted bool) bool {
+	return trusted || s.core[p]
+}
+
+// answeredCore asks p, which answered shard 0 as a core storer, for
+// every other shard started.
+func (s *setGather) answeredCore(p peer.ID) {
+	s.mu.Lock()
+	if s.core[p] {
+		s.mu.Unlock()
+		return
+	}
+	if s.core == nil {
+		s.core = map[peer.ID]bool{}
+	}
+	s.core[p] = true
+	trusted := false
+	for _, a := range s.asks {
+		trusted = trusted || (a.p == p && a.trusted)
+	}
+	gs := slices.Clone(s.shards[min(1, len(s.shards)):])
+	s.mu.Unlock()
+	for _, g := range gs {
+		g.ask(p, trusted) // once: a shard asked p already does nothing
 	}
 }
 

@@ -492,3 +492,37 @@ func TestGatherVerifiesOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestShardsAskedOfCoreStorers: a peer met on the lookup's way is asked
+// for shard 0 alone until it answers it as a core storer; the closest
+// peers of a completed lookup are asked for every shard at once.
+func TestShardsAskedOfCoreStorers(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	d := testNetwork(t, 1, clk)[0].dht
+	s := newSetGather(d, t.Context(), d.spaces[0], "acme/exchange", nil, clk.Now)
+	asked := func(shard int, p peer.ID) bool {
+		g := s.started(shard)[0]
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.asked[p]
+	}
+	met, closest := peer.ID("met-on-the-way"), peer.ID("closest")
+	s.learn(1)
+	s.ask(met, false)
+	s.learn(4)
+	s.ask(closest, true)
+	for shard := range 4 {
+		if !asked(shard, closest) {
+			t.Errorf("a closest peer of the lookup not asked for shard %d", shard)
+		}
+		if asked(shard, met) != (shard == 0) {
+			t.Errorf("a peer met on the way asked for shard %d: %v before it answered as a core storer", shard, asked(shard, met))
+		}
+	}
+	s.answeredCore(met)
+	for shard := range 4 {
+		if !asked(shard, met) {
+			t.Errorf("a core storer not asked for shard %d", shard)
+		}
+	}
+}
