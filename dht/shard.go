@@ -241,8 +241,9 @@ func (m *moves) here(seen map[peer.ID]bool, shard int) map[peer.ID]bool {
 }
 
 // learn starts the shards below n not started yet, each asking at once
-// every peer asked so far. A count that is not a power of two up to
-// record.MaxShards (a storer's advice is not signed) is ignored.
+// every peer asked so far (shards 1 and up: those asksAll holds for). A
+// count that is not a power of two up to record.MaxShards (a storer's
+// advice is not signed) is ignored.
 func (s *setGather) learn(n int) {
 	if record.CheckShards(n) != nil {
 		return
@@ -255,12 +256,13 @@ func (s *setGather) learn(n int) {
 	for len(s.shards) < n {
 		g := s.d.newGatherer(s.ctx, s.sp, s.rank.key, s.rank, s.name, s.pub, len(s.shards), s.now, s.learn)
 		g.moves = s.moves
-		if len(s.shards) == 0 {
+		first := len(s.shards) == 0
+		if first {
 			g.core = s.answeredCore
 		}
 		s.shards = append(s.shards, g)
 		for _, a := range s.asks {
-			if s.asksAll(a.p, a.trusted) {
+			if first || s.asksAll(a.p, a.trusted) {
 				g.ask(a.p, a.trusted)
 			}
 		}
