@@ -127,10 +127,23 @@ type gatherer struct {
 	slowest  time.Duration // the slowest answer so far, from its ask
 	first    time.Duration
 	closed   bool
-	rejected map[string]int  // invalid records received, by Reason
-	knew     map[peer.ID]int // with Config.PathCache: peers that answered, and how many instances their answer held a valid record of
-	shard    int             // the shard of the set asked for
-	learn    func(int)       // told of every shard count above 1 met (records and advice); nil: none
+	rejected map[string]int    // invalid records received, by Reason
+	knew     map[peer.ID]int   // with Config.PathCache: peers that answered, and how many instances their answer held a valid record of
+	shard    int               // the shard of the set asked for
+	learn    func(int)         // told of every shard count above 1 met (records and advice); nil: none
+	moves    *moves            // the newest record of each instance over the set's shards; nil: this shard alone
+	core     func(peer.ID)     // told of every peer that answered as a core storer of the set (outside the lock); nil: none
+	checking map[string]*check // raw record → its verification, by the first answer that brought it (see checkAll)
+
+	// verifyFn, in tests, replaces verify.
+	verifyFn func(raw []byte, now time.Time) (*record.Record, error)
+}
+
+// check is one record's verification, done by the first answer that
+// brings it; the answers that bring it meanwhile wait for its verdict.
+type check struct {
+	done chan struct{} // closed once v is set
+	v    verdict
 }
 
 // ask sends the GET to p once. trusted says p is known to be among the
@@ -185,67 +198,133 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 			g.counted++
 		}
 		g.slowest = max(g.slowest, time.Since(sent))
-		var fresh [][]byte
-		for _, r := range recs {
-			if _, known := g.seen[string(r)]; !known {
-				fresh = append(fresh, r)
-			}
-		}
 		g.mu.Unlock()
-		checked := make(map[string]verdict, len(fresh))
-		for _, r := range fresh {
-			rec, err := g.verify(r, now)
-			checked[string(r)] = verdict{rec, err}
-		}
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		// An answer counts towards agreement if it comes from one of the
-		// closest peers of a lookup, or from a near peer that says it is
-		// a core storer of the set.
-		near := g.nearNow()
-		counts := trusted || (resp.Core && near >= 0 && kb.CommonPrefixLen(kb.ConvertPeerID(p), g.key) >= near)
-		g.answered++
-		knows := map[peer.ID]bool{} // the instances this answer holds a valid record of
-		for _, r := range recs {
-			rec, known := g.seen[string(r)]
-			if !known {
-				v, ok := checked[string(r)]
-				if !ok { // seen when picked, so another answer checked it since: cannot happen
-					continue
-				}
-				rec = v.rec
-				g.seen[string(r)] = rec
-				if v.err != nil {
-					g.rejected[record.Reason(v.err)]++
-				} else {
-					g.raws = append(g.raws, r)
-					g.seenPeer[rec.Peer] = true
-				}
-			}
-			if rec != nil {
-				knows[rec.Peer] = true
-				learnt = max(learnt, rec.ShardCount())
-			}
-		}
-		if g.knew != nil {
-			g.knew[p] = len(knows)
-		}
-		if len(knows) == 0 {
-			return // junk or nothing: neither agrees nor disagrees
-		}
-		g.holders = append(g.holders, p)
-		if g.first == 0 {
-			g.first = time.Since(g.t0)
-		}
-		if counts {
-			g.answers = append(g.answers, answer{p, ipGroups(g.d.host, p), knows, trusted})
-		}
-		g.tally()
-		if len(g.agreers) >= agreeQuorum && !g.closed && !g.crowded() {
-			g.closed = true
-			close(g.done)
+		checked := g.checkAll(recs, now)
+		learnt = max(learnt, g.take(p, trusted, resp.Core, recs, checked))
+		if resp.Core && g.core != nil {
+			g.core(p)
 		}
 	}()
+}
+
+// take counts p's answer: recs, the records it held, with the verdicts
+// of those not seen before (checkAll). trusted is as for ask; core, that
+// p says it is a core storer of the set. It returns the largest shard
+// count of the valid records among recs.
+func (g *gatherer) take(p peer.ID, trusted, core bool, recs [][]byte, checked map[string]verdict) (learnt int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// An answer counts towards agreement if it comes from one of the
+	// closest peers of a lookup, or from a near peer that says it is
+	// a core storer of the set.
+	near := g.nearNow()
+	counts := trusted || (core && near >= 0 && kb.CommonPrefixLen(kb.ConvertPeerID(p), g.key) >= near)
+	g.answered++
+	knows := map[peer.ID]bool{} // the instances this answer holds a valid record of
+	for _, r := range recs {
+		rec, known := g.seen[string(r)]
+		if !known {
+			v, ok := checked[string(r)]
+			if !ok { // checkAll gives a verdict for every record not seen: cannot happen
+				continue
+			}
+			rec = v.rec
+			g.seen[string(r)] = rec
+			if v.err != nil {
+				g.rejected[record.Reason(v.err)]++
+			} else {
+				g.raws = append(g.raws, r)
+				g.seenPeer[rec.Peer] = true
+				g.moves.saw(rec, g.shard)
+			}
+		}
+		if rec != nil {
+			knows[rec.Peer] = true
+			learnt = max(learnt, rec.ShardCount())
+		}
+	}
+	if g.knew != nil {
+		g.knew[p] = len(knows)
+	}
+	if len(knows) == 0 {
+		return learnt // junk or nothing: neither agrees nor disagrees
+	}
+	g.holders = append(g.holders, p)
+	if g.first == 0 {
+		g.first = time.Since(g.t0)
+	}
+	if counts {
+		g.answers = append(g.answers, answer{p, ipGroups(g.d.host, p), knows, trusted})
+	}
+	g.agree()
+	return learnt
+}
+
+// agree tallies the answers and closes g.done once agreeQuorum of them
+// agree. Called with g.mu held.
+func (g *gatherer) agree() {
+	g.tally()
+	if len(g.agreers) >= agreeQuorum && !g.closed && !g.crowded() {
+		g.closed = true
+		close(g.done)
+	}
+}
+
+// retally tallies the answers again: the instances to agree on have
+// changed (one of them has a newer record in another shard, see moves).
+func (g *gatherer) retally() {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return
+	}
+	g.agree()
+	g.mu.Unlock()
+	g.signal()
+}
+
+// checkAll returns the verdicts of the records of recs that g has not
+// seen yet, each verified once per find: a record that another answer is
+// verifying (the storers of a set mostly hold the same bytes, and their
+// answers come together) is not verified again, its verdict is waited
+// for. Every answer verifies the records it claimed before it waits for
+// others', so no two answers wait on each other.
+func (g *gatherer) checkAll(recs [][]byte, now time.Time) map[string]verdict {
+	var mine, theirs []*check
+	var mineRaw, theirsRaw [][]byte
+	g.mu.Lock()
+	if g.checking == nil {
+		g.checking = map[string]*check{}
+	}
+	for _, r := range recs {
+		if _, known := g.seen[string(r)]; known {
+			continue
+		}
+		if c, ok := g.checking[string(r)]; ok {
+			theirs, theirsRaw = append(theirs, c), append(theirsRaw, r)
+			continue
+		}
+		c := &check{done: make(chan struct{})}
+		g.checking[string(r)] = c
+		mine, mineRaw = append(mine, c), append(mineRaw, r)
+	}
+	g.mu.Unlock()
+	verify := g.verify
+	if g.verifyFn != nil {
+		verify = g.verifyFn
+	}
+	out := make(map[string]verdict, len(mine)+len(theirs))
+	for i, c := range mine {
+		rec, err := verify(mineRaw[i], now)
+		c.v = verdict{rec, err}
+		close(c.done)
+		out[string(mineRaw[i])] = c.v
+	}
+	for i, c := range theirs {
+		<-c.done
+		out[string(theirsRaw[i])] = c.v
+	}
+	return out
 }
 
 // nearNow returns g.near, first setting it from the peers the lookup has
@@ -275,7 +354,10 @@ type answer struct {
 
 // tally sets g.agreers: the near peers whose answers hold a record (in any
 // version: a storer that still holds an older copy agrees) of every
-// instance seen so far, at most one per IP group, so that one network's
+// instance seen so far in this shard but those whose newest record seen
+// is in another shard (instances that moved at a split: their old records
+// stay at some storers and not others until they expire, and the newer
+// record is what the find returns), at most one per IP group, so that one network's
 // Sybils holding a stale subset cannot end a find. A peer that no longer
 // ranks among the Replication closest heard of does not count: it may be
 // a peer near the key that took some publishers' early PUTs and not
@@ -283,11 +365,15 @@ type answer struct {
 func (g *gatherer) tally() {
 	gc := newGroupCount(g.d.host, 1)
 	g.agreers = g.agreers[:0]
+	need := g.seenPeer
+	if g.moves != nil {
+		need = g.moves.here(g.seenPeer, g.shard)
+	}
 	for _, a := range g.answers {
 		if !a.trusted && g.rank.rankOf(a.from) >= g.d.cfg.Replication {
 			continue
 		}
-		if len(a.knows) >= len(g.seenPeer) && covers(a.knows, g.seenPeer) && gc.takeGroups(a.groups) {
+		if len(a.knows) >= len(need) && covers(a.knows, need) && gc.takeGroups(a.groups) {
 			g.agreers = append(g.agreers, a.from)
 		}
 	}

@@ -145,11 +145,14 @@ type setGather struct {
 	key  string // the set's base key: where all its shards live
 	rank *ranker
 
+	moves *moves // the newest record of each instance, over the shards
+
 	mu     sync.Mutex
-	shards []*gatherer   // by shard: 0 to len-1 started
-	asks   []sentAsk     // every peer asked so far, in order
-	done   bool          // finished: no shard starts any more
-	added  chan struct{} // signalled (without blocking) when a shard starts
+	shards []*gatherer      // by shard: 0 to len-1 started
+	asks   []sentAsk        // every peer asked so far, in order
+	core   map[peer.ID]bool // peers that answered shard 0 as core storers of the set
+	done   bool             // finished: no shard starts any more
+	added  chan struct{}    // signalled (without blocking) when a shard starts
 }
 
 type sentAsk struct {
@@ -159,13 +162,88 @@ type sentAsk struct {
 
 func newSetGather(d *Node, ctx context.Context, sp *space, name string, pub ed25519.PublicKey, now func() time.Time) *setGather {
 	key := setKey(name, pub)
-	return &setGather{d: d, ctx: ctx, sp: sp, name: name, pub: pub, now: now, key: key,
+	s := &setGather{d: d, ctx: ctx, sp: sp, name: name, pub: pub, now: now, key: key,
 		rank: newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix(sp)), added: make(chan struct{}, 1)}
+	s.moves = &moves{retally: func(shard int) {
+		go func() { // not under the lock of the gatherer that saw the move
+			if gs := s.started(shard); len(gs) > 0 {
+				gs[0].retally()
+			}
+		}()
+	}}
+	return s
+}
+
+// moves keeps, for the gatherers of one set's shards, the newest valid
+// record seen of each instance (by Seq) and the shard it came in, so that
+// a shard's agreement need not wait on the old records of an instance
+// that moved to another shard at a split (see gatherer.tally). Only the
+// instance's own key signs a newer record, so no one else can hide an
+// instance from a shard's agreement this way; and the shard it moved to
+// must agree on it. Its lock is taken under a gatherer's, never the
+// other way round.
+type moves struct {
+	retally func(shard int) // asks shard's gatherer to tally again, later
+	mu      sync.Mutex
+	newest  map[peer.ID]placed
+	out     map[int]int // by shard: how many instances seen there have their newest record elsewhere (an upper bound)
+}
+
+type placed struct {
+	seq   uint64
+	shard int
+}
+
+// saw notes a valid record r seen in shard. If it is newer than the
+// instance's newest seen so far, in another shard, that shard is told to
+// tally again.
+func (m *moves) saw(r *record.Record, shard int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	if m.newest == nil {
+		m.newest, m.out = map[peer.ID]placed{}, map[int]int{}
+	}
+	old, ok := m.newest[r.Peer]
+	switch {
+	case !ok:
+		m.newest[r.Peer] = placed{r.Seq, shard}
+	case r.Seq > old.seq:
+		m.newest[r.Peer] = placed{r.Seq, shard}
+		if old.shard != shard {
+			m.out[old.shard]++
+			m.mu.Unlock()
+			m.retally(old.shard)
+			return
+		}
+	case old.shard != shard:
+		m.out[shard]++
+	}
+	m.mu.Unlock()
+}
+
+// here returns the instances of seen (those seen in shard) whose newest
+// record seen is in shard: seen itself when none moved out of it.
+func (m *moves) here(seen map[peer.ID]bool, shard int) map[peer.ID]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.out[shard] == 0 {
+		return seen
+	}
+	out := make(map[peer.ID]bool, len(seen))
+	for p := range seen {
+		if n, ok := m.newest[p]; !ok || n.shard == shard {
+			out[p] = true
+		}
+	}
+	return out
 }
 
 // learn starts the shards below n not started yet, each asking at once
-// every peer asked so far. A count that is not a power of two up to
-// record.MaxShards (a storer's advice is not signed) is ignored.
+// every peer asked so far (shards 1 and up: those asksAll holds for). A
+// count that is not a power of two up to record.MaxShards (a storer's
+// advice is not signed) is ignored.
 func (s *setGather) learn(n int) {
 	if record.CheckShards(n) != nil {
 		return
@@ -177,9 +255,16 @@ func (s *setGather) learn(n int) {
 	}
 	for len(s.shards) < n {
 		g := s.d.newGatherer(s.ctx, s.sp, s.rank.key, s.rank, s.name, s.pub, len(s.shards), s.now, s.learn)
+		g.moves = s.moves
+		first := len(s.shards) == 0
+		if first {
+			g.core = s.answeredCore
+		}
 		s.shards = append(s.shards, g)
 		for _, a := range s.asks {
-			g.ask(a.p, a.trusted)
+			if first || s.asksAll(a.p, a.trusted) {
+				g.ask(a.p, a.trusted)
+			}
 		}
 		select {
 		case s.added <- struct{}{}:
@@ -202,15 +287,53 @@ func (s *setGather) started(from int) []*gatherer {
 	return slices.Clone(s.shards[min(from, len(s.shards)):])
 }
 
-// ask sends p the GET of every shard started, and of every shard started
-// later (see learn). trusted is as for gatherer.ask.
+// ask sends p the GET of shard 0, and of every other shard started, or
+// started later (see learn), once asksAll holds for p. trusted is as for
+// gatherer.ask.
 func (s *setGather) ask(p peer.ID, trusted bool) {
 	s.mu.Lock()
 	s.asks = append(s.asks, sentAsk{p, trusted})
 	gs := slices.Clone(s.shards)
+	if !s.asksAll(p, trusted) {
+		gs = gs[:min(1, len(gs))]
+	}
 	s.mu.Unlock()
 	for _, g := range gs {
 		g.ask(p, trusted)
+	}
+}
+
+// asksAll reports whether p is asked for every shard, not only shard 0:
+// when it is one of the closest peers of a completed or remembered lookup
+// (trusted), or answered shard 0 as a core storer of the set. Every shard
+// lives at the core storers; a peer the lookup met on its way that is not
+// one of them (it took some publishers' early PUTs, or none) would only
+// add S - 1 answers, each of up to a set's worth of records to move and
+// verify, to a find. Called with s.mu held.
+func (s *setGather) asksAll(p peer.ID, trusted bool) bool {
+	return trusted || s.core[p]
+}
+
+// answeredCore asks p, which answered shard 0 as a core storer, for
+// every other shard started.
+func (s *setGather) answeredCore(p peer.ID) {
+	s.mu.Lock()
+	if s.core[p] {
+		s.mu.Unlock()
+		return
+	}
+	if s.core == nil {
+		s.core = map[peer.ID]bool{}
+	}
+	s.core[p] = true
+	trusted := false
+	for _, a := range s.asks {
+		trusted = trusted || (a.p == p && a.trusted)
+	}
+	gs := slices.Clone(s.shards[min(1, len(s.shards)):])
+	s.mu.Unlock()
+	for _, g := range gs {
+		g.ask(p, trusted) // once: a shard asked p already does nothing
 	}
 }
 

@@ -372,3 +372,157 @@ func TestNewestTakesVerified(t *testing.T) {
 		t.Fatalf("unverified junk: %v, rejected %v", got, rejected)
 	}
 }
+
+// testShardGatherer returns a gatherer of shard of acme/exchange on d,
+// fed by hand (take), sharing m with the set's other shards.
+func testShardGatherer(d *Node, shard int, m *moves) *gatherer {
+	key := kb.ConvertKey(setKey("acme/exchange", nil))
+	return &gatherer{d: d, req: request{Name: "acme/exchange", Shard: uint64(shard)}, key: key, shard: shard,
+		done: make(chan struct{}), news: make(chan struct{}, 1), near: 0, moves: m,
+		asked: map[peer.ID]bool{}, seen: map[string]*record.Record{}, seenPeer: map[peer.ID]bool{},
+		rejected: map[string]int{}, rank: newRanker(d.host.ID(), key, 0)}
+}
+
+func agreed(g *gatherer) bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestShardAgreementIgnoresMovedInstances: after a split, the old record
+// of an instance that moved stays at some storers of its old shard and
+// not at others. Once its newer record is seen in the new shard, the old
+// shard's storers that lack the old record still agree; while it is not,
+// they do not.
+func TestShardAgreementIgnoresMovedInstances(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	d := testNetwork(t, 1, clk)[0].dht
+	now := clk.Now()
+	var seq uint64
+	// Instances 0 and 1 stay in shard 0 of 2; the moved one signed with 1
+	// shard (in shard 0), then with 2, in shard 1.
+	var stay [][]byte
+	var moved *record.Record
+	var old []byte
+	for i := 0; len(stay) < 2 || moved == nil; i++ {
+		sign := signer(t, instanceKey(i), "acme/exchange", &seq, func() time.Time { return now })
+		r2, err := sign(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case r2.Shard() == 0 && len(stay) < 2:
+			stay = append(stay, r2.Bytes())
+		case r2.Shard() == 1 && moved == nil:
+			r1, err := sign(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old = r1.Bytes()
+			if moved, err = sign(2); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	gs := make([]*gatherer, 2)
+	// The set's moves ask later, from a goroutine of their own; here at
+	// once (shard 1's lock is held, and shard 0's is free).
+	m := &moves{retally: func(s int) { gs[s].retally() }}
+	gs[0], gs[1] = testShardGatherer(d, 0, m), testShardGatherer(d, 1, m)
+	feed := func(g *gatherer, from string, recs ...[]byte) {
+		g.take(peer.ID(from), true, true, recs, g.checkAll(recs, now))
+	}
+	feed(gs[0], "storer-a", stay[0], stay[1], old)
+	feed(gs[0], "storer-b", stay[0], stay[1])
+	feed(gs[0], "storer-c", stay[0], stay[1])
+	if agreed(gs[0]) {
+		t.Fatal("shard 0 agreed without the old record of an instance not seen elsewhere")
+	}
+	for _, s := range []string{"storer-a", "storer-b", "storer-c"} {
+		feed(gs[1], s, moved.Bytes())
+	}
+	if !agreed(gs[1]) {
+		t.Fatal("shard 1 did not agree")
+	}
+	if !agreed(gs[0]) {
+		t.Fatal("shard 0 did not agree once the moved instance's newer record was seen")
+	}
+}
+
+// TestGatherVerifiesOnce: answers that bring the same records at the same
+// time verify each of them once between them, and each gets every verdict.
+func TestGatherVerifiesOnce(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	var seq uint64
+	var recs [][]byte
+	for i := range 3 {
+		r, err := signer(t, instanceKey(i), "acme/exchange", &seq, func() time.Time { return now })(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r.Bytes())
+	}
+	g := &gatherer{req: request{Name: "acme/exchange"}, seen: map[string]*record.Record{}, rejected: map[string]int{}}
+	var mu sync.Mutex
+	verified := 0
+	g.verifyFn = func(raw []byte, now time.Time) (*record.Record, error) {
+		mu.Lock()
+		verified++
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // the answers overlap
+		return g.verify(raw, now)
+	}
+	var wg sync.WaitGroup
+	got := make([]map[string]verdict, 4)
+	for i := range got {
+		wg.Go(func() { got[i] = g.checkAll(recs, now) })
+	}
+	wg.Wait()
+	if verified != len(recs) {
+		t.Errorf("%d verifications of %d records by %d answers", verified, len(recs), len(got))
+	}
+	for i, v := range got {
+		for _, r := range recs {
+			if w, ok := v[string(r)]; !ok || w.err != nil || w.rec == nil {
+				t.Errorf("answer %d: verdict %+v, present %v", i, w, ok)
+			}
+		}
+	}
+}
+
+// TestShardsAskedOfCoreStorers: a peer met on the lookup's way is asked
+// for shard 0 alone until it answers it as a core storer; the closest
+// peers of a completed lookup are asked for every shard at once.
+func TestShardsAskedOfCoreStorers(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	d := testNetwork(t, 1, clk)[0].dht
+	s := newSetGather(d, t.Context(), d.spaces[0], "acme/exchange", nil, clk.Now)
+	asked := func(shard int, p peer.ID) bool {
+		g := s.started(shard)[0]
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.asked[p]
+	}
+	met, closest := peer.ID("met-on-the-way"), peer.ID("closest")
+	s.learn(1)
+	s.ask(met, false)
+	s.learn(4)
+	s.ask(closest, true)
+	for shard := range 4 {
+		if !asked(shard, closest) {
+			t.Errorf("a closest peer of the lookup not asked for shard %d", shard)
+		}
+		if asked(shard, met) != (shard == 0) {
+			t.Errorf("a peer met on the way asked for shard %d: %v before it answered as a core storer", shard, asked(shard, met))
+		}
+	}
+	s.answeredCore(met)
+	for shard := range 4 {
+		if !asked(shard, met) {
+			t.Errorf("a core storer not asked for shard %d", shard)
+		}
+	}
+}

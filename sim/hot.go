@@ -271,7 +271,7 @@ func (r *run) hotPhase() (*HotReport, Load, error) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				want := r.expected(from, name)
+				want, _ := r.expected(from, name)
 				start := time.Now()
 				got, st, err := nw.find(r.ctx, SetStore, from, name, want, nil)
 				d := time.Since(start)

@@ -107,3 +107,21 @@ func TestLatencyPercentiles(t *testing.T) {
 		t.Fatalf("no samples: %+v", l)
 	}
 }
+
+// TestExpectedLeavesOutLapsed: an instance whose record expired before
+// the simulator republished it is not wanted of a find (it is counted as
+// lapsed); one whose republish failed, or whose record is live, is.
+func TestExpectedLeavesOutLapsed(t *testing.T) {
+	nw := testNetwork(t, t.Context(), Scenario{Nodes: 4, BucketSize: 4, Latency: time.Millisecond, Seed: 3})
+	now := nw.clock.Now()
+	name := cellName(0)
+	r := &run{nw: nw, byName: map[string][]*slot{name: {
+		{node: 1, name: name, expires: now.Add(-time.Second)},               // lapsed
+		{node: 2, name: name, expires: now.Add(-time.Second), failed: true}, // its republish failed: a miss if not found
+		{node: 3, name: name, expires: now.Add(time.Minute)},                // live
+	}}}
+	want, lapsed := r.expected(0, name)
+	if lapsed != 1 || len(want) != 2 || want[nw.Node(1).ID()] || !want[nw.Node(2).ID()] || !want[nw.Node(3).ID()] {
+		t.Fatalf("wanted %v, %d lapsed; nodes 1 to 3 are %s %s %s", want, lapsed, nw.Node(1).ID(), nw.Node(2).ID(), nw.Node(3).ID())
+	}
+}

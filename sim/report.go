@@ -115,8 +115,12 @@ type Report struct {
 	// ShardsUnanswered sums the shards no storer answered over the finds.
 	ShardsMax, ShardsUnanswered int
 	StaleReturns                int // instances of dead hosts returned by the finds
-	EarlyStops                  int // set-store finds that stopped before their lookup ended (dht.FindStats.Early)
-	RepeatsCached               int // set-store repeated finds answered by the remembered storers, without a lookup
+	// Lapsed sums, over the finds, the live instances left out of
+	// InstancesWanted because the simulator let their record expire
+	// before it republished them (see run.expected).
+	Lapsed        int
+	EarlyStops    int // set-store finds that stopped before their lookup ended (dht.FindStats.Early)
+	RepeatsCached int // set-store repeated finds answered by the remembered storers, without a lookup
 	// Rejected counts, over every node and the whole run, the records
 	// storers refused ("rejected_future", ...), the records finders
 	// dropped ("find_rejected_expired", ...) and the requests refused by
@@ -246,6 +250,7 @@ type findJSON struct {
 	ShardsMax        int               `json:"shards_max"`
 	ShardsUnanswered int               `json:"shards_unanswered"`
 	StaleReturns     int               `json:"stale_returns"`
+	Lapsed           int               `json:"lapsed"`
 	EarlyStops       int               `json:"early_stops"`
 	RepeatsCached    int               `json:"repeats_cached"`
 	MessagesPerFind  float64           `json:"messages_per_find"`
@@ -270,7 +275,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 			First: r.FindFirst, Repeat: r.FindRepeat,
 			SuccessRate: r.Success, Misses: r.Misses, Errors: r.Errors, FirstError: r.FirstError, FirstMiss: r.FirstMiss,
 			FoundFraction: r.FoundFraction(), ShardsMax: r.ShardsMax, ShardsUnanswered: r.ShardsUnanswered,
-			StaleReturns: r.StaleReturns, EarlyStops: r.EarlyStops, RepeatsCached: r.RepeatsCached, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
+			StaleReturns: r.StaleReturns, Lapsed: r.Lapsed, EarlyStops: r.EarlyStops, RepeatsCached: r.RepeatsCached, MessagesPerFind: r.MessagesPerFind, BytesPerFind: r.BytesPerFind,
 			Messages: r.FindMessages},
 		Phases: r.Phases, Churn: r.Churn, Rejected: r.Rejected, Staleness: r.Staleness, Load: r.Load,
 		Baseline: r.Baseline, VsBaseline: r.VsBaseline, Hot: r.Hot,
