@@ -2,8 +2,6 @@ package dht
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +9,6 @@ import (
 	"github.com/cellnode/cellnode/dht/record"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 )
 
 // goneCheck is a Config.PeerGone that reports one peer gone (once set)
@@ -80,31 +77,9 @@ func TestGonePeerEndsRequest(t *testing.T) {
 func TestGonePeerEndsLookupQuery(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	gc := &goneCheck{}
-	pub := loopbackNode(t, Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true, PeerGone: gc.check})
-	start := func() *testNode {
-		return loopbackNode(t, Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
-	}
-	live, mute := start(), start()
+	pub, _, mute, fz := frozenPeers(t, Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true, PeerGone: gc.check})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tcp, err := mute.host.Addrs()[0].ValueForProtocol(ma.P_TCP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fz := newFreezer(t, "127.0.0.1:"+tcp)
-	port := fz.ln.Addr().(*net.TCPAddr).Port
-	if err := pub.host.Connect(ctx, peer.AddrInfo{ID: live.host.ID(), Addrs: live.host.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.host.Connect(ctx, peer.AddrInfo{ID: mute.host.ID(), Addrs: []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))}}); err != nil {
-		t.Fatal(err)
-	}
-	for pub.dht.TableSizes()["lan"] < 2 {
-		if ctx.Err() != nil {
-			t.Fatal("the peers never entered the routing table")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 	sp := pub.dht.spaces[1]
 	if _, err, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen"), func(peer.ID) {}, nil); err != nil {
 		t.Fatalf("lookup before the freeze: %v", err)

@@ -118,17 +118,41 @@ func newFreezer(t *testing.T, target string) *freezer {
 // timeout.
 func TestSilentLookupPeerForgotten(t *testing.T) {
 	clk := &clock{t: time.Now()}
+	pub, live, _, fz := frozenPeers(t, Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sp := pub.dht.spaces[1]
+	if _, err, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen"), func(peer.ID) {}, nil); err != nil {
+		t.Fatalf("lookup before the freeze: %v", err)
+	}
+	fz.frozen.Store(true)
+	peers, _, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen2"), func(peer.ID) {}, nil)
+	if pub.dht.Counters()["lookup_silent_peers"] == 0 {
+		t.Fatalf("the lookup did not forget the silent peer (closest %v; counters %v)", peers, pub.dht.Counters())
+	}
+	if !slices.Contains(peers, live.host.ID()) {
+		t.Errorf("the lookup's closest peers %v lack the live peer", peers)
+	}
+}
+
+// frozenPeers starts a node with cfg and two storers, connects it to the
+// live one directly and to the other through a freezer, and waits until
+// both are in its LAN table.
+func frozenPeers(t *testing.T, cfg Config) (pub, live, mute *testNode, fz *freezer) {
+	t.Helper()
+	clk := &clock{t: time.Now()}
+	pub = loopbackNode(t, cfg)
 	start := func() *testNode {
 		return loopbackNode(t, Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
 	}
-	pub, live, mute := start(), start(), start()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	live, mute = start(), start()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	tcp, err := mute.host.Addrs()[0].ValueForProtocol(ma.P_TCP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fz := newFreezer(t, "127.0.0.1:"+tcp)
+	fz = newFreezer(t, "127.0.0.1:"+tcp)
 	port := fz.ln.Addr().(*net.TCPAddr).Port
 	if err := pub.host.Connect(ctx, peer.AddrInfo{ID: live.host.ID(), Addrs: live.host.Addrs()}); err != nil {
 		t.Fatal(err)
@@ -142,16 +166,5 @@ func TestSilentLookupPeerForgotten(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	sp := pub.dht.spaces[1]
-	if _, err, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen"), func(peer.ID) {}, nil); err != nil {
-		t.Fatalf("lookup before the freeze: %v", err)
-	}
-	fz.frozen.Store(true)
-	peers, _, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen2"), func(peer.ID) {}, nil)
-	if pub.dht.Counters()["lookup_silent_peers"] == 0 {
-		t.Fatalf("the lookup did not forget the silent peer (closest %v; counters %v)", peers, pub.dht.Counters())
-	}
-	if !slices.Contains(peers, live.host.ID()) {
-		t.Errorf("the lookup's closest peers %v lack the live peer", peers)
-	}
+	return pub, live, mute, fz
 }
