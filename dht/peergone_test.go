@@ -38,17 +38,7 @@ func TestGonePeerEndsRequest(t *testing.T) {
 	live, mute := start(), start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for _, s := range []*testNode{live, mute} {
-		if err := pub.host.Connect(ctx, peer.AddrInfo{ID: s.host.ID(), Addrs: s.host.Addrs()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for pub.dht.TableSizes()["lan"] < 2 {
-		if ctx.Err() != nil {
-			t.Fatal("the storers never entered the routing table")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	connectStorers(t, pub, live, mute)
 	if st, err := pub.dht.Publish(ctx, pub.record(t, "acme/gone", 1, clk.Now(), "127.0.0.1:9000")); err != nil || st.Stored != 2 {
 		t.Fatalf("first publish: %+v, %v; want stored at both", st, err)
 	}
@@ -105,15 +95,7 @@ func TestLivePeerKeepsItsBudget(t *testing.T) {
 	slow := loopbackNode(t, Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := pub.host.Connect(ctx, peer.AddrInfo{ID: slow.host.ID(), Addrs: slow.host.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	for pub.dht.TableSizes()["lan"] < 1 {
-		if ctx.Err() != nil {
-			t.Fatal("the peer never entered the routing table")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	connectStorers(t, pub, slow)
 	if st, err := pub.dht.Publish(ctx, pub.record(t, "acme/slow", 1, clk.Now(), "127.0.0.1:9000")); err != nil || st.Stored != 1 {
 		t.Fatalf("first publish: %+v, %v", st, err)
 	}

@@ -28,17 +28,7 @@ func TestSilentConnectionBounded(t *testing.T) {
 	pub, live, mute := start(), start(), start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for _, s := range []*testNode{live, mute} {
-		if err := pub.host.Connect(ctx, peer.AddrInfo{ID: s.host.ID(), Addrs: s.host.Addrs()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for pub.dht.TableSizes()["lan"] < 2 {
-		if ctx.Err() != nil {
-			t.Fatal("the storers never entered the routing table")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	connectStorers(t, pub, live, mute)
 	if st, err := pub.dht.Publish(ctx, pub.record(t, "acme/mute", 1, clk.Now(), "127.0.0.1:9000")); err != nil || st.Stored != 2 {
 		t.Fatalf("first publish: %+v, %v; want stored at both", st, err)
 	}
@@ -160,11 +150,32 @@ func frozenPeers(t *testing.T, cfg Config) (pub, live, mute *testNode, fz *freez
 	if err := pub.host.Connect(ctx, peer.AddrInfo{ID: mute.host.ID(), Addrs: []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))}}); err != nil {
 		t.Fatal(err)
 	}
-	for pub.dht.TableSizes()["lan"] < 2 {
-		if ctx.Err() != nil {
-			t.Fatal("the peers never entered the routing table")
+	waitTable(t, pub, 2)
+	return pub, live, mute, fz
+}
+
+// connectStorers connects pub to each of storers and waits until all are
+// in its LAN table.
+func connectStorers(t *testing.T, pub *testNode, storers ...*testNode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, s := range storers {
+		if err := pub.host.Connect(ctx, peer.AddrInfo{ID: s.host.ID(), Addrs: s.host.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitTable(t, pub, len(storers))
+}
+
+// waitTable waits (at most a minute) until pub's LAN table holds n peers.
+func waitTable(t *testing.T, pub *testNode, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for pub.dht.TableSizes()["lan"] < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d peers never entered the routing table (it holds %d)", n, pub.dht.TableSizes()["lan"])
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return pub, live, mute, fz
 }

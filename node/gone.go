@@ -47,7 +47,7 @@ import (
 // A refusal counts for goneFor, the swarm's first dial backoff (after which
 // the swarm dials the addresses again).
 type goneDials struct {
-	mu sync.Mutex
+	mu  sync.Mutex
 	ps  peerstore.Peerstore // nil until the host exists
 	net network.Network     // nil until the host exists (PeerGone)
 	// quic holds the QUIC dials in flight, by peer and IP.
@@ -147,7 +147,7 @@ func (g *goneDials) PeerGone(ctx context.Context, p peer.ID) bool {
 			if err == nil {
 				c.Close()
 			}
-			refused <- err != nil && errors.Is(err, syscall.ECONNREFUSED)
+			refused <- errors.Is(err, syscall.ECONNREFUSED)
 		}()
 	}
 	gone := true
