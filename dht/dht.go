@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p-kad-dht/dual"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	p2precord "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -198,6 +199,15 @@ func New(h host.Host, cfg Config) (*Node, error) {
 			newSpace("wan", ProtocolPrefix+"/kad/1.0.0", dd.WAN, kaddht.PublicRoutingTableFilter),
 			newSpace("lan", ProtocolPrefix+dual.LanExtension+"/kad/1.0.0", dd.LAN, kaddht.PrivateRoutingTableFilter),
 		}
+	}
+	if cfg.Mode != ModeClient { // a client stores nothing to hand on
+		sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("dht: watch for newcomers: %w", err)
+		}
+		d.wg.Add(1)
+		go d.handoffLoop(sub)
 	}
 	h.SetStreamHandler(ProtocolID, d.handle)
 	d.wg.Add(1)
