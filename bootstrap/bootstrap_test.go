@@ -18,7 +18,9 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 	madns "github.com/multiformats/go-multiaddr-dns"
 )
@@ -459,4 +461,21 @@ func TestConnect(t *testing.T) {
 			t.Errorf("err = %v, want ErrNoPeers and context.Canceled", err)
 		}
 	})
+}
+
+// TestConnectDoesNotWaitForIdentify: Connect returns once the handshake
+// is done. The peer here never answers identify; a Connect that waited
+// for it would wait out its whole timeout.
+func TestConnectDoesNotWaitForIdentify(t *testing.T) {
+	h, mute := newHost(t), newHost(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mute.SetStreamHandler(identify.ID, func(s network.Stream) { <-ctx.Done(); _ = s.Reset() })
+	got, err := Connect(context.Background(), h, []peer.AddrInfo{{ID: mute.ID(), Addrs: mute.Addrs()}}, nil, time.Minute)
+	if err != nil || len(got) != 1 || got[0] != mute.ID() {
+		t.Fatalf("Connect: %v, %v", got, err)
+	}
+	if protos, _ := h.Peerstore().GetProtocols(mute.ID()); len(protos) != 0 {
+		t.Fatalf("the peer was identified (%v): the test needs one whose identify never ends", protos)
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
@@ -77,12 +79,12 @@ func Connect(ctx context.Context, h host.Host, primary, fallback []peer.AddrInfo
 		go func() {
 			dctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			err := h.Connect(dctx, p)
+			err := dial(dctx, h, p)
 			if sw, ok := h.Network().(*swarm.Swarm); ok && errors.Is(err, swarm.ErrDialBackoff) {
 				// Another dial of p (kad-dht's own, say) failed just
 				// before: dial again, so that the error says why.
 				sw.Backoff().Clear(p.ID)
-				err = h.Connect(dctx, p)
+				err = dial(dctx, h, p)
 			}
 			if err != nil {
 				err = &peerError{ID: p.ID, Err: err}
@@ -122,6 +124,22 @@ func Connect(ctx context.Context, h host.Host, primary, fallback []peer.AddrInfo
 		}
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoPeers, failed)
+}
+
+// dial connects h to p, as the host's Connect does but without waiting
+// for identify on the new connection: identify is a round trip of its own
+// after the handshake (the peer answers our identify request once its
+// side of the handshake is done), and a node that has just dialled its
+// bootstrap peers need not wait for it to send its first requests (see
+// dht.Node.Seed, which takes them into the routing tables before identify
+// has said what they speak). Identify still runs, in the background.
+func dial(ctx context.Context, h host.Host, p peer.AddrInfo) error {
+	if h.Network().Connectedness(p.ID) == network.Connected {
+		return nil
+	}
+	h.Peerstore().AddAddrs(p.ID, p.Addrs, peerstore.TempAddrTTL)
+	_, err := h.Network().DialPeer(ctx, p.ID)
+	return err
 }
 
 // connected returns the IDs of peers whose dial succeeded, in order.

@@ -350,22 +350,30 @@ func (d *Node) Peers() []peer.ID {
 // Seed adds connected peers (the bootstrap peers just dialled) to every
 // routing table that would take them, and returns how many tables took
 // one. kad-dht adds a peer once identify shows it speaks the table's
-// protocol and then a FIND_NODE to it has answered (its lookup check): a
-// round trip that a node which has just dialled its bootstrap peers would
-// wait before its first lookup or publish could start. Seed applies the
-// same rules as kad-dht but for that check: the peer speaks the protocol
-// (so identify must have run: bootstrap.Connect waits for it) and passes
-// the table's filter (dual's: public addresses for the WAN table, private
-// ones for the LAN table). A seeded peer that does not answer queries is
-// dropped like any other, at its first failed query.
+// protocol and then a FIND_NODE to it has answered (its lookup check): two
+// round trips after the handshake that a node which has just dialled its
+// bootstrap peers would wait before its first lookup or publish could
+// start. Seed applies the same rules as kad-dht but for the check, and
+// does not wait for identify: a peer passes the table's filter (dual's:
+// public addresses for the WAN table, private ones for the LAN table) and,
+// once identified, speaks the table's protocol. A peer taken in before
+// identify said what it speaks is dropped from the table if identify then
+// shows it does not (within seedProof; a warning is logged), or like any
+// other peer at its first failed query.
 func (d *Node) Seed(peers []peer.ID) int {
 	n := 0
+	var unproven []seeded
 	for _, sp := range d.spaces {
 		for _, p := range peers {
 			if p == d.host.ID() || d.host.Network().Connectedness(p) != network.Connected {
 				continue
 			}
-			if proto, err := d.host.Peerstore().FirstSupportedProtocol(p, sp.proto); err != nil || proto == "" {
+			protos, err := d.host.Peerstore().GetProtocols(p)
+			if err != nil {
+				continue
+			}
+			identified := len(protos) > 0
+			if identified && !slices.Contains(protos, sp.proto) {
 				continue
 			}
 			if sp.filter != nil && !sp.filter(sp.kad, p) {
@@ -373,10 +381,56 @@ func (d *Node) Seed(peers []peer.ID) int {
 			}
 			if ok, err := sp.kad.RoutingTable().TryAddPeer(p, true, true); ok && err == nil {
 				n++
+				if !identified {
+					unproven = append(unproven, seeded{sp, p})
+				}
 			}
 		}
 	}
+	if len(unproven) > 0 {
+		d.wg.Add(1)
+		go d.prove(unproven)
+	}
 	return n
+}
+
+// seedProof is how long Seed's peers taken in before identify are watched
+// for identify's answer.
+const seedProof = 10 * time.Second
+
+// seeded is a peer Seed took into sp's table before identify.
+type seeded struct {
+	sp *space
+	p  peer.ID
+}
+
+// prove drops each of peers from its table once identify shows it does
+// not speak the table's protocol.
+func (d *Node) prove(peers []seeded) {
+	defer d.wg.Done()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.Now().Add(seedProof)
+	for len(peers) > 0 && time.Now().Before(deadline) {
+		select {
+		case <-d.done:
+			return
+		case <-t.C:
+		}
+		left := peers[:0]
+		for _, s := range peers {
+			protos, err := d.host.Peerstore().GetProtocols(s.p)
+			switch {
+			case err != nil || len(protos) == 0:
+				left = append(left, s) // not identified yet
+			case !slices.Contains(protos, s.sp.proto):
+				s.sp.kad.RoutingTable().RemovePeer(s.p)
+				d.count.add("seed_dropped", 1)
+				d.log.Warn("a bootstrap peer does not serve this DHT: dropped from its routing table", "peer", s.p, "dht", s.sp.name)
+			}
+		}
+		peers = left
+	}
 }
 
 // TableSizes returns the size of each routing table by space ("wan",

@@ -5,8 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cellnode/cellnode/internal/poll"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 )
 
 // TestSeedSkipsLookupCheck: a bootstrap peer just dialled enters the
@@ -40,5 +43,48 @@ func TestSeedSkipsLookupCheck(t *testing.T) {
 	}
 	if finder.dht.TableSizes()["wan"] != 0 {
 		t.Error("a loopback peer entered the WAN table")
+	}
+}
+
+// TestSeedTakesUnidentifiedPeer: bootstrap peers dialled without waiting
+// for identify enter the table at once; one that identify then shows does
+// not speak the table's protocol is dropped again.
+func TestSeedTakesUnidentifiedPeer(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	cfg := Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true}
+	finder, boot, client := loopbackNode(t, cfg), loopbackNode(t, cfg), loopbackNode(t, Config{Mode: ModeClient, DisableAutoRefresh: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, p := range []*testNode{boot, client} {
+		// Identify never answers: finder learns what they speak only
+		// when the test says so.
+		p.host.SetStreamHandler(identify.ID, func(s network.Stream) { <-ctx.Done(); _ = s.Reset() })
+		finder.host.Peerstore().AddAddrs(p.host.ID(), p.host.Addrs(), peerstore.TempAddrTTL)
+		if _, err := finder.host.Network().DialPeer(ctx, p.host.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := finder.dht.Seed([]peer.ID{boot.host.ID(), client.host.ID()}); n != 2 {
+		t.Fatalf("Seed took %d unidentified peers into tables, want 2 (both, into the LAN table)", n)
+	}
+	lan := finder.dht.LAN().RoutingTable()
+	if lan.Find(boot.host.ID()) == "" || lan.Find(client.host.ID()) == "" {
+		t.Fatal("a seeded peer is not in the LAN table")
+	}
+	// What identify would record: the server speaks the LAN DHT, the
+	// client does not.
+	lanProto := finder.dht.spaces[1].proto
+	if err := finder.host.Peerstore().SetProtocols(boot.host.ID(), identify.ID, lanProto, ProtocolID); err != nil {
+		t.Fatal(err)
+	}
+	if err := finder.host.Peerstore().SetProtocols(client.host.ID(), identify.ID, ProtocolID); err != nil {
+		t.Fatal(err)
+	}
+	poll.T(t, "the client dropped from the LAN table", func() bool { return lan.Find(client.host.ID()) == "" })
+	if lan.Find(boot.host.ID()) == "" {
+		t.Fatal("the server was dropped too")
+	}
+	if n := finder.dht.Counters()["seed_dropped"]; n != 1 {
+		t.Fatalf("seed_dropped = %d, want 1", n)
 	}
 }

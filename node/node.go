@@ -304,19 +304,17 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrOffline, err)
 	}
 	// A first estimate of the network's round trip for the DHT's dial
-	// budget, before any request has measured one: a dial takes one to
-	// three round trips.
+	// budget, before any request has measured one: a dial (identify not
+	// waited for) takes one round trip over QUIC, two or three over TCP.
 	for _, p := range connected {
 		if n.host.Peerstore().LatencyEWMA(p) == 0 {
-			n.host.Peerstore().RecordLatency(p, time.Since(start)/2)
+			n.host.Peerstore().RecordLatency(p, time.Since(start))
 		}
 	}
 	n.log.Info("bootstrapped", "peers", len(connected))
-	// The peers dialled are identified (Connect waits for it): put those
-	// that serve the DHT in the routing tables now, not after kad-dht's
-	// check of each (a FIND_NODE round trip; see dht.Node.Seed). A peer
-	// still identifying when Connect returned (in its grace) enters the
-	// table as kad-dht adds it.
+	// Put the peers dialled in the routing tables now, not after identify
+	// and kad-dht's check of each (two round trips; see dht.Node.Seed):
+	// the first lookup or publish goes out right after the handshake.
 	n.dht.Seed(connected)
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
