@@ -3,6 +3,7 @@ package node
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
@@ -113,4 +114,34 @@ func TestVerifiedTableIsBounded(t *testing.T) {
 	if len(v.m) != 1 {
 		t.Errorf("a full table holds %d records after one more, want 1 (it starts again)", len(v.m))
 	}
+}
+
+// BenchmarkFindMerge is the merge of one find of a 6-instance cell: the
+// records from 3 storers, the node's recent ones and its own, through
+// dht.Newest (the merge before verifiedRecords) and verifiedRecords.newest
+// after its first find.
+func BenchmarkFindMerge(b *testing.B) {
+	const name = "acme/svc"
+	now := time.Now()
+	var set [][]byte
+	for i := range 6 {
+		set = append(set, signed(b, nil, name, 1, now, fmt.Sprintf("127.0.0.1:%d", 4000+i)).Bytes())
+	}
+	var raws [][]byte
+	for range 4 { // 3 storers' answers and the recent records
+		raws = append(raws, set...)
+	}
+	raws = append(raws, set[0]) // the node's own
+	b.Run("dht.Newest", func(b *testing.B) {
+		for b.Loop() {
+			dht.Newest(name, raws, now, nil)
+		}
+	})
+	b.Run("verified", func(b *testing.B) {
+		var v verifiedRecords
+		v.newest(name, raws, now, nil)
+		for b.Loop() {
+			v.newest(name, raws, now, nil)
+		}
+	})
 }
