@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -144,4 +145,40 @@ func BenchmarkFindMerge(b *testing.B) {
 			v.newest(name, raws, now, nil)
 		}
 	})
+}
+
+// TestFindVerifiesOnce: a node's second find of an unchanged set checks no
+// signature in its merge (the gather, in dht, checks what storers send).
+func TestFindVerifiesOnce(t *testing.T) {
+	c := newCluster(t, nil)
+	inst := c.node(nil, "")
+	announce(t, inst, "acme/once", service(t).Addr().String())
+	finder := c.node(nil, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	count := func() int {
+		finder.verified.mu.Lock()
+		defer finder.verified.mu.Unlock()
+		return finder.verified.verifies
+	}
+	var seq uint64
+	for i := range 2 {
+		before := count()
+		res, err := finder.FindWith(ctx, "acme/once", FindOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Instances) != 1 {
+			t.Fatalf("find %d: %+v", i+1, res.Instances)
+		}
+		switch n := count() - before; {
+		case i == 0 && n != 1:
+			t.Errorf("first find checked %d signatures in its merge, want 1 (the one record)", n)
+		case i == 1 && res.Instances[0].Seq != seq:
+			// The instance republished in between: a new record to check.
+		case i == 1 && n != 0:
+			t.Errorf("second find checked %d signatures in its merge, want 0", n)
+		}
+		seq = res.Instances[0].Seq
+	}
 }
