@@ -303,18 +303,19 @@ func benchLatency(b *testing.B, cfg Config, bin string) {
 			split(m, s)
 		}
 	}
-	//
-	// A round's warm finds all go to one sidecar (the next one each round),
-	// as a service asks the sidecar on its own machine. Spreading them over
-	// every finder made each one's first find of the round stale (the
-	// rounds are 0.3 to 1 s apart, findFresh is 100 ms), so all six started
-	// a background refresh at once: six network finds, each answered by the
-	// other sidecars, ran on this machine's two cores during the round and
-	// delayed the finds being timed. On a real network five of those six
-	// refreshes run on other machines. One sidecar's refreshes come at most
-	// every findFresh, well under a storer's per-peer rate limit.
+	// The warm finds all go to one sidecar, as a service asks the sidecar on
+	// its own machine. Spreading a round's finds over every finder made each
+	// one's first find of the round stale (the rounds are 0.3 to 1 s apart,
+	// findFresh is 100 ms), so all six started a background refresh at once:
+	// six network finds, each answered by the other sidecars, ran on this
+	// machine's two cores during the round and delayed the finds being
+	// timed. On a real network five of those six refreshes run on other
+	// machines. (Taking the next sidecar each round instead would leave each
+	// one unasked for six rounds, past findMaxAge: a miss each round.) One
+	// sidecar's refreshes come at most every findFresh, well under a
+	// storer's per-peer rate limit.
 	warmRound := func(m *Measure, r int) {
-		finder := e.stable[r%len(e.stable)]
+		finder := e.stable[0]
 		pair(r, func() {
 			for range cfg.WarmFinds {
 				fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
