@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cellnode/cellnode/dht"
 )
@@ -167,7 +169,7 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 	var keep []*record.Record
 	trusted := map[string]bool{}  // by peer ID
 	signed := map[string][]byte{} // by peer ID: the record each instance comes from
-	newest := dht.Newest(name, raws, n.now(), res.Rejected)
+	newest := n.verified.newest(name, raws, n.now(), res.Rejected)
 	n.recent.put(name, newest) // withdrawals too: see recentRecords
 	merged := dht.Live(newest)
 	for _, r := range merged {
@@ -192,6 +194,71 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		res.Rejected = nil
 	}
 	return res, nil
+}
+
+// verifiedRecords remembers the records this node's finds verified, by
+// their raw bytes, so that the merge of a find (verifiedRecords.newest,
+// dht.Newest's rules) checks the signature of each byte string once: a
+// find meets mostly the bytes the last one met (the set's records, the
+// node's recentRecords, its own records), and the local API's background
+// refresh runs a find every findFresh for a name being polled. A
+// signature that held once holds again; the clock (record.Record.Check)
+// is checked at every find. The table keeps at most verifiedMax records
+// and starts again when full. Safe for concurrent use.
+type verifiedRecords struct {
+	mu       sync.Mutex
+	m        map[string]*record.Record
+	verifies int // signatures checked (record.Verify calls), for tests
+}
+
+const verifiedMax = 4096
+
+// newest returns the newest valid record of each peer among raws (a
+// record of name, live at now; withdrawals kept), ordered by peer ID, as
+// dht.Newest does; records refused are counted in rejected by
+// record.Reason.
+func (v *verifiedRecords) newest(name string, raws [][]byte, now time.Time, rejected map[string]int) []*record.Record {
+	best := map[peer.ID]*record.Record{}
+	seen := make(map[string]bool, len(raws))
+	for _, raw := range raws {
+		if seen[string(raw)] {
+			continue
+		}
+		seen[string(raw)] = true
+		v.mu.Lock()
+		r := v.m[string(raw)]
+		v.mu.Unlock()
+		var err error
+		if r != nil && r.Name == name {
+			err = r.Check(now)
+		} else {
+			r, err = record.Verify(raw, name, now)
+			v.mu.Lock()
+			v.verifies++
+			if err == nil {
+				if v.m == nil || len(v.m) >= verifiedMax {
+					v.m = map[string]*record.Record{}
+				}
+				v.m[string(raw)] = r
+			}
+			v.mu.Unlock()
+		}
+		if err != nil {
+			if rejected != nil {
+				rejected[record.Reason(err)]++
+			}
+			continue
+		}
+		if old, ok := best[r.Peer]; !ok || r.Seq > old.Seq {
+			best[r.Peer] = r
+		}
+	}
+	out := make([]*record.Record, 0, len(best))
+	for _, r := range best {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *record.Record) int { return cmp.Compare(a.Peer, b.Peer) })
+	return out
 }
 
 // recentRecords remembers, per cell name, the newest record of each

@@ -99,11 +99,12 @@ type Node struct {
 
 	metrics *metrics // Prometheus metrics (metrics.go)
 
-	recent  recentRecords   // records returned by recent finds
-	objects *gitobj.Server  // serves the git objects of announced manifests
-	fetcher *gitobj.Fetcher // fetches manifests and clones, with a cache
-	done    chan struct{}   // closed by Close
-	wg      sync.WaitGroup  // the node's own goroutines
+	recent   recentRecords   // records returned by recent finds
+	verified verifiedRecords // records finds verified, by their bytes
+	objects  *gitobj.Server  // serves the git objects of announced manifests
+	fetcher  *gitobj.Fetcher // fetches manifests and clones, with a cache
+	done     chan struct{}   // closed by Close
+	wg       sync.WaitGroup  // the node's own goroutines
 
 	probes prober // the endpoint probes of finds
 

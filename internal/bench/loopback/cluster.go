@@ -206,11 +206,16 @@ func (s *Sidecar) find(ctx context.Context, name string, fresh bool) (*FindResul
 	if dl, ok := ctx.Deadline(); ok {
 		q.Set("timeout", time.Until(dl).String())
 	}
-	b, err := get(ctx, s.api, "/v1/find?"+q.Encode(), fresh)
+	b, h, err := get(ctx, s.api, "/v1/find?"+q.Encode(), fresh)
 	if err != nil {
 		return nil, err
 	}
-	return DecodeFind(b)
+	r, err := DecodeFind(b)
+	if err != nil {
+		return nil, err
+	}
+	r.Served, r.Age = ServedBy(h)
+	return r, nil
 }
 
 // Status asks the sidecar's node for its status.
@@ -220,7 +225,7 @@ func (s *Sidecar) Status(ctx context.Context) (*Status, error) { return status(c
 func (c *Cluster) BootStatus(ctx context.Context) (*Status, error) { return status(ctx, c.BootAPI) }
 
 func status(ctx context.Context, hc *http.Client) (*Status, error) {
-	b, err := get(ctx, hc, "/v1/status", false)
+	b, _, err := get(ctx, hc, "/v1/status", false)
 	if err != nil {
 		return nil, err
 	}
@@ -289,27 +294,28 @@ func unixClient(path string) *http.Client {
 	}}
 }
 
-func get(ctx context.Context, hc *http.Client, path string, noCache bool) ([]byte, error) {
+// get returns the body and the headers of a 200 answer to GET path.
+func get(ctx context.Context, hc *http.Client, path string, noCache bool) ([]byte, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://cellnode"+path, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if noCache {
 		req.Header.Set("Cache-Control", "no-cache")
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("loopback: local API: %w", err)
+		return nil, nil, fmt.Errorf("loopback: local API: %w", err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("loopback: local API: %w", err)
+		return nil, nil, fmt.Errorf("loopback: local API: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("loopback: local API %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
+		return nil, nil, fmt.Errorf("loopback: local API %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
 	}
-	return b, nil
+	return b, resp.Header, nil
 }
 
 // waitSocket polls until the unix socket at path accepts a connection, p

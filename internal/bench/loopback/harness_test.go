@@ -432,6 +432,7 @@ func newFakeNode(t *testing.T, answers ...[]string) *fakeNode {
 		for _, ep := range answers[i] {
 			res.Instances = append(res.Instances, Instance{Peer: "p-" + ep, Endpoints: []string{ep}, Reachable: true})
 		}
+		w.Header().Set("X-Cellnode-Age-Ms", "12.500")
 		_ = json.NewEncoder(w).Encode(res)
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -493,6 +494,37 @@ func TestFindersWaitListed(t *testing.T) {
 	}
 }
 
+func TestServedBy(t *testing.T) {
+	for _, c := range []struct {
+		header string
+		served Served
+		age    time.Duration
+	}{
+		{"0.000", ServedMiss, 0},
+		{"0.001", ServedHit, time.Microsecond},
+		{"99.999", ServedHit, 99999 * time.Microsecond},
+		{"100.000", ServedStale, 100 * time.Millisecond},
+		{"1500.250", ServedStale, 1500250 * time.Microsecond},
+		{"", ServedUnknown, 0},
+		{"soon", ServedUnknown, 0},
+		{"-1.000", ServedUnknown, 0},
+		{"NaN", ServedUnknown, 0},
+		{"+Inf", ServedUnknown, 0},
+	} {
+		h := http.Header{}
+		if c.header != "" {
+			h.Set("X-Cellnode-Age-Ms", c.header)
+		}
+		served, age := ServedBy(h)
+		if served != c.served || age != c.age {
+			t.Errorf("X-Cellnode-Age-Ms %q: %v, %v; want %v, %v", c.header, served, age, c.served, c.age)
+		}
+	}
+	if s := ServedStale.String(); s != "stale" {
+		t.Errorf("ServedStale is %q", s)
+	}
+}
+
 func TestSidecarFindAndStatus(t *testing.T) {
 	n := newFakeNode(t, []string{"127.0.0.1:4001", "127.0.0.1:4002"}, nil)
 	s := n.sidecar()
@@ -504,6 +536,9 @@ func TestSidecarFindAndStatus(t *testing.T) {
 	}
 	if r.Count([]string{"127.0.0.1:4001", "127.0.0.1:4002"}) != 2 {
 		t.Errorf("find %+v", r)
+	}
+	if r.Served != ServedHit || r.Age != 12500*time.Microsecond {
+		t.Errorf("served %v, age %v; want hit, 12.5ms (from X-Cellnode-Age-Ms)", r.Served, r.Age)
 	}
 	if _, err := s.Find(ctx, "bench/svc"); err == nil || !strings.Contains(err.Error(), "scripted failure") {
 		t.Errorf("a failing find: error %v, want the node's message", err)

@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // FindResult is the part of a find's answer the benchmark reads: the
@@ -17,6 +21,47 @@ type FindResult struct {
 	Instances []Instance `json:"instances"`
 	Offline   bool       `json:"offline"`
 	Asked     int        `json:"asked"`
+	// Served and Age say how the local API answered (ServedBy): from its
+	// find cache or from a find it waited on. Set by Sidecar.Find only.
+	Served Served        `json:"-"`
+	Age    time.Duration `json:"-"`
+}
+
+// Served is how a local API answered a find, from its response headers.
+type Served int
+
+const (
+	ServedUnknown Served = iota // no or a malformed X-Cellnode-Age-Ms
+	ServedMiss                  // age 0: the API waited on a network find
+	ServedHit                   // from the cache, younger than the API's findFresh (100 ms)
+	ServedStale                 // from the cache, older: the API started a background refresh
+)
+
+// findFresh is the age past which the API's cache answer starts a refresh
+// (node.findFresh).
+const findFresh = 100 * time.Millisecond
+
+func (s Served) String() string {
+	return [...]string{"unknown", "miss", "hit", "stale"}[s]
+}
+
+// ServedBy reads the local API's X-Cellnode-Age-Ms header: 0 is a find
+// the API ran and waited on (a miss, or Cache-Control: no-cache), more is
+// the age of the cached result it answered with.
+func ServedBy(h http.Header) (Served, time.Duration) {
+	v := h.Get("X-Cellnode-Age-Ms")
+	f, err := strconv.ParseFloat(v, 64)
+	if v == "" || err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+		return ServedUnknown, 0
+	}
+	age := time.Duration(f * float64(time.Millisecond))
+	switch {
+	case age == 0:
+		return ServedMiss, 0
+	case age < findFresh:
+		return ServedHit, age
+	}
+	return ServedStale, age
 }
 
 // Instance is one instance in a FindResult.
