@@ -187,7 +187,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.Host != nil {
 		n.host = cfg.Host
 	} else {
-		if n.host, gone, err = newHost(sk, cfg.Listen, n.metrics.refused); err != nil {
+		if n.host, gone, err = newHost(sk, cfg.Listen, n.metrics.refused, hostMetrics(cfg)); err != nil {
 			return nil, err
 		}
 		n.ownH = true
