@@ -489,6 +489,42 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
+// CloseAtExit is Close for a process that exits as soon as it returns (a
+// one-shot command, after printing its answer): an ephemeral node with
+// its own host and no announced cell saves the peers of its routing table
+// and closes its connections, all at once, and stops nothing else: the
+// DHT's and the host's goroutines, and its listeners, end with the
+// process, which is about half of Close's time. The connections are
+// closed so that each peer learns at once that this node is gone: the
+// system closes the TCP ones at exit, but a QUIC peer would otherwise
+// keep its side until the idle timeout. Any other node (a local API, a
+// metrics listener, a host of the caller's), or one with cells announced,
+// is closed in full (Close). The node must not be used
+// after; Close after it does nothing.
+func (n *Node) CloseAtExit() error {
+	n.mu.Lock()
+	full := !n.cfg.Ephemeral || !n.ownH || n.api != nil || n.cfg.Metrics != "" || len(n.announcers) > 0
+	n.mu.Unlock()
+	if full {
+		return n.Close()
+	}
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		n.mu.Unlock()
+		close(n.done)
+		n.wg.Wait() // only rememberPeersLoop: no announcer, no refresh (Ephemeral)
+		infos := n.tablePeers()
+		var wg sync.WaitGroup
+		wg.Go(func() { n.savePeers(infos) })
+		for _, c := range n.host.Network().Conns() {
+			wg.Go(func() { _ = c.Close() })
+		}
+		wg.Wait()
+	})
+	return n.closeErr
+}
+
 // PublicKey returns the node's ed25519 public key, which its peer ID
 // encodes and its records carry.
 func (n *Node) PublicKey() ed25519.PublicKey { return n.priv.Public().(ed25519.PublicKey) }
