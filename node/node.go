@@ -492,9 +492,9 @@ func (n *Node) Close() error {
 // CloseAtExit is Close for a process that exits as soon as it returns (a
 // one-shot command, after printing its answer): an ephemeral node with
 // its own host and no announced cell saves the peers of its routing table
-// and closes its connections, all at once, and stops nothing else: the
-// DHT's and the host's goroutines, and its listeners, end with the
-// process, which is about half of Close's time. The connections are
+// and closes its connections and listeners (its swarm), all at once, and
+// stops nothing else: the DHT's and the rest of the host's goroutines end
+// with the process, which is about half of Close's time. The connections are
 // closed so that each peer learns at once that this node is gone: the
 // system closes the TCP ones at exit, but a QUIC peer would otherwise
 // keep its side until the idle timeout. Any other node (a local API, a
@@ -515,12 +515,14 @@ func (n *Node) CloseAtExit() error {
 		close(n.done)
 		n.wg.Wait() // only rememberPeersLoop: no announcer, no refresh (Ephemeral)
 		infos := n.tablePeers()
-		var wg sync.WaitGroup
-		wg.Go(func() { n.savePeers(infos) })
-		for _, c := range n.host.Network().Conns() {
-			wg.Go(func() { _ = c.Close() })
-		}
-		wg.Wait()
+		saved := make(chan struct{})
+		go func() { defer close(saved); n.savePeers(infos) }()
+		// The swarm, not each connection: closing it closes every
+		// connection and listener in parallel and refuses new ones, where
+		// kad-dht, still running, would dial its bootstrap peers again as
+		// soon as its routing table emptied.
+		n.closeErr = n.host.Network().Close()
+		<-saved
 	})
 	return n.closeErr
 }
