@@ -58,6 +58,10 @@ type env struct {
 	stdout, stderr io.Writer
 	logLevel       string
 	logFormat      string
+	// exiting: the process exits when Run returns (RunExiting), so a
+	// one-shot command's network session closes the short way, after
+	// its answer is printed (resolve.Session.CloseAtExit).
+	exiting bool
 }
 
 // logger returns a logger on stderr at the --log-level, or at def when the
@@ -78,10 +82,22 @@ func (e *env) logger(def slog.Level) *slog.Logger {
 // and returns the process exit code. ctx ends long-running commands (run,
 // bootstrap) cleanly; main cancels it on SIGINT and SIGTERM.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
+	return runEnv(ctx, &env{stdout: stdout, stderr: stderr}, args)
+}
+
+// RunExiting is Run for a process that exits as soon as it returns (the
+// cellnode command): a find's short-lived node then only saves its peers
+// and closes its connections once the answer is printed, and leaves the
+// rest of its teardown to the exit (node.Node.CloseAtExit). A caller that
+// goes on running, such as a test, uses Run.
+func RunExiting(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runEnv(ctx, &env{stdout: stdout, stderr: stderr, exiting: true}, args)
+}
+
+func runEnv(ctx context.Context, e *env, args []string) int {
 	root := newRoot(e)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
 	root.SetArgs(args)
 
 	err := root.ExecuteContext(ctx)
@@ -99,7 +115,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else if strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)") {
 		code = ExitUsage
 	}
-	fmt.Fprintf(stderr, "cellnode: %v\n", err)
+	fmt.Fprintf(e.stderr, "cellnode: %v\n", err)
 	return code
 }
 

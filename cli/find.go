@@ -74,14 +74,20 @@ Exit status: 0 when an instance is found, 1 when none is, 2 for bad input.`,
 
 // find runs a find through a session, and keeps only the instances whose
 // manifest matches the filter when one is given. Each instance carries its
-// signed record.
-func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt resolve.Filter) (*node.FindReply, error) {
+// signed record. The caller calls done, which closes the session, once it
+// has printed the answer: in a process about to exit, the short way
+// (env.exiting).
+func find(ctx context.Context, e *env, nf *netFlags, name string, opts node.FindOptions, filt resolve.Filter) (_ *node.FindReply, done func(), _ error) {
 	s, err := openSession(ctx, e, nf, true)
 	if err != nil {
-		return nil, err
+		return nil, func() {}, err
 	}
-	defer s.Close()
-	return s.FindMatching(ctx, name, opts, filt)
+	done = s.Close
+	if e.exiting {
+		done = s.CloseAtExit
+	}
+	reply, err := s.FindMatching(ctx, name, opts, filt)
+	return reply, done, err
 }
 
 func printTable(w io.Writer, res *node.FindResult) {
@@ -202,7 +208,8 @@ func findCell(c *cobra.Command, args []string, e *env, nf *netFlags, asJSON bool
 		}
 		opts.Publishers = pins
 	}
-	res, err := find(ctx, e, nf, args[0], opts, filt)
+	res, done, err := find(ctx, e, nf, args[0], opts, filt)
+	defer done() // after the answer is printed
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.Context().Err() == nil {
 		return failErr(fmt.Errorf("find %s: timed out after %v (raise --timeout); not listing a partial answer", args[0], timeout))
 	}

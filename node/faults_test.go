@@ -409,3 +409,69 @@ func TestCloseRemembersPeers(t *testing.T) {
 		t.Fatalf("peers.json after Close = %v, want the bootstrap node %s with its addresses", got, boot.ID())
 	}
 }
+
+// TestCloseAtExit: a one-shot node's CloseAtExit saves its peers and
+// closes its connections (a QUIC one here, whose peer would otherwise
+// keep it until the idle timeout), without the rest of Close; Close after
+// it does nothing. A node with a home of its own (not Ephemeral) gets the
+// full Close: its home is free again.
+func TestCloseAtExit(t *testing.T) {
+	quic := []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+	boot, err := New(Config{Home: t.TempDir(), NoRuntimeDir: true, Listen: quic, DHT: dht.Config{Mode: dht.ModeServer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { boot.Close() })
+	bootInfo := []peer.AddrInfo{{ID: boot.ID(), Addrs: boot.Host().Addrs()}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	home := t.TempDir()
+	n, err := New(Config{Home: home, NoRuntimeDir: true, Ephemeral: true, Listen: quic,
+		Bootstrap: bootInfo, DHT: dht.Config{Mode: dht.ModeClient}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.host.Close(); n.dht.Close() }) // what the exit would end
+	if err := n.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(boot.Host().Network().ConnsToPeer(n.ID())) == 0 {
+		t.Fatal("the bootstrap node holds no connection from the one-shot node")
+	}
+	if err := n.CloseAtExit(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bootstrap.NewStore(filepath.Join(home, PeersFile)).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != boot.ID() {
+		t.Fatalf("peers.json after CloseAtExit = %v, want the bootstrap node %s", got, boot.ID())
+	}
+	for deadline := time.Now().Add(3 * time.Second); len(boot.Host().Network().ConnsToPeer(n.ID())) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("3 s after CloseAtExit the bootstrap node still holds the one-shot node's connection")
+		}
+	}
+	if _, err := n.Announce(Announcement{Name: "acme/x", Endpoint: "127.0.0.1:1"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Announce after CloseAtExit = %v, want ErrClosed", err)
+	}
+	if err := n.Close(); err != nil { // a no-op
+		t.Fatal(err)
+	}
+
+	home2 := t.TempDir()
+	full, err := New(Config{Home: home2, NoRuntimeDir: true, Listen: quic, DHT: dht.Config{Mode: dht.ModeClient}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := full.CloseAtExit(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := New(Config{Home: home2, NoRuntimeDir: true, Listen: quic, DHT: dht.Config{Mode: dht.ModeClient}})
+	if err != nil {
+		t.Fatalf("a node with its own home after CloseAtExit: %v (want the home unlocked by a full Close)", err)
+	}
+	again.Close()
+}

@@ -172,7 +172,7 @@ func TestPeerGoneAsksTheTCPPorts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, g, err := newHost(sk, []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}, nil)
+	h, g, err := newHost(sk, []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,8 +56,10 @@ const (
 // with which a second process can bind a port the first one listens on,
 // and then dials itself. refused, when not nil, counts what the resource
 // manager refuses. The goneDials returned is the one the host's transports
-// use; its PeerGone is the DHT's check of a slow peer.
-func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (host.Host, *goneDials, error) {
+// use; its PeerGone is the DHT's check of a slow peer. With metrics unset,
+// libp2p's own metrics are not collected: they go to Prometheus's default
+// registry, which only a node's metrics endpoints serve (see hostMetrics).
+func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter, metrics bool) (host.Host, *goneDials, error) {
 	if len(listen) == 0 {
 		listen = DefaultListen
 	}
@@ -76,7 +78,7 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 		return nil, nil, err
 	}
 	gone := newGoneDials()
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(sk),
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.Transport(gone.tcpTransport),
@@ -85,7 +87,11 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 		libp2p.ResourceManager(rm),
 		libp2p.WithDialTimeout(dialTimeout),
 		libp2p.SwarmOpts(swarm.WithDialTimeoutLocal(localDialTimeout)),
-	)
+	}
+	if !metrics {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		rm.Close()
 		msg := err.Error()
@@ -97,6 +103,14 @@ func newHost(sk crypto.PrivKey, listen []string, refused rcmgr.TraceReporter) (h
 	gone.setNetwork(h.Network())
 	return h, gone, nil
 }
+
+// hostMetrics says whether a node's libp2p host collects libp2p's metrics:
+// only a node that serves them, on its local API or its metrics listener.
+// A one-shot command's ephemeral node serves neither, and registering the
+// collectors (and counting into them) was about a fifth of its host's
+// start-up; in a process that runs a serving node beside ephemeral ones
+// (an agent's finds), their counts would also be mixed into the node's.
+func hostMetrics(cfg Config) bool { return cfg.API || cfg.Metrics != "" || !cfg.Ephemeral }
 
 // newResourceManager is the host's resource manager: limits() and
 // privateNetworkLimits(), reporting to refused when it is not nil.

@@ -188,7 +188,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.Host != nil {
 		n.host = cfg.Host
 	} else {
-		if n.host, gone, err = newHost(sk, cfg.Listen, n.metrics.refused); err != nil {
+		if n.host, gone, err = newHost(sk, cfg.Listen, n.metrics.refused, hostMetrics(cfg)); err != nil {
 			return nil, err
 		}
 		n.ownH = true
@@ -484,6 +484,44 @@ func (n *Node) Close() error {
 		if n.lock != nil {
 			n.lock.Close()
 		}
+	})
+	return n.closeErr
+}
+
+// CloseAtExit is Close for a process that exits as soon as it returns (a
+// one-shot command, after printing its answer): an ephemeral node with
+// its own host and no announced cell saves the peers of its routing table
+// and closes its connections and listeners (its swarm), all at once, and
+// stops nothing else: the DHT's and the rest of the host's goroutines end
+// with the process, which is about half of Close's time. The connections are
+// closed so that each peer learns at once that this node is gone: the
+// system closes the TCP ones at exit, but a QUIC peer would otherwise
+// keep its side until the idle timeout. Any other node (a local API, a
+// metrics listener, a host of the caller's), or one with cells announced,
+// is closed in full (Close). The node must not be used
+// after; Close after it does nothing.
+func (n *Node) CloseAtExit() error {
+	n.mu.Lock()
+	full := !n.cfg.Ephemeral || !n.ownH || n.api != nil || n.cfg.Metrics != "" || len(n.announcers) > 0
+	n.mu.Unlock()
+	if full {
+		return n.Close()
+	}
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		n.mu.Unlock()
+		close(n.done)
+		n.wg.Wait() // only rememberPeersLoop: no announcer, no refresh (Ephemeral)
+		infos := n.tablePeers()
+		saved := make(chan struct{})
+		go func() { defer close(saved); n.savePeers(infos) }()
+		// The swarm, not each connection: closing it closes every
+		// connection and listener in parallel and refuses new ones, where
+		// kad-dht, still running, would dial its bootstrap peers again as
+		// soon as its routing table emptied.
+		n.closeErr = n.host.Network().Close()
+		<-saved
 	})
 	return n.closeErr
 }

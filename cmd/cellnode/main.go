@@ -39,7 +39,7 @@ func main() {
 	}
 
 	stopProfile := startProfile(os.Getenv, os.Stderr)
-	code := run(os.Args[1:], os.Stdout, os.Stderr, cli.Run, gracePeriod)
+	code := run(os.Args[1:], os.Stdout, os.Stderr, cli.RunExiting, gracePeriod)
 	stopProfile()
 	os.Exit(code)
 }

@@ -174,3 +174,12 @@ func (s *Session) Close() {
 		s.n.Close()
 	}
 }
+
+// CloseAtExit is Close for a process that exits as soon as it returns:
+// the session's own node saves its peers and closes its connections but
+// stops nothing else (node.Node.CloseAtExit). Close after it does nothing.
+func (s *Session) CloseAtExit() {
+	if s.n != nil {
+		s.n.CloseAtExit()
+	}
+}
