@@ -35,10 +35,10 @@ import (
 // A newcomer is a peer identified as a DHT server of a space this node
 // serves that kad-dht then adds to that space's routing table (one that
 // was dropped, and comes back, is a newcomer again; one already in the
-// table that reconnects is not). Every core storer of a set hands it, the
-// newcomer may then get a set from each of its neighbours, so a node
-// hands one newcomer at most handoffMax records (smallest sets first):
-// what a large set lacks, its publishers' republishes bring.
+// table that reconnects is not). The handoffSenders storers of a set
+// closest to its key hand it, and a node hands one newcomer at most
+// handoffMax records (smallest sets first): what a large set lacks, its
+// publishers' republishes bring.
 
 const (
 	// handoffDelay is how long after a peer's identification the
@@ -49,6 +49,14 @@ const (
 	// is looked for in the tables before it is let go (a table that is
 	// full takes no one).
 	handoffTries = 3
+	// handoffSenders is how many of the storers of a set closest to its
+	// key hand it to a newcomer: not every storer, so that a newcomer is
+	// not sent each set by all of its up to Replication storers (on the
+	// loopback benchmark's 17 nodes, where every node stores every set,
+	// that made each new sidecar verify some 300 PUTs as it started, 20 ms
+	// more to findable); more than one, so that sets that some storers
+	// hold in part (a young network) reach it whole.
+	handoffSenders = 3
 	// handedTTL is how long a newcomer is remembered as handed its sets.
 	// A peer that reconnects while in the table is not handed them
 	// again; one the table dropped and took back is (its AddedAt is
@@ -236,7 +244,7 @@ func (d *Node) handOff(ncs []newcomer) {
 		var reqs []request
 		for _, h := range held {
 			k := kb.ConvertKey(setKey(h.name, h.pub))
-			if !d.bothAmong(rt, k, nc.p, self) {
+			if !d.bothAmong(rt, k, nc.p, self) || !amongSenders(rt, k, nc.p, self) {
 				continue
 			}
 			for _, raw := range h.raws {
@@ -275,6 +283,20 @@ func (d *Node) bothAmong(rt *kb.RoutingTable, k kb.ID, p, self peer.ID) bool {
 		i++
 	}
 	return i < d.cfg.Replication && ahead < d.cfg.Replication
+}
+
+// amongSenders reports whether self is among the handoffSenders peers
+// closest to k of rt's peers and self, the newcomer p left out: the
+// storers that hand p a set.
+func amongSenders(rt *kb.RoutingTable, k kb.ID, p, self peer.ID) bool {
+	ks := kb.ConvertPeerID(self)
+	ahead := 0
+	for _, q := range rt.NearestPeers(k, handoffSenders+1) {
+		if q != p && closer(k, kb.ConvertPeerID(q), ks) {
+			ahead++
+		}
+	}
+	return ahead < handoffSenders
 }
 
 // hand sends reqs to p, a few at a time, until one fails for another

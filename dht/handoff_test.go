@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"slices"
+	"sort"
 	"testing"
 	"time"
 
@@ -68,7 +70,7 @@ func TestNewcomerIsHandedItsSets(t *testing.T) {
 	if st, err := nodes[1].dht.Publish(ctx, rec); err != nil || st.Stored < 4 {
 		t.Fatalf("publish: %+v, %v", st, err)
 	}
-	nc := join(t, mn, serverConfig(clk, 0), nodes[0], nodes[2])
+	nc := join(t, mn, serverConfig(clk, 0), nodes...)
 	poll.T(t, "the record at the newcomer", func() bool {
 		got := nc.dht.Store().Get("acme/exchange")
 		return len(got) == 1 && bytes.Equal(got[0].Bytes(), rec.Bytes())
@@ -177,5 +179,38 @@ func TestUnbucket(t *testing.T) {
 		if _, _, _, err := unbucket(bad); err == nil {
 			t.Errorf("unbucket(%q): no error", bad)
 		}
+	}
+}
+
+// Only the handoffSenders storers closest to a set's key, the newcomer
+// left out, hand it the set.
+func TestHandoffSenders(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 8, clk, func(c *Config) { c.BucketSize = 20 })
+	rt := nodes[0].dht.Kad().RoutingTable()
+	self := nodes[0].host.ID()
+	newcomer := nodes[1].host.ID()
+	yes, no := 0, 0
+	for i := range 64 {
+		k := kb.ConvertKey(setKey(fmt.Sprintf("acme/c%d", i), nil))
+		var others []peer.ID // every node but the newcomer, closest first
+		for _, nd := range nodes {
+			if id := nd.host.ID(); id != newcomer {
+				others = append(others, id)
+			}
+		}
+		sort.Slice(others, func(a, b int) bool { return closer(k, kb.ConvertPeerID(others[a]), kb.ConvertPeerID(others[b])) })
+		want := slices.Index(others, self) < handoffSenders
+		if got := amongSenders(rt, k, newcomer, self); got != want {
+			t.Fatalf("key %d: amongSenders = %v, want %v (rank %d of %d)", i, got, want, slices.Index(others, self), len(others))
+		}
+		if want {
+			yes++
+		} else {
+			no++
+		}
+	}
+	if yes == 0 || no == 0 {
+		t.Fatalf("64 keys gave %d senders and %d not: the test checks neither case", yes, no)
 	}
 }
