@@ -32,9 +32,10 @@ import (
 //	CELLNODE_NETBENCH_KEEP=1       keep homes and logs (the path is logged), with a
 //	                               timeline of each cold find and late start
 //	CELLNODE_NETBENCH_FIND_LOG=..  the cold finds' --log-level (info; debug adds each set's find)
-//	CELLNODE_NETBENCH_SETTLE=0.5   before the late starts, wait (at most 30 s) until the
-//	                               running cellnode processes use at most this many
-//	                               cores over a second; 0: do not wait
+//	CELLNODE_NETBENCH_SETTLE=0.5   before the late starts, wait (at most 30 s; 10 s
+//	                               before each later one) until the running cellnode
+//	                               processes use at most this many cores over a
+//	                               second; 0: do not wait
 func envInt(tb testing.TB, key string, def int) int {
 	v := os.Getenv(key)
 	if v == "" {
@@ -200,8 +201,18 @@ func BenchmarkNetns(b *testing.B) {
 	// Start of `cellnode run` to findable: a late sidecar starts while three
 	// running nodes find its cell through their local APIs, back to back.
 	pollers := []*proc{sidecars[0], sidecars[len(sidecars)/2], sidecars[len(sidecars)-1]}
+	var unsettled int
 	for k, nd := range lateNd {
 		name := fmt.Sprintf("bench/new%02d", k)
+		// And again before each late start: the one before (its refresh,
+		// identify with every peer, the sets handed to it, the pollers'
+		// finds) keeps the cores busy too, and without this the process
+		// start of the later samples grew from 1 to 12 round trips.
+		if k > 0 {
+			if _, _, ok := settle(ctx, c.cpu, settleCores, time.Second, 10*time.Second); !ok {
+				unsettled++
+			}
+		}
 		tl := c.traceNode(nd.Index)
 		p := c.startSidecar(nd, fmt.Sprintf("late%02d", k), name)
 		found, err := findable(ctx, p, pollers, name)
@@ -214,6 +225,10 @@ func BenchmarkNetns(b *testing.B) {
 		rep.add("start to findable (find began)", found.start.Sub(p.start), startBreakdown(p, found, tl.get()))
 		rep.add("start to findable (find answered)", found.end.Sub(p.start), nil)
 		sidecars = append(sidecars, p)
+	}
+
+	if unsettled > 0 {
+		b.Logf("settle: %d of %d later late starts began before the processes settled (10 s each at most)", unsettled, len(lateNd)-1)
 	}
 
 	rep.phase("warm and repeat finds")
