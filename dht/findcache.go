@@ -211,15 +211,8 @@ func (d *Node) cacheOnPath(g *gatherer) {
 	d.count.add("path_cache_started", 1)
 	go func() {
 		defer d.count.add("path_cache_ended", 1)
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), d.cfg.RequestTimeout)
+		ctx, cancel := d.background(context.WithoutCancel(g.ctx))
 		defer cancel()
-		go func() {
-			select {
-			case <-d.done:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		for _, r := range Newest(req.Name, raws, now(), nil) {
 			d.count.add("path_cache_sent", 1)
 			d.count.add("put_sent", 1)

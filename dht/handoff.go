@@ -303,15 +303,8 @@ func amongSenders(rt *kb.RoutingTable, k kb.ID, p, self peer.ID) bool {
 // reason than the record itself (p is gone, or refuses the set's key).
 func (d *Node) hand(p peer.ID, reqs []request) {
 	defer d.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.RequestTimeout)
+	ctx, cancel := d.background(context.Background())
 	defer cancel()
-	go func() {
-		select {
-		case <-d.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	const inFlight = 4
 	var mu sync.Mutex
 	stop := false
@@ -344,4 +337,19 @@ func (d *Node) hand(p peer.ID, reqs []request) {
 		})
 	}
 	wg.Wait()
+}
+
+// background returns a context for requests the node sends on its own
+// (handoffs, path caching): it ends after RequestTimeout, or when the node
+// closes.
+func (d *Node) background(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, d.cfg.RequestTimeout)
+	go func() {
+		select {
+		case <-d.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
