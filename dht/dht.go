@@ -26,6 +26,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/time/rate"
@@ -201,7 +202,10 @@ func New(h host.Host, cfg Config) (*Node, error) {
 		}
 	}
 	if cfg.Mode != ModeClient { // a client stores nothing to hand on
-		sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+		// The bus blocks identify's emitter while a subscriber's buffer
+		// is full: room for a burst of connections (a node starting, a
+		// refresh) while handoffLoop works out a batch.
+		sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted), eventbus.BufSize(256))
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("dht: watch for newcomers: %w", err)
