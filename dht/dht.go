@@ -1027,6 +1027,19 @@ func Newest(name string, raws [][]byte, now time.Time, rejected map[string]int) 
 // of name a gather verified, signatures included) as verified but for the
 // clock, which it checks again at now.
 func newest(name string, raws [][]byte, verified map[string]*record.Record, now time.Time, rejected map[string]int) []*record.Record {
+	return NewestWith(name, raws, now, rejected, func(raw []byte) (*record.Record, error) {
+		if r := verified[string(raw)]; r != nil && r.Name == name {
+			return r, r.Check(now)
+		}
+		return record.Verify(raw, name, now)
+	})
+}
+
+// NewestWith is Newest with verify checking each distinct raw record in
+// place of record.Verify(raw, name, now): a caller that remembers the
+// records it verified checks only the clock of those. verify must apply
+// every rule record.Verify does for name at now.
+func NewestWith(name string, raws [][]byte, now time.Time, rejected map[string]int, verify func(raw []byte) (*record.Record, error)) []*record.Record {
 	best := map[peer.ID]*record.Record{}
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
@@ -1035,12 +1048,7 @@ func newest(name string, raws [][]byte, verified map[string]*record.Record, now 
 			continue
 		}
 		seen[string(raw)] = true
-		r, err := verified[string(raw)], error(nil)
-		if r == nil || r.Name != name {
-			r, err = record.Verify(raw, name, now)
-		} else {
-			err = r.Check(now)
-		}
+		r, err := verify(raw)
 		if err != nil {
 			if rejected != nil {
 				rejected[record.Reason(err)]++

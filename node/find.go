@@ -1,7 +1,6 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/cellnode/cellnode/dht"
 )
@@ -218,47 +216,31 @@ const verifiedMax = 4096
 // dht.Newest does; records refused are counted in rejected by
 // record.Reason.
 func (v *verifiedRecords) newest(name string, raws [][]byte, now time.Time, rejected map[string]int) []*record.Record {
-	best := map[peer.ID]*record.Record{}
-	seen := make(map[string]bool, len(raws))
-	for _, raw := range raws {
-		if seen[string(raw)] {
-			continue
-		}
-		seen[string(raw)] = true
-		v.mu.Lock()
-		r := v.m[string(raw)]
-		v.mu.Unlock()
-		var err error
-		if r != nil && r.Name == name {
-			err = r.Check(now)
-		} else {
-			r, err = record.Verify(raw, name, now)
-			v.mu.Lock()
-			v.verifies++
-			if err == nil {
-				if v.m == nil || len(v.m) >= verifiedMax {
-					v.m = map[string]*record.Record{}
-				}
-				v.m[string(raw)] = r
-			}
-			v.mu.Unlock()
-		}
-		if err != nil {
-			if rejected != nil {
-				rejected[record.Reason(err)]++
-			}
-			continue
-		}
-		if old, ok := best[r.Peer]; !ok || r.Seq > old.Seq {
-			best[r.Peer] = r
-		}
+	return dht.NewestWith(name, raws, now, rejected, func(raw []byte) (*record.Record, error) {
+		return v.verify(raw, name, now)
+	})
+}
+
+// verify is record.Verify(raw, name, now), the signature checked only for
+// bytes not verified before.
+func (v *verifiedRecords) verify(raw []byte, name string, now time.Time) (*record.Record, error) {
+	v.mu.Lock()
+	r := v.m[string(raw)]
+	v.mu.Unlock()
+	if r != nil && r.Name == name {
+		return r, r.Check(now)
 	}
-	out := make([]*record.Record, 0, len(best))
-	for _, r := range best {
-		out = append(out, r)
+	r, err := record.Verify(raw, name, now)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.verifies++
+	if err == nil {
+		if v.m == nil || len(v.m) >= verifiedMax {
+			v.m = map[string]*record.Record{}
+		}
+		v.m[string(raw)] = r
 	}
-	slices.SortFunc(out, func(a, b *record.Record) int { return cmp.Compare(a.Peer, b.Peer) })
-	return out
+	return r, err
 }
 
 // recentRecords remembers, per cell name, the newest record of each
