@@ -12,13 +12,19 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 )
 
+// seedNodes returns the nodes of a Seed test on loopback: the node that
+// seeds, a DHT server to seed it with, and a DHT client.
+func seedNodes(t *testing.T) (finder, server, client *testNode) {
+	clk := &clock{t: time.Now()}
+	cfg := Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true}
+	return loopbackNode(t, cfg), loopbackNode(t, cfg), loopbackNode(t, Config{Mode: ModeClient, DisableAutoRefresh: true})
+}
+
 // TestSeedSkipsLookupCheck: a bootstrap peer just dialled enters the
 // routing table at once, not after kad-dht's lookup check. The peer here
 // never answers a FIND_NODE, so kad-dht alone would never take it.
 func TestSeedSkipsLookupCheck(t *testing.T) {
-	clk := &clock{t: time.Now()}
-	cfg := Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true}
-	finder, boot, other := loopbackNode(t, cfg), loopbackNode(t, cfg), loopbackNode(t, Config{Mode: ModeClient, DisableAutoRefresh: true})
+	finder, boot, other := seedNodes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, sp := range boot.dht.spaces {
@@ -50,9 +56,7 @@ func TestSeedSkipsLookupCheck(t *testing.T) {
 // for identify enter the table at once; one that identify then shows does
 // not speak the table's protocol is dropped again.
 func TestSeedTakesUnidentifiedPeer(t *testing.T) {
-	clk := &clock{t: time.Now()}
-	cfg := Config{Mode: ModeServer, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true}
-	finder, boot, client := loopbackNode(t, cfg), loopbackNode(t, cfg), loopbackNode(t, Config{Mode: ModeClient, DisableAutoRefresh: true})
+	finder, boot, client := seedNodes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, p := range []*testNode{boot, client} {
