@@ -72,6 +72,7 @@ func (d *Node) handoffMax() int { return max(1, int(2*d.cfg.PeerRate)) }
 
 // heldSet is one set of the store: what handoff hands on.
 type heldSet struct {
+	key   string // the store's name for it (bucket)
 	name  string
 	pub   ed25519.PublicKey // nil: the name's own set
 	shard int
@@ -109,7 +110,7 @@ func (s *Store) sets() []heldSet {
 		if err != nil {
 			continue
 		}
-		h := heldSet{name: name, pub: pub, shard: shard}
+		h := heldSet{key: b, name: name, pub: pub, shard: shard}
 		for _, r := range set {
 			if r.Check(now) == nil {
 				h.raws = append(h.raws, r.Bytes())
@@ -123,7 +124,7 @@ func (s *Store) sets() []heldSet {
 		if len(out[i].raws) != len(out[j].raws) {
 			return len(out[i].raws) < len(out[j].raws)
 		}
-		return bucket(out[i].name, out[i].pub, out[i].shard) < bucket(out[j].name, out[j].pub, out[j].shard)
+		return out[i].key < out[j].key
 	})
 	return out
 }
