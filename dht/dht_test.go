@@ -9,6 +9,7 @@ import (
 	"github.com/cellnode/cellnode/internal/poll"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,6 +259,14 @@ func TestFinderRejects(t *testing.T) {
 	if st.Rejected["wrong_name"] != 1 || st.Rejected["expired"] != 1 || st.Rejected["bad_signature"] != 1 {
 		t.Fatalf("rejections: %v", st.Rejected)
 	}
+	// CollectSeen tells of none of them.
+	var told atomic.Int32
+	if _, verified, _, err := finder.dht.CollectSeen(ctx, "acme/x", nil, clk.Now, func(*record.Record) { told.Add(1) }); err != nil || len(verified) != 0 {
+		t.Fatalf("CollectSeen: %d verified, %v", len(verified), err)
+	}
+	if told.Load() != 0 {
+		t.Fatalf("told of %d planted records", told.Load())
+	}
 }
 
 func TestFindNoPeers(t *testing.T) {
@@ -489,4 +498,50 @@ func mustSign(t testing.TB, priv ed25519.PrivateKey, r record.Record) []byte {
 		t.Fatal(err)
 	}
 	return s.Bytes()
+}
+
+// TestCollectSeen: CollectSeen tells of each valid record once, as its
+// first answer comes in, and hands back the gathered records verified
+// (TestFinderRejects: it tells of no invalid one).
+func TestCollectSeen(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 12, clk)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want := map[peer.ID]bool{}
+	for i, nd := range nodes[1:4] {
+		if _, err := nd.dht.Publish(ctx, nd.record(t, "acme/seen", 1, clk.Now(), fmt.Sprintf("192.0.2.%d:80", i+1))); err != nil {
+			t.Fatal(err)
+		}
+		want[nd.host.ID()] = true
+	}
+	var mu sync.Mutex
+	told := map[string]int{}
+	raws, verified, st, err := nodes[9].dht.CollectSeen(ctx, "acme/seen", nil, clk.Now, func(r *record.Record) {
+		mu.Lock()
+		defer mu.Unlock()
+		told[string(r.Bytes())]++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 3 {
+		t.Fatalf("told of %d records, want 3 (stats %+v)", len(told), st)
+	}
+	for raw, n := range told {
+		r, err := record.Verify([]byte(raw), "acme/seen", clk.Now())
+		if err != nil || !want[r.Peer] || n != 1 {
+			t.Fatalf("told %d times of %v (%v)", n, r, err)
+		}
+		if verified[raw] == nil {
+			t.Fatal("a record told of is not among the verified")
+		}
+	}
+	for _, raw := range raws {
+		if v := verified[string(raw)]; v != nil && !bytes.Equal(v.Bytes(), raw) {
+			t.Fatal("a verified record is filed under other bytes")
+		}
+	}
 }

@@ -172,7 +172,7 @@ func (c *resultCache) putLocked(key string, e *result, now time.Time) {
 // filter), with the records in extra merged in as if a storer had sent
 // them.
 func (d *Node) findNewest(ctx context.Context, name string, publishers []ed25519.PublicKey, now func() time.Time, extra []*record.Record) ([]*record.Record, FindStats, error) {
-	raws, verified, st, err := d.collect(ctx, name, publishers, now)
+	raws, verified, st, err := d.collect(ctx, name, publishers, now, nil)
 	if err != nil && !errors.Is(err, ErrNoPeers) {
 		return nil, st, err
 	}

@@ -127,13 +127,14 @@ type gatherer struct {
 	slowest  time.Duration // the slowest answer so far, from its ask
 	first    time.Duration
 	closed   bool
-	rejected map[string]int    // invalid records received, by Reason
-	knew     map[peer.ID]int   // with Config.PathCache: peers that answered, and how many instances their answer held a valid record of
-	shard    int               // the shard of the set asked for
-	learn    func(int)         // told of every shard count above 1 met (records and advice); nil: none
-	moves    *moves            // the newest record of each instance over the set's shards; nil: this shard alone
-	core     func(peer.ID)     // told of every peer that answered as a core storer of the set (outside the lock); nil: none
-	checking map[string]*check // raw record → its verification, by the first answer that brought it (see checkAll)
+	rejected map[string]int       // invalid records received, by Reason
+	knew     map[peer.ID]int      // with Config.PathCache: peers that answered, and how many instances their answer held a valid record of
+	shard    int                  // the shard of the set asked for
+	learn    func(int)            // told of every shard count above 1 met (records and advice); nil: none
+	moves    *moves               // the newest record of each instance over the set's shards; nil: this shard alone
+	core     func(peer.ID)        // told of every peer that answered as a core storer of the set (outside the lock); nil: none
+	onRecord func(*record.Record) // told of every valid record as it is first verified (outside the lock); nil: none
+	checking map[string]*check    // raw record → its verification, by the first answer that brought it (see checkAll)
 
 	// verifyFn, in tests, replaces verify.
 	verifyFn func(raw []byte, now time.Time) (*record.Record, error)
@@ -200,7 +201,13 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		g.slowest = max(g.slowest, time.Since(sent))
 		g.mu.Unlock()
 		checked := g.checkAll(recs, now)
-		learnt = max(learnt, g.take(p, trusted, resp.Core, recs, checked))
+		most, fresh := g.take(p, trusted, resp.Core, recs, checked)
+		learnt = max(learnt, most)
+		if g.onRecord != nil {
+			for _, r := range fresh {
+				g.onRecord(r)
+			}
+		}
 		if resp.Core && g.core != nil {
 			g.core(p)
 		}
@@ -210,8 +217,9 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 // take counts p's answer: recs, the records it held, with the verdicts
 // of those not seen before (checkAll). trusted is as for ask; core, that
 // p says it is a core storer of the set. It returns the largest shard
-// count of the valid records among recs.
-func (g *gatherer) take(p peer.ID, trusted, core bool, recs [][]byte, checked map[string]verdict) (learnt int) {
+// count of the valid records among recs, and the valid records no answer
+// brought before, unless g is closed (for g.onRecord).
+func (g *gatherer) take(p peer.ID, trusted, core bool, recs [][]byte, checked map[string]verdict) (learnt int, fresh []*record.Record) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	// An answer counts towards agreement if it comes from one of the
@@ -236,6 +244,9 @@ func (g *gatherer) take(p peer.ID, trusted, core bool, recs [][]byte, checked ma
 				g.raws = append(g.raws, r)
 				g.seenPeer[rec.Peer] = true
 				g.moves.saw(rec, g.shard)
+				if g.onRecord != nil && !g.closed {
+					fresh = append(fresh, rec)
+				}
 			}
 		}
 		if rec != nil {
@@ -247,7 +258,7 @@ func (g *gatherer) take(p peer.ID, trusted, core bool, recs [][]byte, checked ma
 		g.knew[p] = len(knows)
 	}
 	if len(knows) == 0 {
-		return learnt // junk or nothing: neither agrees nor disagrees
+		return learnt, fresh // junk or nothing: neither agrees nor disagrees
 	}
 	g.holders = append(g.holders, p)
 	if g.first == 0 {
@@ -257,7 +268,7 @@ func (g *gatherer) take(p peer.ID, trusted, core bool, recs [][]byte, checked ma
 		g.answers = append(g.answers, answer{p, ipGroups(g.d.host, p), knows, trusted})
 	}
 	g.agree()
-	return learnt
+	return learnt, fresh
 }
 
 // agree tallies the answers and closes g.done once agreeQuorum of them

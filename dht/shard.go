@@ -145,7 +145,8 @@ type setGather struct {
 	key  string // the set's base key: where all its shards live
 	rank *ranker
 
-	moves *moves // the newest record of each instance, over the shards
+	moves *moves               // the newest record of each instance, over the shards
+	seen  func(*record.Record) // told of each valid record as it is first verified; nil: none (see Node.CollectSeen)
 
 	mu     sync.Mutex
 	shards []*gatherer      // by shard: 0 to len-1 started
@@ -256,6 +257,7 @@ func (s *setGather) learn(n int) {
 	for len(s.shards) < n {
 		g := s.d.newGatherer(s.ctx, s.sp, s.rank.key, s.rank, s.name, s.pub, len(s.shards), s.now, s.learn)
 		g.moves = s.moves
+		g.onRecord = s.seen
 		first := len(s.shards) == 0
 		if first {
 			g.core = s.answeredCore

@@ -73,8 +73,11 @@ func (n *Node) Find(ctx context.Context, name string) (*FindResult, error) {
 
 // FindWith returns the live, verified instances of the cell name from the
 // DHT and from the cells registered on this machine, probes their
-// endpoints in parallel (one connection each, ProbeTimeout for them all)
-// and ranks reachable instances by measured latency, then unreachable ones.
+// endpoints in parallel (one connection each, within ProbeTimeout) and
+// ranks reachable instances by measured latency, then unreachable ones.
+// The probes of records from the network that need no check first start
+// while the gather runs, as each record comes in (see earlyProbes); the
+// rest start once the records are merged.
 //
 // With trusted publishers it asks for those publishers' sets (which a flood
 // under the name cannot crowd out) and, in parallel, for the name's set, to
@@ -122,16 +125,19 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		lookups = append(lookups, opts.Publishers)
 	}
 	answers := make([]answer, len(lookups))
+	early := n.startEarly(ctx, opts.Publishers)
+	defer early.close()
 	var wg sync.WaitGroup
 	for i, pubs := range lookups {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			a := &answers[i]
-			a.raws, a.st, a.err = n.collect(ctx, name, pubs)
+			a.raws, a.st, a.err = n.collect(ctx, name, pubs, early.saw)
 		}()
 	}
 	wg.Wait()
+	early.stop()
 	var raws [][]byte
 	for _, a := range answers {
 		switch {
@@ -183,7 +189,7 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 		signed[r.Peer.String()] = r.Bytes()
 	}
 	trustedFirst(keep, opts.Publishers)
-	res.Instances = n.rank(ctx, keep)
+	res.Instances = n.rank(ctx, keep, early)
 	for i := range res.Instances {
 		res.Instances[i].Trusted = trusted[res.Instances[i].Peer]
 		res.Instances[i].record = signed[res.Instances[i].Peer]
@@ -219,6 +225,25 @@ func (v *verifiedRecords) newest(name string, raws [][]byte, now time.Time, reje
 	return dht.NewestWith(name, raws, now, rejected, func(raw []byte) (*record.Record, error) {
 		return v.verify(raw, name, now)
 	})
+}
+
+// add takes the records a gather verified (dht.Node.CollectSeen), by their
+// raw bytes, as verified.
+func (v *verifiedRecords) add(verified map[string]*record.Record) {
+	if len(verified) == 0 {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m)+len(verified) > verifiedMax {
+		v.m = map[string]*record.Record{}
+	}
+	for raw, r := range verified {
+		if len(v.m) >= verifiedMax {
+			return
+		}
+		v.m[raw] = r
+	}
 }
 
 // verify is record.Verify(raw, name, now), the signature checked only for

@@ -42,6 +42,7 @@ type metrics struct {
 	findFirst   prometheus.Histogram
 	findAnswers prometheus.Histogram
 	findEnds    *prometheus.CounterVec // set, how
+	findProbes  *prometheus.CounterVec // started
 	pubDur      *prometheus.HistogramVec
 	pubStorers  *prometheus.HistogramVec
 	refused     *refusals
@@ -78,6 +79,10 @@ func newMetrics(n *Node) *metrics {
 		Name: "cellnode_find_ends_total",
 		Help: "Gathers by how they ended: agreement (storers agreed before the lookup ended), cache (remembered closest peers agreed, no lookup), lookup (ran to the end of the lookup).",
 	}, []string{"set", "how"})
+	m.findProbes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cellnode_find_probes_total",
+		Help: "Endpoint dials of finds, by when they started: early (while the gather ran, as a record came in; taken by the ranking), after (by the ranking), early_unused (early, for a record the merge dropped).",
+	}, []string{"started"})
 	m.pubDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "cellnode_publish_duration_seconds", Buckets: latencyBuckets,
 		Help: "Time to publish one record, by kind (record, withdrawal) and outcome (stored, not_stored, error).",
@@ -86,7 +91,7 @@ func newMetrics(n *Node) *metrics {
 		Name: "cellnode_publish_storers", Buckets: peerBuckets,
 		Help: "Remote peers that stored one published record, by kind.",
 	}, []string{"kind"})
-	m.reg.MustRegister(m.findDur, m.findFirst, m.findAnswers, m.findEnds, m.pubDur, m.pubStorers,
+	m.reg.MustRegister(m.findDur, m.findFirst, m.findAnswers, m.findEnds, m.findProbes, m.pubDur, m.pubStorers,
 		m.refused, &collector{n: n})
 	return m
 }
@@ -162,9 +167,10 @@ func (n *Node) publishObserved(ctx context.Context, r *record.Record) (dht.Publi
 }
 
 // collect is dht.Collect, timed and counted.
-func (n *Node) collect(ctx context.Context, name string, pubs []ed25519.PublicKey) ([][]byte, dht.FindStats, error) {
+func (n *Node) collect(ctx context.Context, name string, pubs []ed25519.PublicKey, seen func(*record.Record)) ([][]byte, dht.FindStats, error) {
 	t0 := time.Now()
-	raws, st, err := n.dht.Collect(ctx, name, pubs, n.now)
+	raws, verified, st, err := n.dht.CollectSeen(ctx, name, pubs, n.now, seen)
+	n.verified.add(verified)
 	set, outcome := "name", "found"
 	if len(pubs) > 0 {
 		set = "publishers"

@@ -300,7 +300,7 @@ func TestMetricsDocumented(t *testing.T) {
 	m := newMetrics(&Node{})
 	descs := make(chan *prometheus.Desc, 100)
 	go func() {
-		for _, c := range []prometheus.Collector{m.findDur, m.findFirst, m.findAnswers, m.findEnds, m.pubDur, m.pubStorers, m.refused, &collector{}} {
+		for _, c := range []prometheus.Collector{m.findDur, m.findFirst, m.findAnswers, m.findEnds, m.findProbes, m.pubDur, m.pubStorers, m.refused, &collector{}} {
 			c.Describe(descs)
 		}
 		close(descs)

@@ -99,6 +99,14 @@ func (p *prober) remember(key string, f failure) {
 	p.failed[key] = f
 }
 
+// probeTimeout is ProbeTimeout, or the test seam's.
+func (p *prober) probeTimeout() time.Duration {
+	if p.timeout > 0 {
+		return p.timeout
+	}
+	return ProbeTimeout
+}
+
 func (p *prober) dialer(ctx context.Context, network, addr string, guard bool) (net.Conn, error) {
 	if p.dial != nil {
 		return p.dial(ctx, network, addr, guard)
@@ -236,9 +244,13 @@ func (n *Node) onThisMachine(ctx context.Context, p peer.ID) (ok bool, why strin
 type probeTarget struct {
 	ep    Endpoint
 	guard bool
-	users []probeUse
-	rtt   time.Duration
-	err   error
+	users []probeUse // rank's: the records' endpoints it answers for
+	done  chan struct{}
+	// Set by run before done is closed:
+	rtt  time.Duration
+	err  error
+	busy bool // not dialled: no slot among MaxProbesInFlight
+	cut  bool // cut off by the find's end
 }
 
 type probeUse struct {
@@ -254,13 +266,12 @@ func memKey(r *record.Record, ep string) string {
 // rank probes the endpoints of recs and returns the instances, reachable
 // ones first by latency (ties by peer ID), then the unreachable ones by
 // peer ID. Records earlier in recs get their probes first when the per-find
-// cap is reached. See FindWith for the rules.
-func (n *Node) rank(ctx context.Context, recs []*record.Record) []Instance {
+// cap is reached. A probe of early (which may be nil) of the same endpoint
+// is taken instead of a dial, and early's probes count against the cap.
+// See FindWith for the rules.
+func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProbes) []Instance {
 	p := &n.probes
-	timeout := p.timeout
-	if timeout <= 0 {
-		timeout = ProbeTimeout
-	}
+	timeout := p.probeTimeout()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -283,7 +294,7 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record) []Instance {
 			out[i].Manifest = r.Manifest.String()
 		}
 	}
-	budget := MaxProbesPerFind
+	budget := MaxProbesPerFind - early.started()
 
 	// Which records' peers run on this machine: local ones, or shown so
 	// (only asked for peers whose records list a loopback endpoint).
@@ -377,17 +388,26 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record) []Instance {
 				note(i, s, "skipped: a loopback endpoint, and the peer was not shown to run on this machine ("+notWhy[r.Peer]+")")
 				continue
 			}
-			tk := fmt.Sprintf("%s|%t", e, !trusted)
+			tk := targetKey(e, !trusted)
 			t := targets[tk]
 			if t == nil {
-				if budget == 0 {
+				t = early.take(tk)
+			}
+			if t != nil {
+				if targets[tk] == nil {
+					targets[tk] = t
+					order = append(order, t)
+				}
+			} else {
+				if budget <= 0 {
 					note(i, s, fmt.Sprintf("skipped: over the %d probes of one find", MaxProbesPerFind))
 					continue
 				}
 				budget--
-				t = &probeTarget{ep: e, guard: !trusted}
+				t = newProbeTarget(e, !trusted)
 				targets[tk] = t
 				order = append(order, t)
+				wg.Go(func() { t.run(parent, p, timeout) })
 			}
 			t.users = append(t.users, probeUse{inst: i, ep: s, key: key})
 		}
@@ -396,40 +416,27 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record) []Instance {
 		}
 	}
 
-	sem := p.slots()
+	used := 0 // early probes taken
 	for _, t := range order {
-		wg.Go(func() {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				t.err = fmt.Errorf("skipped: %d probes in flight on this node", MaxProbesInFlight)
-				return
-			}
-			defer func() { <-sem }()
-			start := time.Now()
-			c, err := p.dialer(ctx, t.ep.Network, t.ep.checkAddr(), t.guard)
-			if err != nil {
-				if ctx.Err() != nil && parent.Err() == nil {
-					err = fmt.Errorf("no answer within %v", timeout)
-				}
-				t.err = err
-				if parent.Err() == nil && !errors.Is(err, errLoopbackRefused) {
-					for _, u := range t.users {
-						p.remember(u.key, failure{at: now, why: err.Error()})
-					}
-				}
-				return
-			}
-			t.rtt = time.Since(start)
-			c.Close()
-		})
+		<-t.done // an early probe: started before rank, so it ends first
+		if early.take(targetKey(t.ep, t.guard)) == t {
+			used++
+		}
 	}
 	wg.Wait()
+	if m := n.metrics; m != nil {
+		m.findProbes.WithLabelValues("early").Add(float64(used))
+		m.findProbes.WithLabelValues("after").Add(float64(len(order) - used))
+		m.findProbes.WithLabelValues("early_unused").Add(float64(early.started() - used))
+	}
 	for _, t := range order {
 		for _, u := range t.users {
 			in := &out[u.inst]
 			if t.err != nil {
 				note(u.inst, u.ep, t.err.Error())
+				if t.remembers() {
+					p.remember(u.key, failure{at: now, why: t.err.Error()})
+				}
 				continue
 			}
 			ms := float64(t.rtt.Microseconds()) / 1000

@@ -280,7 +280,7 @@ func TestProbeRules(t *testing.T) {
 				_, port, _ := net.SplitHostPort(ln.Addr().String())
 				ep = net.JoinHostPort(tc.host, port)
 			}
-			ins := tc.finder.rank(context.Background(), []*record.Record{signed(t, tc.key, "acme/x", 1, now, ep)})
+			ins := tc.finder.rank(context.Background(), []*record.Record{signed(t, tc.key, "acme/x", 1, now, ep)}, nil)
 			got := ins[0]
 			if got.Reachable != tc.ok || !strings.Contains(got.Probe[ep], tc.why) {
 				t.Fatalf("%s: reachable %v, probe %q; want %v, %q", ep, got.Reachable, got.Probe, tc.ok, tc.why)
@@ -343,7 +343,7 @@ func TestProbeCapPerFind(t *testing.T) {
 		}
 		recs = append(recs, signed(t, nil, "acme/x", 1, now, eps...))
 	}
-	ins := n.rank(context.Background(), recs)
+	ins := n.rank(context.Background(), recs, nil)
 	if got := f.total(); got != MaxProbesPerFind {
 		t.Fatalf("%d dials, want %d", got, MaxProbesPerFind)
 	}
@@ -374,7 +374,7 @@ func TestProbeDedupe(t *testing.T) {
 	for range 10 {
 		recs = append(recs, signed(t, nil, "acme/x", 1, now, "192.0.2.7:80", "192.0.2.7:80"))
 	}
-	for _, in := range n.rank(context.Background(), recs) {
+	for _, in := range n.rank(context.Background(), recs, nil) {
 		if !in.Reachable {
 			t.Fatalf("unreachable: %+v", in)
 		}
@@ -398,7 +398,7 @@ func TestProbesInFlightCap(t *testing.T) {
 		for j := range MaxProbesPerFind {
 			recs = append(recs, signed(t, nil, "acme/x", 1, now, fmt.Sprintf("192.0.%d.%d:80", i, j)))
 		}
-		wg.Go(func() { n.rank(context.Background(), recs) })
+		wg.Go(func() { n.rank(context.Background(), recs, nil) })
 	}
 	waitFor(t, "the node's probes all in flight", func() bool { return f.inFlight.Load() == MaxProbesInFlight })
 	close(f.block)
