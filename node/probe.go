@@ -418,7 +418,7 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 
 	used := 0 // early probes taken
 	for _, t := range order {
-		<-t.done // an early probe: started before rank, so it ends first
+		<-t.done // each probe ends within its timeout; early ones started first
 		if early.take(targetKey(t.ep, t.guard)) == t {
 			used++
 		}
