@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -62,7 +61,7 @@ func (e *earlyProbes) saw(r *record.Record) {
 	if e == nil || e.n == nil || r.Withdrawn {
 		return
 	}
-	if len(e.pins) > 0 && !slices.ContainsFunc(e.pins, func(p ed25519.PublicKey) bool { return p.Equal(r.Publisher()) }) {
+	if len(e.pins) > 0 && !delegatedBy(r, e.pins) {
 		return
 	}
 	n := e.n

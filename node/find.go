@@ -177,7 +177,7 @@ func (n *Node) FindWith(ctx context.Context, name string, opts FindOptions) (*Fi
 	n.recent.put(name, newest) // withdrawals too: see recentRecords
 	merged := dht.Live(newest)
 	for _, r := range merged {
-		if pub := r.Publisher(); pub != nil && slices.ContainsFunc(opts.Publishers, func(p ed25519.PublicKey) bool { return pub.Equal(p) }) {
+		if delegatedBy(r, opts.Publishers) {
 			trusted[r.Peer.String()] = true
 		} else if res.Pinned {
 			res.Untrusted++

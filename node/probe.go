@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -295,6 +296,7 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 		}
 	}
 	budget := MaxProbesPerFind - early.started()
+	used := 0 // early probes taken
 
 	// Which records' peers run on this machine: local ones, or shown so
 	// (only asked for peers whose records list a loopback endpoint).
@@ -391,14 +393,13 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 			tk := targetKey(e, !trusted)
 			t := targets[tk]
 			if t == nil {
-				t = early.take(tk)
-			}
-			if t != nil {
-				if targets[tk] == nil {
+				if t = early.take(tk); t != nil {
+					used++
 					targets[tk] = t
 					order = append(order, t)
 				}
-			} else {
+			}
+			if t == nil {
 				if budget <= 0 {
 					note(i, s, fmt.Sprintf("skipped: over the %d probes of one find", MaxProbesPerFind))
 					continue
@@ -407,7 +408,7 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 				t = newProbeTarget(e, !trusted)
 				targets[tk] = t
 				order = append(order, t)
-				wg.Go(func() { t.run(parent, p, timeout) })
+				go t.run(parent, p, timeout)
 			}
 			t.users = append(t.users, probeUse{inst: i, ep: s, key: key})
 		}
@@ -416,14 +417,9 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 		}
 	}
 
-	used := 0 // early probes taken
 	for _, t := range order {
 		<-t.done // each probe ends within its timeout; early ones started first
-		if early.take(targetKey(t.ep, t.guard)) == t {
-			used++
-		}
 	}
-	wg.Wait()
 	if m := n.metrics; m != nil {
 		m.findProbes.WithLabelValues("early").Add(float64(used))
 		m.findProbes.WithLabelValues("after").Add(float64(len(order) - used))
@@ -467,14 +463,11 @@ func trustedFirst(recs []*record.Record, pubs []ed25519.PublicKey) {
 	if len(pubs) == 0 {
 		return
 	}
-	isTrusted := func(r *record.Record) bool {
-		pub := r.Publisher()
-		for _, p := range pubs {
-			if pub != nil && pub.Equal(p) {
-				return true
-			}
-		}
-		return false
-	}
-	sort.SliceStable(recs, func(i, j int) bool { return isTrusted(recs[i]) && !isTrusted(recs[j]) })
+	sort.SliceStable(recs, func(i, j int) bool { return delegatedBy(recs[i], pubs) && !delegatedBy(recs[j], pubs) })
+}
+
+// delegatedBy reports whether one of pubs delegated r.
+func delegatedBy(r *record.Record, pubs []ed25519.PublicKey) bool {
+	pub := r.Publisher()
+	return pub != nil && slices.ContainsFunc(pubs, func(p ed25519.PublicKey) bool { return pub.Equal(p) })
 }
