@@ -3,8 +3,10 @@ package netbench
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,7 +156,7 @@ func BenchmarkNetns(b *testing.B) {
 	// then one per 5 s; a cold find dials over QUIC and TCP, so after about
 	// ten cold finds from one machine the bootstrap node refuses the next
 	// ones. Loopback is exempt.)
-	nodes := c.add(total + rounds + 2*slow)
+	nodes := c.add(total + rounds + 3*slow)
 	bootNd, steadyNd, lateNd, finders := nodes[0], nodes[1:1+steadyN], nodes[1+steadyN:total], nodes[total:]
 	nextFinder := func() *delaynet.Node {
 		nd := finders[0]
@@ -272,14 +274,30 @@ func BenchmarkNetns(b *testing.B) {
 	}
 	b.Logf("peers.json after a cold find: %d bytes, %d peers", len(peersJSON), strings.Count(string(peersJSON), `"ID"`)+strings.Count(string(peersJSON), `"id"`))
 
+	rep.phase("cold finds, missing cell")
+	// Cold one-shot finds of a cell nobody announces: the answer is "no
+	// live instance", and how long it takes to be sure of it.
+	for i := range slow {
+		home := filepath.Join(c.dir, fmt.Sprintf("missing%02d", i))
+		finder := nextFinder()
+		r := c.oneShot(ctx, finder, home, home+".run", "find", fmt.Sprintf("bench/missing%02d", i), "--json", "--log-level", findLog,
+			"--bootstrap", strings.Join(c.boot, ","))
+		writeTimeline(home+".timeline", r.packets, finder.Index, r.start, r.logs)
+		if r.exit == 0 || r.res == nil || len(r.res.Instances) != 0 {
+			b.Errorf("cold find of a missing cell from %s: exit %d, want a failure with no instances\n%s", home, r.exit, r.stdout)
+		}
+		rep.add("cold find, missing cell", r.took(), coldBreakdown(r, finder, bootNd))
+	}
+
 	rep.phase("cold finds, 30 % killed")
 	// SIGKILL 30 % of the processes (sidecars only), then cold finds of
 	// cells that still have a live instance.
 	kill := int(math.Round(0.3 * float64(total)))
-	for i := 0; i < kill; i++ {
-		sidecars[(i*len(sidecars))/kill].kill()
+	victims := victimsSparing(sidecars, kill, rememberedAddrs(peersJSON))
+	for _, p := range victims {
+		p.kill()
 	}
-	b.Logf("killed %d of %d cellnode processes", kill, total)
+	b.Logf("killed %d of %d cellnode processes (sparing one sidecar that peers.json names)", len(victims), total)
 	var liveCells []string
 	for i := range cells {
 		if live(sidecars, cellName(i)) > 0 {
@@ -336,6 +354,72 @@ func live(sidecars []*proc, cell string) int {
 		}
 	}
 	return k
+}
+
+// rememberedAddrs returns the IP addresses of the peers a peers.json
+// names (its multiaddrs' /ip4 parts).
+func rememberedAddrs(peersJSON []byte) map[netip.Addr]bool {
+	var f struct {
+		Peers []struct {
+			Addrs []string `json:"addrs"`
+		} `json:"peers"`
+	}
+	out := map[netip.Addr]bool{}
+	if json.Unmarshal(peersJSON, &f) != nil {
+		return out
+	}
+	for _, p := range f.Peers {
+		for _, a := range p.Addrs {
+			if parts := strings.Split(a, "/"); len(parts) > 2 && parts[1] == "ip4" {
+				if ip, err := netip.ParseAddr(parts[2]); err == nil {
+					out[ip] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// victimsSparing picks n of sidecars to kill, spread over the list, but
+// never every sidecar that remembered names: the bootstrap-down case that
+// follows measures a finder with peers.json and some of its peers alive,
+// not one whose every remembered peer is dead (that finder is offline: one
+// early run measured an exit, not a find). A remembered sidecar that would
+// die is swapped for the next sidecar that is not remembered.
+func victimsSparing(sidecars []*proc, n int, remembered map[netip.Addr]bool) []*proc {
+	picked := map[int]bool{}
+	for i := 0; i < n; i++ {
+		picked[(i*len(sidecars))/n] = true
+	}
+	spared := false
+	for i, p := range sidecars {
+		if remembered[p.nd.Addr] && !picked[i] {
+			spared = true
+		}
+	}
+	if !spared {
+		for i, p := range sidecars {
+			if !remembered[p.nd.Addr] || !picked[i] {
+				continue
+			}
+			for j := range sidecars {
+				k := (i + 1 + j) % len(sidecars)
+				if !picked[k] && !remembered[sidecars[k].nd.Addr] {
+					delete(picked, i)
+					picked[k] = true
+					break
+				}
+			}
+			break
+		}
+	}
+	var out []*proc
+	for i, p := range sidecars {
+		if picked[i] {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // pollRun is one find through a running node's API.
