@@ -436,52 +436,6 @@ func TestOneShotFindEndsByAgreement(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	finder := oneShotFinder(ctx, t, mn, nodes[0], clk)
-	recs, st, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
-	if err != nil || len(peersOf(recs)) != 3 {
-		t.Fatalf("find: %d records, %v, %+v", len(recs), err, st)
-	}
-	if !st.Early {
-		t.Fatalf("the find waited for the whole lookup (asked %d, %d answered, lookup %v): no early end by agreement", st.Asked, st.Responded, st.Lookup)
-	}
-}
-
-// A find of a name that nobody publishes ends once three near storers
-// say they hold none of it (core, no records), as a find of a name with
-// records ends once three agree on them. Before, an empty answer never
-// agreed, so a find of a missing cell (a typo, or every instance gone)
-// waited for kad-dht's whole lookup and the closest peers' answers.
-func TestEmptyFindEndsByAgreement(t *testing.T) {
-	clk := &clock{t: time.Now()}
-	nodes, mn := testMocknet(t, 40, clk)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := nodes[1].dht.Publish(ctx, nodes[1].record(t, "acme/exchange", 1, clk.Now(), "127.0.0.1:9000")); err != nil {
-		t.Fatal(err)
-	}
-	finder := oneShotFinder(ctx, t, mn, nodes[0], clk)
-	recs, st, err := finder.Find(ctx, "acme/missing", nil, clk.Now)
-	if err != nil || len(recs) != 0 {
-		t.Fatalf("find: %d records, %v, %+v", len(recs), err, st)
-	}
-	if !st.Early || !st.Agreed {
-		t.Fatalf("the find of a missing name waited for the whole lookup (early %v, agreed %v, asked %d, %d answered, lookup %v)",
-			st.Early, st.Agreed, st.Asked, st.Responded, st.Lookup)
-	}
-	// The published name is still found whole: its storers' answers are
-	// not empty, and no empty one ends its find.
-	recs, st, err = finder.Find(ctx, "acme/exchange", nil, clk.Now)
-	if err != nil || len(peersOf(recs)) != 1 {
-		t.Fatalf("find of the published name: %d records, %v, %+v", len(recs), err, st)
-	}
-}
-
-// oneShotFinder adds a client node to mn whose routing table holds boot
-// alone (no refresh), as `cellnode find` from a fresh home, on links of
-// 10 ms: the lookup's hops then take longer than the storers' answers, as
-// on a real network.
-func oneShotFinder(ctx context.Context, t *testing.T, mn mocknet.Mocknet, boot *testNode, clk *clock) *Node {
-	t.Helper()
 	sk, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -490,6 +444,8 @@ func oneShotFinder(ctx context.Context, t *testing.T, mn mocknet.Mocknet, boot *
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The finder's links take time, as a real network's do: the lookup's
+	// hops then take longer than the storers' answers, as they did there.
 	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
 	if err := mn.LinkAll(); err != nil {
 		t.Fatal(err)
@@ -499,14 +455,20 @@ func oneShotFinder(ctx context.Context, t *testing.T, mn mocknet.Mocknet, boot *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { finder.Close() })
-	if err := h.Connect(ctx, peer.AddrInfo{ID: boot.host.ID()}); err != nil {
+	if err := h.Connect(ctx, peer.AddrInfo{ID: nodes[0].host.ID()}); err != nil {
 		t.Fatal(err)
 	}
 	poll.T(t, "the bootstrap peer in the finder's table", func() bool { return finder.Kad().RoutingTable().Size() > 0 })
 	if p := finder.nearPrefix(finder.spaces[0]); p >= 0 {
 		t.Fatalf("a table of %d peers gives near prefix %d: the test needs a finder with no size estimate", finder.Kad().RoutingTable().Size(), p)
 	}
-	return finder
+	recs, st, err := finder.Find(ctx, "acme/exchange", nil, clk.Now)
+	if err != nil || len(peersOf(recs)) != 3 {
+		t.Fatalf("find: %d records, %v, %+v", len(recs), err, st)
+	}
+	if !st.Early {
+		t.Fatalf("the find waited for the whole lookup (asked %d, %d answered, lookup %v): no early end by agreement", st.Asked, st.Responded, st.Lookup)
+	}
 }
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)

@@ -23,8 +23,8 @@ import (
 // few of them answering with the same records is strong evidence that the
 // set is complete; the rest of the lookup would only confirm it.
 const (
-	// agreeQuorum is how many storers must answer with the same set (an
-	// empty one included) before a find stops early.
+	// agreeQuorum is how many storers must answer with the same non-empty
+	// set before a find stops early.
 	agreeQuorum = 3
 	// cacheTTL is how long a find remembers the closest peers of a key. A
 	// repeated find asks them straight away, without a lookup.
@@ -195,7 +195,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 		g.mu.Lock()
 		arrived = true
 		g.inflight--
-		if (resp.Core && len(resp.Records) > 0) || (trusted && len(resp.Records) == 0) {
+		if resp.Core || (trusted && len(resp.Records) == 0) {
 			g.counted++
 		}
 		g.slowest = max(g.slowest, time.Since(sent))
@@ -208,7 +208,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 				g.onRecord(r)
 			}
 		}
-		if resp.Core && len(resp.Records) > 0 && g.core != nil {
+		if resp.Core && g.core != nil {
 			g.core(p)
 		}
 	}()
@@ -258,16 +258,7 @@ func (g *gatherer) take(p peer.ID, trusted, core bool, recs [][]byte, checked ma
 		g.knew[p] = len(knows)
 	}
 	if len(knows) == 0 {
-		// Junk (records, none valid) neither agrees nor disagrees. Nothing
-		// at all from a peer whose answer counts is a vote that the set is
-		// empty: it agrees while no instance has been seen, so that a find
-		// of a name without records stops once agreeQuorum near storers
-		// say so instead of waiting for the whole lookup.
-		if len(recs) == 0 && counts {
-			g.answers = append(g.answers, answer{p, ipGroups(g.d.host, p), knows, trusted})
-			g.agree()
-		}
-		return learnt, fresh
+		return learnt, fresh // junk or nothing: neither agrees nor disagrees
 	}
 	g.holders = append(g.holders, p)
 	if g.first == 0 {

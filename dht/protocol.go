@@ -106,9 +106,7 @@ func (d *Node) handle(s network.Stream) {
 		for _, rec := range d.store.GetIn(req.Name, req.Publisher, shard) {
 			resp.Records = append(resp.Records, rec.Bytes())
 		}
-		// Core with no records says "a core storer, and I hold none": a
-		// finder counts it as a vote that the set is empty.
-		resp.Core = d.among(req.Name, req.Publisher, d.cfg.Replication)
+		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
 		resp.Shards = adviceField(d.store.FindAdvice(req.Name, req.Publisher, shard))
 		d.count.add("records_served", uint64(len(resp.Records)))
 	default:

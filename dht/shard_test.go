@@ -452,68 +452,6 @@ func TestShardAgreementIgnoresMovedInstances(t *testing.T) {
 	}
 }
 
-// TestEmptyAnswersAgree: answers holding nothing, from peers whose answers
-// count (near core storers, or the closest of a lookup), agree that a set
-// is empty; empty answers that do not count, junk, and empty answers once
-// a record has been seen do not end a gather.
-func TestEmptyAnswersAgree(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	d := testNetwork(t, 1, clk)[0].dht
-	now := clk.Now()
-	var seq uint64
-	r, err := signer(t, instanceKey(0), "acme/exchange", &seq, func() time.Time { return now })(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	junk := []byte("not a record")
-	peers := []peer.ID{"storer-a", "storer-b", "storer-c"}
-	fresh := func() *gatherer {
-		g := testShardGatherer(d, 0, nil)
-		for _, p := range peers {
-			g.rank.add(p)
-		}
-		return g
-	}
-	feed := func(g *gatherer, p peer.ID, trusted, core bool, recs ...[]byte) {
-		g.take(p, trusted, core, recs, g.checkAll(recs, now))
-	}
-	cases := []struct {
-		name   string
-		answer func(g *gatherer, p peer.ID)
-		before func(g *gatherer) // an answer before the three
-		want   bool
-	}{
-		{"near core storers, empty", func(g *gatherer, p peer.ID) { feed(g, p, false, true) }, nil, true},
-		{"closest of a lookup, empty", func(g *gatherer, p peer.ID) { feed(g, p, true, false) }, nil, true},
-		{"near peers not core (older storers), empty", func(g *gatherer, p peer.ID) { feed(g, p, false, false) }, nil, false},
-		{"core storers, junk", func(g *gatherer, p peer.ID) { feed(g, p, false, true, junk) }, nil, false},
-		{"core storers, empty, after a record was seen", func(g *gatherer, p peer.ID) { feed(g, p, false, true) },
-			func(g *gatherer) { feed(g, "holder", false, false, r.Bytes()) }, false},
-	}
-	for _, c := range cases {
-		g := fresh()
-		if c.before != nil {
-			c.before(g)
-		}
-		for _, p := range peers {
-			c.answer(g, p)
-		}
-		if got := agreed(g); got != c.want {
-			t.Errorf("%s: agreed %v, want %v", c.name, got, c.want)
-		}
-	}
-	// Empty answers that agreed while nothing was seen stop agreeing once a
-	// record turns up before a third: the set is not empty.
-	g := fresh()
-	feed(g, peers[0], false, true)
-	feed(g, peers[1], false, true)
-	feed(g, "holder", false, false, r.Bytes())
-	feed(g, peers[2], false, true)
-	if agreed(g) {
-		t.Error("empty answers agreed on a set with a record seen")
-	}
-}
-
 // TestGatherVerifiesOnce: answers that bring the same records at the same
 // time verify each of them once between them, and each gets every verdict.
 func TestGatherVerifiesOnce(t *testing.T) {
