@@ -391,25 +391,21 @@ func victimsSparing(sidecars []*proc, n int, remembered map[netip.Addr]bool) []*
 	for i := 0; i < n; i++ {
 		picked[(i*len(sidecars))/n] = true
 	}
-	spared := false
-	for i, p := range sidecars {
-		if remembered[p.nd.Addr] && !picked[i] {
-			spared = true
+	rem := func(i int) bool { return remembered[sidecars[i].nd.Addr] }
+	spare := -1 // a remembered sidecar to take out of picked, while none survives
+	for i := range sidecars {
+		if rem(i) && !picked[i] {
+			spare = -1
+			break
+		}
+		if rem(i) && spare < 0 {
+			spare = i
 		}
 	}
-	if !spared {
-		for i, p := range sidecars {
-			if !remembered[p.nd.Addr] || !picked[i] {
-				continue
-			}
-			for j := range sidecars {
-				k := (i + 1 + j) % len(sidecars)
-				if !picked[k] && !remembered[sidecars[k].nd.Addr] {
-					delete(picked, i)
-					picked[k] = true
-					break
-				}
-			}
+	for j := 1; spare >= 0 && j < len(sidecars); j++ {
+		if k := (spare + j) % len(sidecars); !picked[k] && !rem(k) {
+			delete(picked, spare)
+			picked[k] = true
 			break
 		}
 	}
