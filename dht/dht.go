@@ -93,6 +93,13 @@ type Config struct {
 	// instead of reusing the storers that took the previous one for
 	// storersTTL (to measure what the reuse saves).
 	AlwaysLookup bool
+	// ReuseFor is how long a publish reuses the storers that took the
+	// previous one before it checks them again by asking two of them for
+	// their closest peers (see reuse); 0 means storersTTL (2 min). The
+	// check is what brings a republish to peers that came back after a
+	// partition: the attack suite, whose announcers republish every
+	// second, sets it to the same 6 republish intervals.
+	ReuseFor time.Duration
 	// Logger receives debug logs; nil means discard.
 	Logger *slog.Logger
 	// ValueRecords makes the node accept kad-dht value records (PutValue)
@@ -175,6 +182,9 @@ func New(h host.Host, cfg Config) (*Node, error) {
 	if cfg.RateNow == nil {
 		cfg.RateNow = time.Now
 	}
+	if cfg.ReuseFor <= 0 {
+		cfg.ReuseFor = storersTTL
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -189,7 +199,7 @@ func New(h host.Host, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("dht: start kad-dht: %w", err)
 		}
 		d.kad = kad
-		d.spaces = []*space{newSpace("wan", ProtocolPrefix+"/kad/1.0.0", kad, nil)}
+		d.spaces = []*space{newSpace("wan", ProtocolPrefix+"/kad/1.0.0", kad, nil, cfg.ReuseFor)}
 	} else {
 		dd, err := dual.New(kadHost{h}, dualOptions(cfg)...)
 		if err != nil {
@@ -197,8 +207,8 @@ func New(h host.Host, cfg Config) (*Node, error) {
 		}
 		d.dual, d.kad = dd, dd.WAN
 		d.spaces = []*space{
-			newSpace("wan", ProtocolPrefix+"/kad/1.0.0", dd.WAN, kaddht.PublicRoutingTableFilter),
-			newSpace("lan", ProtocolPrefix+dual.LanExtension+"/kad/1.0.0", dd.LAN, kaddht.PrivateRoutingTableFilter),
+			newSpace("wan", ProtocolPrefix+"/kad/1.0.0", dd.WAN, kaddht.PublicRoutingTableFilter, cfg.ReuseFor),
+			newSpace("lan", ProtocolPrefix+dual.LanExtension+"/kad/1.0.0", dd.LAN, kaddht.PrivateRoutingTableFilter, cfg.ReuseFor),
 		}
 	}
 	if cfg.Mode != ModeClient { // a client stores nothing to hand on
@@ -298,23 +308,24 @@ type space struct {
 	closest closestCache                  // the closest peers of recent finds, by key
 	storers closestCache                  // the closest peers that took this node's last publish, by key (ttl lookupTTL)
 	holders closestCache                  // every peer that took it, early PUTs included (for withdrawals)
-	checked closestCache                  // storer sets checked by asking their members (ttl storersTTL; see reuse)
+	checked closestCache                  // storer sets checked by asking their members (ttl Config.ReuseFor; see reuse)
 }
 
-// storersTTL is how long a publish reuses the storers that took the
-// previous one without asking anything: a republish (every 20 s) then
-// costs one PUT per storer instead of a lookup and the PUTs. At least this
-// often, and whenever a remembered storer refuses or fails, it asks two of
-// them for their closest peers first, so that peers that joined closer to
-// the key get the record (see reuse, lookupTTL).
+// storersTTL is the default of Config.ReuseFor: how long a publish reuses
+// the storers that took the previous one without asking anything: a
+// republish (every 20 s) then costs one PUT per storer instead of a
+// lookup and the PUTs. At least this often, and whenever a remembered
+// storer refuses or fails, it asks two of them for their closest peers
+// first, so that peers that joined closer to the key, or came back after
+// a partition, get the record (see reuse, lookupTTL).
 const storersTTL = 2 * time.Minute
 
 // minReuse is how many remembered storers a publish needs to skip the
 // lookup; with fewer (a small or new network) it looks up every time.
 const minReuse = 3
 
-func newSpace(name string, proto protocol.ID, kad *kaddht.IpfsDHT, filter func(any, peer.ID) bool) *space {
-	return &space{name: name, proto: proto, kad: kad, filter: filter, storers: closestCache{ttl: lookupTTL}, holders: closestCache{ttl: lookupTTL}, checked: closestCache{ttl: storersTTL}}
+func newSpace(name string, proto protocol.ID, kad *kaddht.IpfsDHT, filter func(any, peer.ID) bool, reuseFor time.Duration) *space {
+	return &space{name: name, proto: proto, kad: kad, filter: filter, storers: closestCache{ttl: lookupTTL}, holders: closestCache{ttl: lookupTTL}, checked: closestCache{ttl: reuseFor}}
 }
 
 // serving reports whether the node currently serves sp: kad-dht's Mode

@@ -15,7 +15,8 @@ import (
 
 // Republishing without lookups. A publish remembers the storers that took
 // its record (space.storers, for lookupTTL after the lookup that found
-// them). A republish sends the new record to them alone. Every storersTTL,
+// them). A republish sends the new record to them alone. Every ReuseFor
+// (storersTTL, 2 min, by default),
 // or when the routing table knows a peer closer than one of them, or when
 // one of them refuses or is gone, it first asks the two closest of them
 // for their closest peers to the key (one kad FIND_NODE each: a storer's

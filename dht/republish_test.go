@@ -99,3 +99,36 @@ func TestWithdrawalReachesEveryHolder(t *testing.T) {
 		}
 	}
 }
+
+// A republish checks its storer set (asks two storers for their closest
+// peers) once Config.ReuseFor has passed since the last check, and not
+// before: the check is what brings a republish to peers that came back.
+func TestRepublishChecksAfterReuseFor(t *testing.T) {
+	const reuseFor = 300 * time.Millisecond
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 12, clk, func(c *Config) { c.ReuseFor = reuseFor })
+	pub := nodes[2]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	publish := func(seq uint64) map[string]uint64 {
+		t.Helper()
+		clk.Add(time.Second)
+		if _, err := pub.dht.Publish(ctx, pub.record(t, "acme/check", seq, clk.Now(), "10.0.0.1:1")); err != nil {
+			t.Fatal(err)
+		}
+		return pub.dht.Counters()
+	}
+	publish(1)
+	a := publish(2) // the first reuse checks the set the lookup found
+	b := publish(3)
+	if b["publish_reused"] != a["publish_reused"]+1 || b["publish_refreshed"] != a["publish_refreshed"] {
+		t.Fatalf("a republish within reuse_for: reused %d→%d, checked %d→%d (want one reuse, no check)",
+			a["publish_reused"], b["publish_reused"], a["publish_refreshed"], b["publish_refreshed"])
+	}
+	time.Sleep(reuseFor + 50*time.Millisecond)
+	c := publish(4)
+	if c["publish_reused"] != b["publish_reused"]+1 || c["publish_refreshed"] != b["publish_refreshed"]+1 {
+		t.Fatalf("a republish after reuse_for: reused %d→%d, checked %d→%d (want one reuse, one check)",
+			b["publish_reused"], c["publish_reused"], b["publish_refreshed"], c["publish_refreshed"])
+	}
+}

@@ -192,6 +192,7 @@ func (nw *Network) addNode(keys *rand.ChaCha8, place *rand.Rand) (*member, error
 			DisableAutoRefresh: true,
 			ValueRecords:       true, // the baseline's records (Scenario.Baseline)
 			AlwaysLookup:       nw.sc.AlwaysLookup,
+			ReuseFor:           nw.sc.ReuseFor,
 			FindCache:          nw.sc.hotFindCache(),
 			PathCache:          nw.sc.Hot != nil && nw.sc.Hot.PathCache,
 		},

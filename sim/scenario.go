@@ -89,6 +89,11 @@ type Scenario struct {
 	// (dht.Config.AlwaysLookup): to compare republishing with and
 	// without reuse.
 	AlwaysLookup bool `json:"always_lookup,omitempty"`
+	// ReuseFor is how long a publish reuses its storers before checking
+	// them (dht.Config.ReuseFor); 0 means the node's default, 2 min. A
+	// scenario whose announcers republish faster than every 20 s can
+	// scale it to the same 6 republish intervals.
+	ReuseFor time.Duration `json:"reuse_for,omitempty"`
 	// Finds is the number of finds measured, each from a random live node
 	// for a random cell; 0 means 100.
 	Finds int `json:"finds,omitempty"`
@@ -284,6 +289,8 @@ func (s Scenario) Validate() error {
 		return bad("instances_per_cell %d, want 1 to honest nodes (%d)", s.InstancesPerCell, s.Nodes-adversaries)
 	case s.Latency < 0:
 		return bad("negative latency %v", s.Latency)
+	case s.ReuseFor < 0:
+		return bad("negative reuse_for %v", s.ReuseFor)
 	case s.BucketSize < 1 || s.BucketSize > MaxBucketSize:
 		return bad("bucket_size %d, want 1 to %d", s.BucketSize, MaxBucketSize)
 	case s.Connect < 0:
@@ -424,7 +431,7 @@ func (f durationField) UnmarshalJSON(b []byte) error {
 func (s *Scenario) durations() map[string]*time.Duration {
 	return map[string]*time.Duration{
 		"latency": &s.Latency, "find_every": &s.FindEvery, "lifetime": &s.Lifetime,
-		"republish": &s.Republish, "skew": &s.Skew,
+		"republish": &s.Republish, "skew": &s.Skew, "reuse_for": &s.ReuseFor,
 	}
 }
 

@@ -44,6 +44,7 @@ func TestLoadScenarioRejects(t *testing.T) {
 		{"trailing data", `{"nodes": 3} {}`, false},
 		{"too many nodes", `{"nodes": 20001}`, true},
 		{"negative latency", `{"latency": "-1ms"}`, true},
+		{"negative reuse_for", `{"reuse_for": "-1s"}`, true},
 		{"more instances than nodes", `{"nodes": 2, "instances_per_cell": 3}`, true},
 		{"unknown design", `{"design": 3}`, true},
 	} {

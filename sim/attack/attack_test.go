@@ -289,7 +289,7 @@ func TestAttackPartition(t *testing.T) {
 		t.Errorf("%s: %d of %d finds converged (%s)", last.Case, last.FindsOK, last.Finds, last.Note)
 	}
 	if r := rep.Row("healed, links only"); r == nil || r.FindsOK != r.Finds {
-		t.Errorf("links alone did not bring the sides together within 5 republish intervals: %+v", r)
+		t.Errorf("links alone did not bring the sides together within the storer check (reuse_for) and 2 republish intervals: %+v", r)
 	}
 }
 
