@@ -149,6 +149,7 @@ type Node struct {
 
 	limMu    sync.Mutex
 	limiters map[peer.ID]*rate.Limiter // per remote peer, for the instances protocol
+	fwd      *forwarding               // as a forwarder of newcomers' first PUTs
 
 	results resultCache // Config.FindCache
 	shards  shardMemo   // shard counts of recent publishes and finds, by name
@@ -192,6 +193,7 @@ func New(h host.Host, cfg Config) (*Node, error) {
 	d := &Node{
 		cfg: cfg, host: h, store: NewStore(cfg.Store), log: log,
 		count: newCounters(), done: make(chan struct{}), limiters: map[peer.ID]*rate.Limiter{},
+		fwd: newForwarding(),
 	}
 	if cfg.Flat {
 		kad, err := kaddht.New(kadHost{h}, kadOptions(cfg)...)
@@ -527,6 +529,7 @@ func (d *Node) gcLoop() {
 			return
 		case <-t.C:
 			d.store.GC()
+			d.fwd.gc(time.Now())
 			d.limMu.Lock()
 			for p, l := range d.limiters { // a full bucket is an idle peer
 				if l.Tokens() >= float64(l.Burst()) {
@@ -602,7 +605,9 @@ func (d *Node) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		d.host.RemoveStreamHandler(ProtocolID)
+		d.limMu.Lock() // see maybeForward
 		close(d.done)
+		d.limMu.Unlock()
 		if d.dual != nil {
 			err = d.dual.Close()
 		} else {
@@ -784,6 +789,12 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		// The set could not be kept up: look up afresh (the peers that
 		// took r already are not sent it again).
 		first = nil
+	}
+	if !r.Withdrawn && d.young(sp) && len(sp.holders.get(key, time.Now())) == 0 {
+		// A newcomer's first PUTs of a set wait for a lookup and a
+		// handshake with each storer: peers it is connected to forward
+		// the record meanwhile (see forward.go).
+		d.askForward(ctx, &wg, sp, key, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub, Shard: uint64(shard)})
 	}
 	rank := newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix(sp))
 	peers, err, _ := d.lookup(ctx, sp, key, func(p peer.ID) {

@@ -85,16 +85,21 @@ func (d *Node) handle(s network.Stream) {
 			resp.Error = err.Error()
 		} else if err := checkShard(req.Shard); err != nil {
 			resp.Error = err.Error()
-		} else if !d.among(req.Name, req.Publisher, 2*d.cfg.Replication) {
-			d.count.add("store_rejected_far", 1)
-			resp.Error = "not among the closest peers to this key"
 		} else {
-			_, advice, err := d.store.PutIn(source(s.Conn()), req.Name, req.Publisher, int(req.Shard), req.Record)
-			if err != nil {
-				resp.Error = err.Error()
-				d.log.Debug("rejected record", "peer", s.Conn().RemotePeer(), "cell", req.Name, "shard", req.Shard, "err", err)
+			if req.Forward {
+				d.maybeForward(s.Conn().RemotePeer(), req) // whether or not this node stores it
 			}
-			resp.Shards = adviceField(advice)
+			if !d.among(req.Name, req.Publisher, 2*d.cfg.Replication) {
+				d.count.add("store_rejected_far", 1)
+				resp.Error = "not among the closest peers to this key"
+			} else {
+				_, advice, err := d.store.PutIn(source(s.Conn()), req.Name, req.Publisher, int(req.Shard), req.Record)
+				if err != nil {
+					resp.Error = err.Error()
+					d.log.Debug("rejected record", "peer", s.Conn().RemotePeer(), "cell", req.Name, "shard", req.Shard, "err", err)
+				}
+				resp.Shards = adviceField(advice)
+			}
 		}
 	case req.Op == opGet:
 		d.count.add("get_received", 1)

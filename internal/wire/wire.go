@@ -24,6 +24,11 @@ type Request struct {
 	// Shard names shard Shard of that set (0, omitted, is the set
 	// itself): the set under the key of docs/records.md, "Shards".
 	Shard uint64 `cbor:"5,keyasint,omitempty"`
+	// Forward (PUT) asks the peer to store the record also at the peers
+	// closest to the set's key that it is connected to, when the record
+	// is its sender's own (see dht/forward.go); a forwarded PUT is not
+	// marked.
+	Forward bool `cbor:"6,keyasint,omitempty"`
 }
 
 // Response is a storer's answer.
