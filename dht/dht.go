@@ -739,7 +739,7 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sentTo := map[peer.ID]bool{}
-	var took []peer.ID
+	var took, forwardedTo []peer.ID
 	store := func(p peer.ID) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -794,7 +794,11 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		// A newcomer's first PUTs of a set wait for a lookup and a
 		// handshake with each storer: peers it is connected to forward
 		// the record meanwhile (see forward.go).
-		d.askForward(ctx, &wg, sp, key, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub, Shard: uint64(shard)})
+		d.askForward(ctx, &wg, sp, key, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub, Shard: uint64(shard)}, func(to []peer.ID) {
+			mu.Lock()
+			forwardedTo = append(forwardedTo, to...)
+			mu.Unlock()
+		})
 	}
 	rank := newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix(sp))
 	peers, err, _ := d.lookup(ctx, sp, key, func(p peer.ID) {
@@ -816,7 +820,7 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 				}
 			}
 			sp.storers.put(key, reuse, time.Now())
-			sp.holders.put(key, took, time.Now())
+			sp.holders.put(key, union(took, forwardedTo), time.Now())
 		}
 		return len(peers), len(sentTo), stored, advice, nil
 	}

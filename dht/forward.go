@@ -115,32 +115,47 @@ func (d *Node) connectedClosest(spaces []*space, key string, n int, except peer.
 }
 
 // askForward sends req (a PUT) marked Forward to the forwardVia peers of
-// sp closest to key that this node is connected to, in wg; their answers
-// count for nothing (a forwarder is seldom a storer), only the PUTs they
-// send on.
-func (d *Node) askForward(ctx context.Context, wg *sync.WaitGroup, sp *space, key string, req request) {
+// sp closest to key that this node is connected to, in wg, and hands the
+// peers they say they forward it to (at most Replication from each) to
+// forwarding, for the publish's holders: a withdrawal must reach them. A
+// forwarder's own refusal counts for nothing (a forwarder is seldom a
+// storer).
+func (d *Node) askForward(ctx context.Context, wg *sync.WaitGroup, sp *space, key string, req request, forwarding func([]peer.ID)) {
 	req.Forward = true
 	for _, p := range d.connectedClosest([]*space{sp}, key, forwardVia, "") {
 		d.count.add("forward_asked", 1)
-		wg.Go(func() { _, _ = d.call(ctx, p, req) })
+		wg.Go(func() {
+			resp, _ := d.call(ctx, p, req)
+			if resp == nil {
+				return
+			}
+			var to []peer.ID
+			for _, b := range resp.Forwarding[:min(len(resp.Forwarding), d.cfg.Replication)] {
+				if id, err := peer.IDFromBytes(b); err == nil && id != d.host.ID() {
+					to = append(to, id)
+				}
+			}
+			forwarding(to)
+		})
 	}
 }
 
 // maybeForward forwards a PUT marked Forward from sender if the rules
-// above let it: it returns at once, the PUTs go on in the background.
-func (d *Node) maybeForward(sender peer.ID, req request) {
+// above let it, and returns the peers it forwards to: it returns at once,
+// the PUTs go on in the background.
+func (d *Node) maybeForward(sender peer.ID, req request) []peer.ID {
 	if !d.Server() {
-		return
+		return nil
 	}
 	r, err := record.VerifyIn(req.Record, req.Name, int(req.Shard), d.cfg.Store.Now())
 	switch {
 	case err != nil, r.Withdrawn, r.Peer != sender,
 		req.Publisher != nil && !bytes.Equal(r.Publisher(), req.Publisher):
 		d.count.add("forward_refused", 1)
-		return
+		return nil
 	case !d.fwd.allow(sender, bucket(req.Name, req.Publisher, int(req.Shard)), time.Now()):
 		d.count.add("forward_limited", 1)
-		return
+		return nil
 	}
 	to := d.connectedClosest(d.spaces, setKey(req.Name, ed25519.PublicKey(req.Publisher)), d.cfg.Replication, sender)
 	req.Forward = false
@@ -148,7 +163,7 @@ func (d *Node) maybeForward(sender peer.ID, req request) {
 	select {
 	case <-d.done:
 		d.limMu.Unlock()
-		return
+		return nil
 	default:
 	}
 	d.wg.Add(1)
@@ -166,4 +181,5 @@ func (d *Node) maybeForward(sender peer.ID, req request) {
 		}
 		wg.Wait()
 	}()
+	return to
 }

@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -45,14 +46,18 @@ func TestForwardedPut(t *testing.T) {
 		_, err := sender.dht.call(ctx, fwd.host.ID(), request{Op: opPut, Name: "acme/fwd", Record: raw, Forward: true})
 		return err
 	}
-	_ = put(sender, 1, false) // fwd may not be among the closest: its own answer does not matter
+	raw := sender.record(t, "acme/fwd", 1, clk.Now(), "10.0.0.9:1").Bytes()
+	resp, _ := sender.dht.call(ctx, fwd.host.ID(), request{Op: opPut, Name: "acme/fwd", Record: raw, Forward: true})
+	if resp == nil || len(resp.Forwarding) == 0 || len(resp.Forwarding) > fwd.dht.cfg.Replication {
+		t.Fatalf("the forwarder's answer: %+v (want 1 to %d peers it forwards to)", resp, fwd.dht.cfg.Replication)
+	}
 	poll.T(t, "the forwarded PUTs stored", func() bool {
 		return len(holders(nodes[1:], "acme/fwd", sender.host.ID())) > 0 && fwd.dht.Counters()["forward_sent"] > 0 &&
 			sumStored(nodes[1:]) >= fwd.dht.Counters()["forward_sent"]
 	})
 	c := fwd.dht.Counters()
 	got := holders(nodes[1:], "acme/fwd", sender.host.ID())
-	if c["forwarded"] != 1 || c["forward_sent"] > uint64(fwd.dht.cfg.Replication) || uint64(len(got)) > c["forward_sent"] {
+	if c["forwarded"] != 1 || c["forward_sent"] != uint64(len(resp.Forwarding)) || uint64(len(got)) > c["forward_sent"] {
 		t.Fatalf("forwarder: %d forwarded, %d PUTs sent, %d holders (want 1, at most %d, at most the PUTs)",
 			c["forwarded"], c["forward_sent"], len(got), fwd.dht.cfg.Replication)
 	}
@@ -96,17 +101,55 @@ func TestYoungPublishAsksForward(t *testing.T) {
 	if n := old.dht.Counters()["forward_asked"]; n != 0 && !old.dht.young(old.dht.spaces[0]) {
 		t.Fatalf("an established node asked %d peers to forward", n)
 	}
+	// The newcomer reaches only its bootstrap peer (nodes[0]), which is
+	// among the closest to the name: its own publish stores there alone,
+	// and every other copy is a forwarded one.
+	fwd := nodes[0]
+	name := ""
+	for i := 0; name == ""; i++ {
+		if n := fmt.Sprintf("acme/new%d", i); fwd.dht.among(n, nil, 2*fwd.dht.cfg.Replication) {
+			name = n
+		}
+	}
 	cfg := Config{Mode: ModeServer, Flat: true, BucketSize: 4, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true}
-	newcomer := join(t, mn, cfg, nodes[0])
+	newcomer := join(t, mn, cfg, fwd)
+	for _, n := range nodes[1:] {
+		_ = mn.UnlinkPeers(newcomer.host.ID(), n.host.ID())
+	}
 	poll.T(t, "the newcomer's table holds its bootstrap peer", func() bool { return newcomer.dht.Kad().RoutingTable().Size() > 0 })
 	if !newcomer.dht.young(newcomer.dht.spaces[0]) {
 		t.Skip("the newcomer's table filled before its publish")
 	}
-	if _, err := newcomer.dht.Publish(ctx, newcomer.record(t, "acme/new", 1, clk.Now(), "10.0.0.2:1")); err != nil {
+	handedBefore := uint64(0)
+	for _, n := range nodes {
+		handedBefore += n.dht.Counters()["handoff_stored"]
+	}
+	if _, err := newcomer.dht.Publish(ctx, newcomer.record(t, name, 1, clk.Now(), "10.0.0.2:1")); err != nil {
 		t.Fatal(err)
 	}
 	if n := newcomer.dht.Counters()["forward_asked"]; n == 0 {
 		t.Fatal("a newcomer's first publish asked no peer to forward it")
 	}
-	poll.T(t, "a forward", func() bool { return nodes[0].dht.Counters()["forwarded"] == 1 })
+	poll.T(t, "the forwarded copies stored", func() bool {
+		c := fwd.dht.Counters()
+		return c["forwarded"] == 1 && len(holders(nodes[1:], name, newcomer.host.ID())) > 0
+	})
+	time.Sleep(100 * time.Millisecond) // the rest of the forwarded PUTs
+	// A withdrawal goes to the publish's holders: the peers the forwarder
+	// named must be among them (besides the one peer that took the
+	// newcomer's own PUT), and so must every peer that holds the record,
+	// unless a storer handed it on to a peer it took for a newcomer.
+	held := newcomer.dht.spaces[0].holders.get(setKey(name, nil), time.Now())
+	if sent := fwd.dht.Counters()["forward_sent"]; uint64(len(held)) < sent {
+		t.Fatalf("holders %v: fewer than the %d peers the record was forwarded to", held, sent)
+	}
+	handed := uint64(0)
+	for _, n := range nodes {
+		handed += n.dht.Counters()["handoff_stored"]
+	}
+	for _, h := range holders(nodes, name, newcomer.host.ID()) {
+		if !slices.Contains(held, h) && handed == handedBefore {
+			t.Errorf("%s holds the newcomer's record but is not among its holders %v: its withdrawal would miss it", h, held)
+		}
+	}
 }

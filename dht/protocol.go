@@ -86,8 +86,10 @@ func (d *Node) handle(s network.Stream) {
 		} else if err := checkShard(req.Shard); err != nil {
 			resp.Error = err.Error()
 		} else {
-			if req.Forward {
-				d.maybeForward(s.Conn().RemotePeer(), req) // whether or not this node stores it
+			if req.Forward { // whether or not this node stores it
+				for _, p := range d.maybeForward(s.Conn().RemotePeer(), req) {
+					resp.Forwarding = append(resp.Forwarding, []byte(p))
+				}
 			}
 			if !d.among(req.Name, req.Publisher, 2*d.cfg.Replication) {
 				d.count.add("store_rejected_far", 1)

@@ -44,6 +44,10 @@ type Response struct {
 	// set: the largest its live records carry, doubled when that many
 	// fill three quarters of the set; omitted when 1.
 	Shards uint64 `cbor:"4,keyasint,omitempty"`
+	// Forwarding (PUT marked Forward) lists the peers (binary peer IDs)
+	// the storer is forwarding the record to, so that the sender's
+	// withdrawal reaches them too; omitted when it forwards nothing.
+	Forwarding [][]byte `cbor:"5,keyasint,omitempty"`
 }
 
 // Dec decodes messages: strict on structure, tolerant of fields a later
