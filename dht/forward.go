@@ -27,17 +27,19 @@ import (
 // and each of those stores it at the Replication peers closest to the key
 // among those it is connected to itself, over connections that are
 // already up: the record is at its storers about one round trip after the
-// bootstrap. The publish's own
-// lookup and PUTs go on as before; a forward only gets there first.
+// bootstrap. The publish's own lookup and PUTs go on as before; a forward
+// only gets there first. The forwarder's answer names the peers it
+// forwards to, and the publish counts them among its holders, so that the
+// instance's withdrawal reaches them too.
 //
 // What keeps a forward from multiplying load (one PUT becomes up to
 // Replication PUTs): a peer forwards only a live record whose signer is
 // the peer that sent it, only one record per sender and set per
-// forwardEvery, at most
-// forwardRate records a second from all senders together, never to a
-// peer it is not connected to, and a forwarded PUT is not marked Forward
-// (no chains). A forwarder need not be among the key's closest peers;
-// it stores the record only if it is, as for any PUT.
+// forwardEvery, at most forwardRate records a second from all senders
+// together, never to a peer it is not connected to, and a forwarded PUT
+// is not marked Forward (no chains). A forwarder need not be among the
+// key's closest peers; it stores the record only if it is, as for any
+// PUT.
 
 const (
 	// forwardVia is how many connected peers a young node's first
@@ -63,7 +65,7 @@ func newForwarding() *forwarding {
 }
 
 // allow reports whether a record of set (a store bucket) from sender may
-// be forwarded now, and counts it if so. The map holds at most
+// be forwarded now, and if so records that it was. The map holds at most
 // forwardRate × forwardEvery entries (600).
 func (f *forwarding) allow(sender peer.ID, set string, now time.Time) bool {
 	f.mu.Lock()
