@@ -605,9 +605,7 @@ func (d *Node) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		d.host.RemoveStreamHandler(ProtocolID)
-		d.limMu.Lock() // see maybeForward
 		close(d.done)
-		d.limMu.Unlock()
 		if d.dual != nil {
 			err = d.dual.Close()
 		} else {

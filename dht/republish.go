@@ -16,17 +16,16 @@ import (
 // Republishing without lookups. A publish remembers the storers that took
 // its record (space.storers, for lookupTTL after the lookup that found
 // them). A republish sends the new record to them alone. Every ReuseFor
-// (storersTTL, 2 min, by default),
-// or when the routing table knows a peer closer than one of them, or when
-// one of them refuses or is gone, it first asks the two closest of them
-// for their closest peers to the key (one kad FIND_NODE each: a storer's
-// routing table knows the key's neighbourhood better than anyone's) and
-// stores at the Replication closest of all it knows, replacing the gone
-// and taking in the newcomers. Only when that fails, or lookupTTL after
-// the last lookup, does a publish look up afresh. At 1000 nodes a lookup
-// costs about 36 FIND_NODE and a publish through it 60 messages; a
-// republish costs the Replication PUTs and, every storersTTL, two
-// FIND_NODE more.
+// (storersTTL, 2 min, by default), or when the routing table knows a peer
+// closer than one of them, or when one of them refuses or is gone, it
+// first asks the two closest of them for their closest peers to the key
+// (one kad FIND_NODE each: a storer's routing table knows the key's
+// neighbourhood better than anyone's) and stores at the Replication
+// closest of all it knows, replacing the gone and taking in the
+// newcomers. Only when that fails, or lookupTTL after the last lookup,
+// does a publish look up afresh. At 1000 nodes a lookup costs about 36
+// FIND_NODE and a publish through it 60 messages; a republish costs the
+// Replication PUTs and, every ReuseFor, two FIND_NODE more.
 
 // lookupTTL is how long a storer set found by a lookup is kept up by
 // asking its members, before a publish looks up afresh.
