@@ -151,6 +151,10 @@ type Node struct {
 	limiters map[peer.ID]*rate.Limiter // per remote peer, for the instances protocol
 	fwd      *forwarding               // as a forwarder of newcomers' first PUTs
 
+	// oldStorer, in tests, makes the node answer GETs as a storer that
+	// predates Request.MoreShards: shard asked alone.
+	oldStorer bool
+
 	results resultCache // Config.FindCache
 	shards  shardMemo   // shard counts of recent publishes and finds, by name
 

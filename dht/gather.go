@@ -150,11 +150,16 @@ type check struct {
 // ask sends the GET to p once. trusted says p is known to be among the
 // closest peers (from a completed lookup), so its answer counts towards
 // agreement wherever it stands.
-func (g *gatherer) ask(p peer.ID, trusted bool) {
+func (g *gatherer) ask(p peer.ID, trusted bool) { g.askWith(p, trusted, nil) }
+
+// askWith is ask with fetch, when not nil, in place of the GET: it returns
+// p's answer for g's shard (see setGather.askShardLocked). It reports whether p
+// was asked now (false: asked before, or g is closed).
+func (g *gatherer) askWith(p peer.ID, trusted bool, fetch func() (*response, error)) bool {
 	g.mu.Lock()
 	if g.asked[p] || g.closed {
 		g.mu.Unlock()
-		return
+		return false
 	}
 	g.asked[p] = true
 	sent := time.Now()
@@ -173,8 +178,13 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 			g.mu.Unlock()
 			g.signal()
 		}()
-		g.d.count.add("get_sent", 1)
-		resp, err := g.d.call(g.ctx, p, g.req)
+		if fetch == nil {
+			fetch = func() (*response, error) {
+				g.d.count.add("get_sent", 1)
+				return g.d.call(g.ctx, p, g.req)
+			}
+		}
+		resp, err := fetch()
 		if err != nil {
 			return
 		}
@@ -212,6 +222,7 @@ func (g *gatherer) ask(p peer.ID, trusted bool) {
 			g.core(p)
 		}
 	}()
+	return true
 }
 
 // take counts p's answer: recs, the records it held, with the verdicts

@@ -110,12 +110,18 @@ func (d *Node) handle(s network.Stream) {
 			break
 		}
 		shard := int(req.Shard)
+		size := 0
 		for _, rec := range d.store.GetIn(req.Name, req.Publisher, shard) {
 			resp.Records = append(resp.Records, rec.Bytes())
+			size += len(rec.Bytes())
 		}
-		resp.Core = len(resp.Records) > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
+		n := len(resp.Records) // records in the answer, every shard's
+		if req.MoreShards && shard == 0 && !d.oldStorer {
+			resp.More, n = d.moreShards(req, len(resp.Records), size)
+		}
+		resp.Core = n > 0 && d.among(req.Name, req.Publisher, d.cfg.Replication)
 		resp.Shards = adviceField(d.store.FindAdvice(req.Name, req.Publisher, shard))
-		d.count.add("records_served", uint64(len(resp.Records)))
+		d.count.add("records_served", uint64(n))
 	default:
 		resp.Error = fmt.Sprintf("unknown op %d", req.Op)
 	}
@@ -123,6 +129,38 @@ func (d *Node) handle(s network.Stream) {
 	if err := msgio.NewVarintWriter(s).WriteMsg(out); err != nil {
 		_ = s.Reset()
 	}
+}
+
+// The bounds of an answer to a GET marked MoreShards: whole shards are
+// added after shard 0 while the records stay within what a reader decodes
+// in one array and the bytes well within maxResponseSize.
+const (
+	moreMaxRecords = 4096
+	moreMaxBytes   = 3 * maxResponseSize / 4
+)
+
+// moreShards returns the records of shards 1 to ShardsHeld-1 of req's set,
+// one entry per shard, as far as whole shards fit beside the records
+// (and bytes) of shard 0 already in the answer, and how many records the
+// answer then holds in all.
+func (d *Node) moreShards(req request, records, size int) ([][][]byte, int) {
+	var more [][][]byte
+	held := d.store.ShardsHeld(req.Name, req.Publisher)
+	for sh := 1; sh < held; sh++ {
+		recs := d.store.GetIn(req.Name, req.Publisher, sh)
+		part := make([][]byte, 0, len(recs))
+		bytes := 0
+		for _, r := range recs {
+			part = append(part, r.Bytes())
+			bytes += len(r.Bytes())
+		}
+		if records+len(part) > moreMaxRecords || size+bytes > moreMaxBytes {
+			break
+		}
+		more = append(more, part)
+		records, size = records+len(part), size+bytes
+	}
+	return more, records
 }
 
 // source names who sent a PUT, for the store's per-source quotas: the IP

@@ -149,11 +149,12 @@ type setGather struct {
 	seen  func(*record.Record) // told of each valid record as it is first verified; nil: none (see Node.CollectSeen)
 
 	mu     sync.Mutex
-	shards []*gatherer      // by shard: 0 to len-1 started
-	asks   []sentAsk        // every peer asked so far, in order
-	core   map[peer.ID]bool // peers that answered shard 0 as core storers of the set
-	done   bool             // finished: no shard starts any more
-	added  chan struct{}    // signalled (without blocking) when a shard starts
+	shards []*gatherer              // by shard: 0 to len-1 started
+	asks   []sentAsk                // every peer asked so far, in order
+	core   map[peer.ID]bool         // peers that answered shard 0 as core storers of the set
+	firsts map[peer.ID]*firstAnswer // peers asked shard 0, and their answers (with the next shards')
+	done   bool                     // finished: no shard starts any more
+	added  chan struct{}            // signalled (without blocking) when a shard starts
 }
 
 type sentAsk struct {
@@ -264,8 +265,8 @@ func (s *setGather) learn(n int) {
 		}
 		s.shards = append(s.shards, g)
 		for _, a := range s.asks {
-			if first || s.asksAll(a.p, a.trusted) {
-				g.ask(a.p, a.trusted)
+			if first || s.asksAll(a.p, a.trusted) || s.firsts[a.p].covers(g.shard) {
+				s.askShardLocked(g, a.p, a.trusted)
 			}
 		}
 		select {
@@ -294,14 +295,116 @@ func (s *setGather) started(from int) []*gatherer {
 // gatherer.ask.
 func (s *setGather) ask(p peer.ID, trusted bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.asks = append(s.asks, sentAsk{p, trusted})
-	gs := slices.Clone(s.shards)
+	gs := s.shards
 	if !s.asksAll(p, trusted) {
 		gs = gs[:min(1, len(gs))]
 	}
-	s.mu.Unlock()
 	for _, g := range gs {
+		s.askShardLocked(g, p, trusted)
+	}
+}
+
+// askShardLocked asks p for g's shard, once. Shard 0's GET is marked
+// MoreShards, so that p's answer brings the records of every other shard
+// it holds (as far as they fit); the GET of another shard to a peer asked
+// shard 0 is sent only if that answer, once in, does not hold the shard
+// (an older storer, or one whose shards did not all fit), and otherwise
+// the shard takes its part of it. So a first find of a sharded set need
+// not wait a round trip for shard 0's answer before it asks the rest, and
+// a repeated one sends one GET per storer, not one per shard. Called with
+// s.mu held.
+func (s *setGather) askShardLocked(g *gatherer, p peer.ID, trusted bool) {
+	if g.shard == 0 {
+		if s.firsts[p] != nil {
+			return // asked already
+		}
+		u := &firstAnswer{done: make(chan struct{})}
+		req := g.req
+		req.MoreShards = true
+		if g.askWith(p, trusted, func() (*response, error) {
+			s.d.count.add("get_sent", 1)
+			u.resp, u.err = s.d.call(g.ctx, p, req)
+			close(u.done)
+			if u.err == nil && len(u.resp.More) > 0 {
+				s.fed(p, trusted, u)
+			}
+			resp, _, err := u.part(0)
+			return resp, err
+		}) {
+			if s.firsts == nil {
+				s.firsts = map[peer.ID]*firstAnswer{}
+			}
+			s.firsts[p] = u
+		}
+		return
+	}
+	u := s.firsts[p]
+	if u == nil {
 		g.ask(p, trusted)
+		return
+	}
+	g.askWith(p, trusted, func() (*response, error) {
+		if resp, ok, err := u.part(g.shard); ok {
+			return resp, err
+		}
+		s.d.count.add("get_sent", 1)
+		return s.d.call(g.ctx, p, g.req)
+	})
+}
+
+// fed hands every shard started that p's answer to shard 0, u (in), holds
+// its part of it; shards started later take theirs as they start (learn).
+func (s *setGather) fed(p peer.ID, trusted bool, u *firstAnswer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.shards[min(1, len(s.shards)):] {
+		if u.covers(g.shard) {
+			s.askShardLocked(g, p, trusted)
+		}
+	}
+}
+
+// firstAnswer is one peer's answer to the GET of shard 0 marked MoreShards,
+// which holds the records of the set's next shards at that peer too
+// (Response.More).
+type firstAnswer struct {
+	done chan struct{} // closed once resp and err are set
+	resp *response
+	err  error
+}
+
+// part waits for u and returns its answer for shard, as the answer to a
+// GET of that shard alone would be: the shard's records, core if the
+// storer says it is a core storer and holds some of them, and its advice.
+// ok is false when u does not hold shard (err is then nil).
+func (u *firstAnswer) part(shard int) (resp *response, ok bool, err error) {
+	<-u.done
+	if u.err != nil {
+		return nil, true, u.err
+	}
+	recs := u.resp.Records
+	if shard > 0 {
+		if shard > len(u.resp.More) {
+			return nil, false, nil
+		}
+		recs = u.resp.More[shard-1]
+	}
+	return &response{Records: recs, Core: u.resp.Core && len(recs) > 0, Shards: u.resp.Shards}, true, nil
+}
+
+// covers reports whether u is in and holds shard (>= 1). A nil u covers
+// nothing.
+func (u *firstAnswer) covers(shard int) bool {
+	if u == nil {
+		return false
+	}
+	select {
+	case <-u.done:
+		return u.err == nil && shard >= 1 && shard <= len(u.resp.More)
+	default:
+		return false
 	}
 }
 
@@ -332,11 +435,10 @@ func (s *setGather) answeredCore(p peer.ID) {
 	for _, a := range s.asks {
 		trusted = trusted || (a.p == p && a.trusted)
 	}
-	gs := slices.Clone(s.shards[min(1, len(s.shards)):])
-	s.mu.Unlock()
-	for _, g := range gs {
-		g.ask(p, trusted) // once: a shard asked p already does nothing
+	for _, g := range s.shards[min(1, len(s.shards)):] {
+		s.askShardLocked(g, p, trusted) // once: a shard asked p already does nothing
 	}
+	s.mu.Unlock()
 }
 
 // consider asks p, a peer the lookup has heard of, for every shard if it

@@ -526,3 +526,182 @@ func TestShardsAskedOfCoreStorers(t *testing.T) {
 		}
 	}
 }
+
+// shardedRecords signs a record of name for each of the first keys (from
+// instanceKey) until every one of shards shards holds at least per of
+// them, and returns them by shard.
+func shardedRecords(t *testing.T, name string, shards, per int, now func() time.Time) map[int][]*record.Record {
+	t.Helper()
+	by := map[int][]*record.Record{}
+	full := 0
+	for i := 0; full < shards; i++ {
+		var seq uint64
+		r, err := signer(t, instanceKey(i), name, &seq, now)(shards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(by[r.Shard()]) < per {
+			by[r.Shard()] = append(by[r.Shard()], r)
+			if len(by[r.Shard()]) == per {
+				full++
+			}
+		}
+	}
+	return by
+}
+
+// TestGetMoreShards: a GET of shard 0 marked MoreShards is answered with
+// every other shard the storer holds, each in its own entry (an empty one
+// for a shard it holds nothing of), and whole shards only, as far as the
+// answer's bounds allow; unmarked, or of another shard, it is answered as
+// before.
+func TestGetMoreShards(t *testing.T) {
+	const name = "acme/exchange"
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 2, clk)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	storer := nodes[1].dht
+	by := shardedRecords(t, name, 4, 2, clk.Now)
+	for shard, recs := range by {
+		if shard == 2 {
+			continue // a shard this storer holds nothing of
+		}
+		for _, r := range recs {
+			if _, _, err := storer.store.PutIn("test", name, nil, shard, r.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	raws := func(recs []*record.Record) [][]byte {
+		var out [][]byte
+		for _, r := range recs {
+			out = append(out, r.Bytes())
+		}
+		slices.SortFunc(out, bytes.Compare)
+		return out
+	}
+	sorted := func(in [][]byte) [][]byte {
+		out := slices.Clone(in)
+		slices.SortFunc(out, bytes.Compare)
+		return out
+	}
+	get := func(req request) *response {
+		t.Helper()
+		resp, err := nodes[0].dht.call(ctx, storer.host.ID(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	resp := get(request{Op: opGet, Name: name, MoreShards: true})
+	if len(resp.More) != 3 {
+		t.Fatalf("more shards: %d entries, want 3 (shards 1 to 3)", len(resp.More))
+	}
+	if !slices.EqualFunc(sorted(resp.Records), raws(by[0]), bytes.Equal) {
+		t.Fatalf("shard 0: %d records, want its %d", len(resp.Records), len(by[0]))
+	}
+	for shard := 1; shard < 4; shard++ {
+		want := raws(by[shard])
+		if shard == 2 {
+			want = nil
+		}
+		if got := sorted(resp.More[shard-1]); !slices.EqualFunc(got, want, bytes.Equal) {
+			t.Fatalf("shard %d: %d records, want %d", shard, len(got), len(want))
+		}
+	}
+	if resp.Shards != 4 {
+		t.Fatalf("advice %d, want 4", resp.Shards)
+	}
+	if resp := get(request{Op: opGet, Name: name}); resp.More != nil || len(resp.Records) != len(by[0]) {
+		t.Fatalf("unmarked GET: %d more, %d records", len(resp.More), len(resp.Records))
+	}
+	if resp := get(request{Op: opGet, Name: name, Shard: 3, MoreShards: true}); resp.More != nil ||
+		!slices.EqualFunc(sorted(resp.Records), raws(by[3]), bytes.Equal) {
+		t.Fatalf("GET of shard 3 marked MoreShards: %d more, %d records", len(resp.More), len(resp.Records))
+	}
+
+	// Bounds: a shard that would take the answer past them is left out,
+	// with every shard after it.
+	req := request{Op: opGet, Name: name, MoreShards: true}
+	if more, n := storer.moreShards(req, moreMaxRecords-len(by[1])+1, 0); more != nil || n != moreMaxRecords-len(by[1])+1 {
+		t.Fatalf("records bound: %d shards added, %d records", len(more), n)
+	}
+	if more, _ := storer.moreShards(req, 0, moreMaxBytes-len(by[1][0].Bytes())); more != nil {
+		t.Fatalf("bytes bound: %d shards added", len(more))
+	}
+	if more, n := storer.moreShards(req, moreMaxRecords-len(by[1])-len(by[3])+1, 0); len(more) != 2 || n != moreMaxRecords-len(by[3])+1 {
+		t.Fatalf("records bound: %d shards added, %d records; want shards 1 and 2 (empty)", len(more), n)
+	}
+}
+
+// TestFindAsksEachStorerOnce: a find of a sharded set sends each storer
+// one GET, which brings every shard the storer holds, on its first find
+// (when it does not know the shard count yet) and on a repeat; against
+// storers that predate MoreShards it asks each shard on its own and still
+// finds every instance.
+func TestFindAsksEachStorerOnce(t *testing.T) {
+	const name, instances = "acme/sharded", 40
+	clk := &clock{t: time.Now()}
+	nodes := testNetwork(t, 12, clk, func(c *Config) { c.Store.MaxPerName = 8 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := range instances {
+		var seq uint64
+		if _, _, err := nodes[i%10].dht.PublishSigned(ctx, name, signer(t, instanceKey(i), name, &seq, clk.Now)); err != nil {
+			t.Fatalf("instance %d: %v", i, err)
+		}
+	}
+	// Publishes of the first instances signed fewer shards than the set
+	// came to: republish so that every instance is in its final shard.
+	for i := range instances {
+		seq := uint64(100)
+		if _, _, err := nodes[i%10].dht.PublishSigned(ctx, name, signer(t, instanceKey(i), name, &seq, clk.Now)); err != nil {
+			t.Fatalf("instance %d: %v", i, err)
+		}
+	}
+	find := func(when string, finder *testNode) (gets map[int]uint64) {
+		t.Helper()
+		before := make([]uint64, len(nodes))
+		for i, nd := range nodes {
+			before[i] = nd.dht.Counters()["get_received"]
+		}
+		recs, st, err := finder.dht.Find(ctx, name, nil, clk.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(peersOf(recs)); got != instances || st.Shards < 4 || len(st.Unanswered) > 0 {
+			t.Fatalf("%s: %d of %d instances over %d shards, unanswered %v", when, got, instances, st.Shards, st.Unanswered)
+		}
+		gets = map[int]uint64{}
+		for i, nd := range nodes {
+			if n := nd.dht.Counters()["get_received"] - before[i]; n > 0 {
+				gets[i] = n
+			}
+		}
+		t.Logf("%s: %d shards, GETs received by node: %v", when, st.Shards, gets)
+		return gets
+	}
+	once := func(when string, gets map[int]uint64) {
+		t.Helper()
+		for i, n := range gets {
+			if n > 1 {
+				t.Errorf("%s: node %d received %d GETs from one find, want 1", when, i, n)
+			}
+		}
+	}
+	once("first find", find("first find", nodes[11]))
+	once("repeated find", find("repeated find", nodes[11]))
+
+	for _, nd := range nodes {
+		nd.dht.oldStorer = true
+	}
+	most := uint64(0)
+	for _, n := range find("first find, older storers", nodes[10]) {
+		most = max(most, n)
+	}
+	if most < 2 {
+		t.Fatalf("older storers: at most %d GETs per storer, want one per shard at the core storers", most)
+	}
+}

@@ -305,6 +305,24 @@ func (s *Store) FindAdvice(name string, publisher ed25519.PublicKey, shard int) 
 	return n
 }
 
+// ShardsHeld returns the largest shard count among the live records this
+// store holds in any shard of the set (name, publisher), 1 for none: the
+// shards of the set that can hold records here are 0 to ShardsHeld-1.
+func (s *Store) ShardsHeld(name string, publisher ed25519.PublicKey) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	n := 1
+	for sh := range record.MaxShards {
+		for _, r := range s.byName[bucket(name, publisher, sh)] {
+			if c := r.ShardCount(); c > n && r.Check(now) == nil {
+				n = c
+			}
+		}
+	}
+	return n
+}
+
 // roomFor reports whether source may hold r, replacing old (nil if none).
 func (s *Store) roomFor(source string, old, r *record.Record) bool {
 	u := s.bySrc[source]

@@ -255,6 +255,16 @@ func BenchmarkNetns(b *testing.B) {
 		rep.add("warm find (API call, no CLI)", r.took(), nodeBreakdown(r, q.nd, true))
 		rep.found("warm find (API call, no CLI)", r.reachable() > 0, r.reachable() == live(sidecars, target))
 	}
+	// The same for a cell nobody announces: what a poller waiting for a
+	// new cell pays per find until it is there (start to findable above).
+	for i := range slow {
+		q := sidecars[(i*5+1)%steadyN]
+		r := c.apiFind(ctx, q, fmt.Sprintf("bench/absent%02d", i))
+		if r.res != nil && len(r.res.Instances) > 0 {
+			b.Errorf("warm find of a missing cell from %s: %d instances", q.home, len(r.res.Instances))
+		}
+		rep.add("warm find, missing cell (API call)", r.took(), []stage{counted("peers sent DHT traffic", peersContacted(r.packets, q.nd.Index))})
+	}
 
 	rep.phase("cold finds")
 	// Cold one-shot finds from a fresh home; keep the last home's peers.json.

@@ -29,6 +29,11 @@ type Request struct {
 	// is its sender's own (see dht/forward.go); a forwarded PUT is not
 	// marked.
 	Forward bool `cbor:"6,keyasint,omitempty"`
+	// MoreShards (GET of shard 0) asks the storer to answer every shard
+	// of the set it holds in the one response, as far as its size allows
+	// (see Response.More), so that a finder does not wait for shard
+	// 0's answer to learn the shard count before it asks the others.
+	MoreShards bool `cbor:"7,keyasint,omitempty"`
 }
 
 // Response is a storer's answer.
@@ -48,6 +53,11 @@ type Response struct {
 	// the storer is forwarding the record to, so that the sender's
 	// withdrawal reaches them too; omitted when it forwards nothing.
 	Forwarding [][]byte `cbor:"5,keyasint,omitempty"`
+	// More (GET marked MoreShards) holds the live records of the set's
+	// next shards at the storer: More[i] those of shard i+1, an empty
+	// entry for a shard it holds none of. Shards past len(More) are not
+	// answered (they would not fit, or the storer knows of none).
+	More [][][]byte `cbor:"6,keyasint,omitempty"`
 }
 
 // Dec decodes messages: strict on structure, tolerant of fields a later
