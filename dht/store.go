@@ -294,15 +294,7 @@ func (s *Store) FindAdvice(name string, publisher ed25519.PublicKey, shard int) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	n := s.adviceLocked(s.byName[bucket(name, publisher, shard)], now)
-	for sh := range record.MaxShards {
-		for _, r := range s.byName[bucket(name, publisher, sh)] {
-			if c := r.ShardCount(); c > n && r.Check(now) == nil {
-				n = c
-			}
-		}
-	}
-	return n
+	return max(s.adviceLocked(s.byName[bucket(name, publisher, shard)], now), s.heldLocked(name, publisher, now))
 }
 
 // ShardsHeld returns the largest shard count among the live records this
@@ -311,7 +303,10 @@ func (s *Store) FindAdvice(name string, publisher ed25519.PublicKey, shard int) 
 func (s *Store) ShardsHeld(name string, publisher ed25519.PublicKey) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.cfg.Now()
+	return s.heldLocked(name, publisher, s.cfg.Now())
+}
+
+func (s *Store) heldLocked(name string, publisher ed25519.PublicKey, now time.Time) int {
 	n := 1
 	for sh := range record.MaxShards {
 		for _, r := range s.byName[bucket(name, publisher, sh)] {
