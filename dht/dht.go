@@ -807,7 +807,11 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		if i, ok := rank.add(p); ok && i < askRank {
 			store(p)
 		}
-	}, nil)
+	}, nil, func(closest []peer.ID) {
+		for _, p := range d.diverse(kb.ConvertKey(key), d.cfg.Replication, closest, rank.closest(math.MaxInt)) {
+			store(p)
+		}
+	})
 	peers = d.diverse(kb.ConvertKey(key), d.cfg.Replication, peers, rank.closest(math.MaxInt))
 	for _, p := range peers {
 		store(p)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cellnode/cellnode/dht/record"
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -730,13 +731,25 @@ func (g *gatherer) wait(ctx context.Context) bool {
 // own routing table, then each lookup responder and the closer peers it
 // names. It returns the lookup's closest peers, or stopped once stop is
 // closed (the lookup is then cancelled).
-func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(peer.ID), stop <-chan struct{}) (peers []peer.ID, err error, stopped bool) {
+//
+// converged, when not nil, is told the same closest peers as soon as the
+// lookup has converged: kad-dht then queries once more every one of them
+// it has not heard back from (its follow-up round, which establishes
+// connections and does not change the result) and returns only once they
+// have answered, a round trip or more later; the caller can ask them in
+// the meantime.
+func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(peer.ID), stop <-chan struct{}, converged func([]peer.ID)) (peers []peer.ID, err error, stopped bool) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, p := range sp.kad.RoutingTable().NearestPeers(kb.ConvertKey(key), askRank) {
 		heard(p)
 	}
 	evctx, events := routing.RegisterForQueryEvents(lctx)
+	var lookups <-chan *kaddht.LookupEvent
+	if converged != nil {
+		evctx, lookups = kaddht.RegisterForLookupEvents(evctx)
+	}
+	cv := newConvergence(key, d.cfg.BucketSize)
 	type result struct {
 		peers []peer.ID
 		err   error
@@ -751,6 +764,12 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 			for range events {
 			}
 		}()
+		if lookups != nil {
+			go func() {
+				for range lookups {
+				}
+			}()
+		}
 	}()
 	// kad-dht waits up to 10 s for a FIND_NODE's answer, and a peer killed
 	// while connected over QUIC leaves a connection that takes the query and
@@ -780,6 +799,15 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 					d.forget(p)
 				}
 			}()
+		case ev, ok := <-lookups:
+			if !ok {
+				lookups = nil
+				continue
+			}
+			if closest, ok := cv.add(ev); ok && converged != nil {
+				converged(closest)
+				converged = nil
+			}
 		case ev, ok := <-evs:
 			if !ok {
 				evs = nil // closed early: wait for the result alone
@@ -816,11 +844,82 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 				}
 			}
 		case res := <-done:
+			// The lookup's events are buffered: take those still
+			// waiting, so that converged is told, if it was not yet.
+			for converged != nil && lookups != nil {
+				select {
+				case ev, ok := <-lookups:
+					if !ok {
+						lookups = nil
+					} else if closest, ok := cv.add(ev); ok {
+						converged(closest)
+						converged = nil
+					}
+					continue
+				default:
+				}
+				break
+			}
 			return res.peers, res.err, false
 		case <-stop:
 			return nil, nil, true
 		}
 	}
+}
+
+// convergence follows one kad-dht lookup's peer set through its lookup
+// events, to tell its result when the lookup converges: the k closest
+// peers of the set that are not unreachable, as kad-dht computes it then.
+type convergence struct {
+	key         kb.ID
+	k           int
+	unreachable map[peer.ID]bool // every peer of the set: true once unreachable
+	done        bool
+}
+
+func newConvergence(key string, k int) *convergence {
+	return &convergence{key: kb.ConvertKey(key), k: k, unreachable: map[peer.ID]bool{}}
+}
+
+// add takes one lookup event and, on the first that ends the lookup's
+// query phase as converged (every closest peer queried, or none left to
+// ask), returns the lookup's closest peers, closest first.
+func (c *convergence) add(ev *kaddht.LookupEvent) ([]peer.ID, bool) {
+	if c.done || ev == nil {
+		return nil, false
+	}
+	for _, up := range []*kaddht.LookupUpdateEvent{ev.Request, ev.Response} {
+		if up == nil {
+			continue
+		}
+		for _, set := range [][]*kaddht.PeerKadID{up.Heard, up.Waiting, up.Queried} {
+			for _, p := range set {
+				if _, ok := c.unreachable[p.Peer]; !ok {
+					c.unreachable[p.Peer] = false
+				}
+			}
+		}
+		for _, p := range up.Unreachable {
+			c.unreachable[p.Peer] = true
+		}
+	}
+	if ev.Terminate == nil {
+		return nil, false
+	}
+	c.done = true
+	if r := ev.Terminate.Reason; r != kaddht.LookupCompleted && r != kaddht.LookupStarvation {
+		return nil, false
+	}
+	var out []peer.ID
+	for p, gone := range c.unreachable {
+		if !gone {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return closer(c.key, kb.ConvertPeerID(out[i]), kb.ConvertPeerID(out[j]))
+	})
+	return out[:min(c.k, len(out))], true
 }
 
 // silentCheck is how often a lookup looks for queries outstanding past

@@ -71,12 +71,12 @@ func TestGonePeerEndsLookupQuery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sp := pub.dht.spaces[1]
-	if _, err, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen"), func(peer.ID) {}, nil); err != nil {
+	if _, err, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen"), func(peer.ID) {}, nil, nil); err != nil {
 		t.Fatalf("lookup before the freeze: %v", err)
 	}
 	fz.frozen.Store(true)
 	gc.gone.Store(mute.host.ID())
-	pub.dht.lookup(ctx, sp, record.Key("acme/frozen2"), func(peer.ID) {}, nil)
+	pub.dht.lookup(ctx, sp, record.Key("acme/frozen2"), func(peer.ID) {}, nil, nil)
 	c := pub.dht.Counters()
 	if c["lookup_gone_peers"] != 1 || c["lookup_silent_peers"] != 0 {
 		t.Fatalf("lookup_gone_peers %d, lookup_silent_peers %d; want the gone peer forgotten by the check, not by its budget", c["lookup_gone_peers"], c["lookup_silent_peers"])

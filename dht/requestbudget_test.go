@@ -112,11 +112,11 @@ func TestSilentLookupPeerForgotten(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sp := pub.dht.spaces[1]
-	if _, err, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen"), func(peer.ID) {}, nil); err != nil {
+	if _, err, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen"), func(peer.ID) {}, nil, nil); err != nil {
 		t.Fatalf("lookup before the freeze: %v", err)
 	}
 	fz.frozen.Store(true)
-	peers, _, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen2"), func(peer.ID) {}, nil)
+	peers, _, _ := pub.dht.lookup(ctx, sp, record.Key("acme/frozen2"), func(peer.ID) {}, nil, nil)
 	if pub.dht.Counters()["lookup_silent_peers"] == 0 {
 		t.Fatalf("the lookup did not forget the silent peer (closest %v; counters %v)", peers, pub.dht.Counters())
 	}

@@ -577,7 +577,12 @@ func (s *setGather) run(hint int, add func(shard int, got [][]byte, gs gatherSta
 		s.watch(wctx, stop)
 	}()
 	start := time.Now()
-	peers, err, stopped := s.d.lookup(gctx, s.sp, s.key, s.consider, stop)
+	peers, err, stopped := s.d.lookup(gctx, s.sp, s.key, s.consider, stop, func(closest []peer.ID) {
+		// Converged: ask its closest now, not after kad-dht's follow-up.
+		for _, p := range s.d.diverse(s.rank.key, s.d.cfg.Replication, closest, s.rank.closest(math.MaxInt)) {
+			s.ask(p, true)
+		}
+	})
 	wcancel()
 	<-watched
 	st.lookups = 1
