@@ -705,3 +705,35 @@ func TestFindAsksEachStorerOnce(t *testing.T) {
 		t.Fatalf("older storers: at most %d GETs per storer, want one per shard at the core storers", most)
 	}
 }
+
+// TestAgreementNeedsCoreStorers: answers of the closest peers of a lookup
+// (trusted) that say they are not core storers of the set (peripheral
+// holders: what publishers sent them on their way) do not end a find,
+// however many agree; three core storers' do.
+func TestAgreementNeedsCoreStorers(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	d := testNetwork(t, 1, clk)[0].dht
+	now := clk.Now()
+	var seq uint64
+	var recs [][]byte
+	for i := range 2 {
+		r, err := signer(t, instanceKey(i), "acme/exchange", &seq, func() time.Time { return now })(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r.Bytes())
+	}
+	g := testShardGatherer(d, 0, nil)
+	for _, from := range []string{"peripheral-a", "peripheral-b", "peripheral-c", "peripheral-d"} {
+		g.take(peer.ID(from), true, false, recs, g.checkAll(recs, now))
+	}
+	if agreed(g) {
+		t.Fatal("four trusted answers of peers that are not core storers ended the find")
+	}
+	for _, from := range []string{"storer-a", "storer-b", "storer-c"} {
+		g.take(peer.ID(from), true, true, recs, g.checkAll(recs, now))
+	}
+	if !agreed(g) {
+		t.Fatal("three core storers' answers did not end the find")
+	}
+}
