@@ -150,7 +150,7 @@ type check struct {
 
 // ask sends the GET to p once. trusted says p is known to be among the
 // closest peers (from a completed lookup), so its answer counts towards
-// agreement wherever it stands.
+// agreement wherever it stands, if p says it is a core storer (see take).
 func (g *gatherer) ask(p peer.ID, trusted bool) { g.askWith(p, trusted, nil) }
 
 // askWith is ask with fetch, when not nil, in place of the GET: it returns
@@ -876,6 +876,7 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 // events, to tell its result when the lookup converges: the k closest
 // peers of the set that are not unreachable, as kad-dht computes it then.
 type convergence struct {
+	target      string // the lookup's key: events of any other lookup are ignored
 	key         kb.ID
 	k           int
 	unreachable map[peer.ID]bool // every peer of the set: true once unreachable
@@ -883,14 +884,14 @@ type convergence struct {
 }
 
 func newConvergence(key string, k int) *convergence {
-	return &convergence{key: kb.ConvertKey(key), k: k, unreachable: map[peer.ID]bool{}}
+	return &convergence{target: key, key: kb.ConvertKey(key), k: k, unreachable: map[peer.ID]bool{}}
 }
 
 // add takes one lookup event and, on the first that ends the lookup's
 // query phase as converged (every closest peer queried, or none left to
 // ask), returns the lookup's closest peers, closest first.
 func (c *convergence) add(ev *kaddht.LookupEvent) ([]peer.ID, bool) {
-	if c.done || ev == nil {
+	if c.done || ev == nil || (ev.Key != nil && ev.Key.Key != c.target) {
 		return nil, false
 	}
 	for _, up := range []*kaddht.LookupUpdateEvent{ev.Request, ev.Response} {
