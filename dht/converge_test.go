@@ -13,16 +13,26 @@ import (
 
 // TestLookupConvergedTellsTheResult: the closest peers a lookup tells its
 // converged callback, before kad-dht's follow-up round, are the peers the
-// lookup then returns, with a dead peer in the network (one that kad-dht
-// queried is unreachable and left out of both; one it only heard of is in
-// both).
+// lookup then returns, with a dead peer and peers the finder cannot reach
+// in the network (those kad-dht queried are unreachable and left out of
+// both; those it only heard of are in both).
 func TestLookupConvergedTellsTheResult(t *testing.T) {
 	clk := &clock{t: time.Now()}
-	nodes := testNetwork(t, 24, clk)
+	nodes, mn := testMocknet(t, 24, clk)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := nodes[7].host.Close(); err != nil {
 		t.Fatal(err)
+	}
+	// Peers the finder cannot reach while the others name them: its
+	// queries to them fail, and kad-dht leaves them out of its result.
+	for _, nd := range nodes[8:16] {
+		if err := mn.UnlinkPeers(nodes[0].host.ID(), nd.host.ID()); err != nil {
+			t.Fatal(err)
+		}
+		if err := mn.DisconnectPeers(nodes[0].host.ID(), nd.host.ID()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d := nodes[0].dht
 	sp := d.spaces[0]
