@@ -803,19 +803,21 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		})
 	}
 	rank := newRanker(d.host.ID(), kb.ConvertKey(key), d.nearPrefix(sp))
+	// The lookup's closest (at most 2 per IP group) are sent r once it
+	// converges, and again (a no-op for those sent it) once it returns.
+	storeClosest := func(closest []peer.ID) []peer.ID {
+		peers := d.diverse(kb.ConvertKey(key), d.cfg.Replication, closest, rank.closest(math.MaxInt))
+		for _, p := range peers {
+			store(p)
+		}
+		return peers
+	}
 	peers, err, _ := d.lookup(ctx, sp, key, func(p peer.ID) {
 		if i, ok := rank.add(p); ok && i < askRank {
 			store(p)
 		}
-	}, nil, func(closest []peer.ID) {
-		for _, p := range d.diverse(kb.ConvertKey(key), d.cfg.Replication, closest, rank.closest(math.MaxInt)) {
-			store(p)
-		}
-	})
-	peers = d.diverse(kb.ConvertKey(key), d.cfg.Replication, peers, rank.closest(math.MaxInt))
-	for _, p := range peers {
-		store(p)
-	}
+	}, nil, func(closest []peer.ID) { storeClosest(closest) })
+	peers = storeClosest(peers)
 	wg.Wait()
 	if stored > 0 {
 		if err == nil { // remember the closest that took r, and all that did

@@ -755,6 +755,12 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 		evctx, lookups = kaddht.RegisterForLookupEvents(evctx)
 	}
 	cv := newConvergence(key, d.cfg.BucketSize)
+	tell := func(ev *kaddht.LookupEvent) { // converged, once, from the event that ends the query phase
+		if closest, ok := cv.add(ev); ok && converged != nil {
+			converged(closest)
+			converged = nil
+		}
+	}
 	type result struct {
 		peers []peer.ID
 		err   error
@@ -809,10 +815,7 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 				lookups = nil
 				continue
 			}
-			if closest, ok := cv.add(ev); ok && converged != nil {
-				converged(closest)
-				converged = nil
-			}
+			tell(ev)
 		case ev, ok := <-evs:
 			if !ok {
 				evs = nil // closed early: wait for the result alone
@@ -851,19 +854,16 @@ func (d *Node) lookup(ctx context.Context, sp *space, key string, heard func(pee
 		case res := <-done:
 			// The lookup's events are buffered: take those still
 			// waiting, so that converged is told, if it was not yet.
-			for converged != nil && lookups != nil {
+			for waiting := true; waiting && converged != nil && lookups != nil; {
 				select {
 				case ev, ok := <-lookups:
 					if !ok {
 						lookups = nil
-					} else if closest, ok := cv.add(ev); ok {
-						converged(closest)
-						converged = nil
 					}
-					continue
+					tell(ev) // a nil event (closed) tells nothing
 				default:
+					waiting = false
 				}
-				break
 			}
 			return res.peers, res.err, false
 		case <-stop:

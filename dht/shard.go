@@ -577,12 +577,16 @@ func (s *setGather) run(hint int, add func(shard int, got [][]byte, gs gatherSta
 		s.watch(wctx, stop)
 	}()
 	start := time.Now()
-	peers, err, stopped := s.d.lookup(gctx, s.sp, s.key, s.consider, stop, func(closest []peer.ID) {
-		// Converged: ask its closest now, not after kad-dht's follow-up.
-		for _, p := range s.d.diverse(s.rank.key, s.d.cfg.Replication, closest, s.rank.closest(math.MaxInt)) {
+	// The lookup's closest (at most 2 per IP group) are asked once it
+	// converges, and again (a no-op for those asked) once it returns.
+	askClosest := func(closest []peer.ID) []peer.ID {
+		peers := s.d.diverse(s.rank.key, s.d.cfg.Replication, closest, s.rank.closest(math.MaxInt))
+		for _, p := range peers {
 			s.ask(p, true)
 		}
-	})
+		return peers
+	}
+	peers, err, stopped := s.d.lookup(gctx, s.sp, s.key, s.consider, stop, func(closest []peer.ID) { askClosest(closest) })
 	wcancel()
 	<-watched
 	st.lookups = 1
@@ -593,11 +597,8 @@ func (s *setGather) run(hint int, add func(shard int, got [][]byte, gs gatherSta
 		return
 	}
 	st.lookupErr = err
-	peers = s.d.diverse(s.rank.key, s.d.cfg.Replication, peers, s.rank.closest(math.MaxInt))
+	peers = askClosest(peers)
 	st.closest = len(peers)
-	for _, p := range peers {
-		s.ask(p, true)
-	}
 	s.waitAll(gctx)
 	if err == nil && len(peers) > 0 {
 		s.sp.closest.put(s.key, s.remember(peers), time.Now())

@@ -452,19 +452,27 @@ func TestShardAgreementIgnoresMovedInstances(t *testing.T) {
 	}
 }
 
-// TestGatherVerifiesOnce: answers that bring the same records at the same
-// time verify each of them once between them, and each gets every verdict.
-func TestGatherVerifiesOnce(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
+// signedRaw returns n records of name, one-shard, from the first n keys
+// of instanceKey, signed at now.
+func signedRaw(t *testing.T, name string, n int, now time.Time) [][]byte {
+	t.Helper()
 	var seq uint64
 	var recs [][]byte
-	for i := range 3 {
-		r, err := signer(t, instanceKey(i), "acme/exchange", &seq, func() time.Time { return now })(1)
+	for i := range n {
+		r, err := signer(t, instanceKey(i), name, &seq, func() time.Time { return now })(1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		recs = append(recs, r.Bytes())
 	}
+	return recs
+}
+
+// TestGatherVerifiesOnce: answers that bring the same records at the same
+// time verify each of them once between them, and each gets every verdict.
+func TestGatherVerifiesOnce(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	recs := signedRaw(t, "acme/exchange", 3, now)
 	g := &gatherer{req: request{Name: "acme/exchange"}, seen: map[string]*record.Record{}, rejected: map[string]int{}}
 	var mu sync.Mutex
 	verified := 0
@@ -714,15 +722,7 @@ func TestAgreementNeedsCoreStorers(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	d := testNetwork(t, 1, clk)[0].dht
 	now := clk.Now()
-	var seq uint64
-	var recs [][]byte
-	for i := range 2 {
-		r, err := signer(t, instanceKey(i), "acme/exchange", &seq, func() time.Time { return now })(1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, r.Bytes())
-	}
+	recs := signedRaw(t, "acme/exchange", 2, now)
 	g := testShardGatherer(d, 0, nil)
 	for _, from := range []string{"peripheral-a", "peripheral-b", "peripheral-c", "peripheral-d"} {
 		g.take(peer.ID(from), true, false, recs, g.checkAll(recs, now))
