@@ -221,26 +221,93 @@ func TestFindProbesEarly(t *testing.T) {
 		c.node(nil, "")
 	}
 	pub := c.node(nil, "")
-	r := signed(t, nil, "acme/early", 1, time.Now(), "192.0.2.9:80")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := pub.dht.Publish(ctx, r); err != nil {
-		t.Fatal(err)
+	// A record of another machine's instance, and one of pub's own
+	// instance on loopback: pub is checked to run on this machine (the
+	// nodes here all do) while the find gathers, then probed.
+	for _, r := range []*record.Record{
+		signed(t, nil, "acme/early", 1, time.Now(), "192.0.2.9:80"),
+		signed(t, pub.priv, "acme/early", 1, time.Now(), "127.0.0.1:9"),
+	} {
+		if _, err := pub.dht.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
 	}
 	finder := c.node(nil, t.TempDir())
 	f := &fakeDialer{}
 	finder.probes.dial = f.dial
+	// The finder knows pub's addresses, as a lookup that heard of it
+	// would, before a storer's answer brings pub's record.
+	finder.Host().Peerstore().AddAddrs(pub.ID(), pub.Host().Addrs(), time.Hour)
 	res, err := finder.Find(ctx, "acme/early")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Instances) != 1 || !res.Instances[0].Reachable {
+	if len(res.Instances) != 2 || !res.Instances[0].Reachable || !res.Instances[1].Reachable {
 		t.Fatalf("instances: %+v", res.Instances)
 	}
-	if got := f.count("192.0.2.9:80"); got != 1 {
-		t.Fatalf("%d dials, want 1", got)
+	for _, ep := range []string{"192.0.2.9:80", "127.0.0.1:9"} {
+		if got := f.count(ep); got != 1 {
+			t.Fatalf("%d dials of %s, want 1", got, ep)
+		}
 	}
-	if early, after := probesCounted(finder, "early"), probesCounted(finder, "after"); early != 1 || after != 0 {
-		t.Fatalf("probes counted early %d, after %d; want 1 and 0", early, after)
+	if early, after := probesCounted(finder, "early"), probesCounted(finder, "after"); early != 2 || after != 0 {
+		t.Fatalf("probes counted early %d, after %d; want 2 and 0", early, after)
+	}
+}
+
+// TestEarlyProbeLoopbackAfterCheck: a record that lists a loopback
+// endpoint has its peer shown to run on this machine during the gather (a
+// connection over loopback, made then), and its endpoints dialled after
+// that, all before rank, which takes the check and the probes; a record
+// of the same peer seen meanwhile is probed too. A peer that cannot be
+// shown to run here has no endpoint dialled, and rank says why. A peer
+// whose addresses were not known yet when its record came is checked by
+// rank (a storer's answer can come before the lookup names them).
+func TestEarlyProbeLoopbackAfterCheck(t *testing.T) {
+	a, b, late := probeNode(t, Config{}), probeNode(t, Config{}), probeNode(t, Config{})
+	f := &fakeDialer{}
+	a.probes.dial = f.dial
+	a.Host().Peerstore().AddAddrs(b.ID(), b.Host().Addrs(), time.Hour)
+	now := time.Now()
+	r := signed(t, b.priv, "acme/x", 1, now, "127.0.0.1:80", "192.0.2.1:80")
+	other := signed(t, b.priv, "acme/y", 1, now, "127.0.0.1:82")
+	far := signed(t, nil, "acme/x", 1, now, "127.0.0.1:81")
+	lateRec := signed(t, late.priv, "acme/x", 1, now, "127.0.0.1:83")
+	e := a.startEarly(t.Context(), nil)
+	defer e.close()
+	e.saw(r)
+	e.saw(other) // most likely while the check runs: it waits for it
+	e.saw(far)
+	e.saw(lateRec)
+	a.Host().Peerstore().AddAddrs(late.ID(), late.Host().Addrs(), time.Hour)
+	waitFor(t, "the early dials of b's endpoints", func() bool {
+		return f.count("127.0.0.1:80") == 1 && f.count("192.0.2.1:80") == 1 && f.count("127.0.0.1:82") == 1
+	})
+	if len(a.Host().Network().ConnsToPeer(b.ID())) == 0 {
+		t.Fatal("no connection to b: the check did not dial it")
+	}
+	e.saw(r) // from another storer: no second dial
+	e.stop()
+	ins := a.rank(t.Context(), []*record.Record{r, far, lateRec}, e)
+	byPeer := map[string]Instance{}
+	for _, in := range ins {
+		byPeer[in.Peer] = in
+	}
+	for _, p := range []*Node{b, late} {
+		if in := byPeer[p.ID().String()]; !in.Reachable {
+			t.Fatalf("instance of %s: %+v", p.ID(), in)
+		}
+	}
+	if in := byPeer[far.Peer.String()]; in.Reachable || !strings.Contains(in.Probe["127.0.0.1:81"], "not shown to run on this machine (no loopback address known") {
+		t.Fatalf("far instance: %+v", in)
+	}
+	if got := f.total(); got != 4 {
+		t.Fatalf("%d dials, want 4", got)
+	}
+	// other's probe is early too, but rank is not asked for its record.
+	if early, after := probesCounted(a, "early"), probesCounted(a, "after"); early != 2 || after != 1 {
+		t.Fatalf("counted early %d, after %d; want 2 and 1", early, after)
 	}
 }

@@ -213,12 +213,7 @@ func (n *Node) onThisMachine(ctx context.Context, p peer.ID) (ok bool, why strin
 	if len(conns) > 0 {
 		return false, "the peer is connected from another machine's address", false
 	}
-	var loop []ma.Multiaddr
-	for _, a := range n.host.Peerstore().Addrs(p) {
-		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err != nil && manet.IsIPLoopback(a) {
-			loop = append(loop, a)
-		}
-	}
+	loop := n.loopbackAddrs(p)
 	if len(loop) == 0 {
 		return false, "no loopback address known for the peer", false
 	}
@@ -239,6 +234,18 @@ func (n *Node) onThisMachine(ctx context.Context, p peer.ID) (ok bool, why strin
 		}
 	}
 	return false, "the peer answered from another machine's address", true
+}
+
+// loopbackAddrs returns the direct loopback addresses this node knows of
+// peer p.
+func (n *Node) loopbackAddrs(p peer.ID) []ma.Multiaddr {
+	var loop []ma.Multiaddr
+	for _, a := range n.host.Peerstore().Addrs(p) {
+		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err != nil && manet.IsIPLoopback(a) {
+			loop = append(loop, a)
+		}
+	}
+	return loop
 }
 
 // probeTarget is one dial, shared by every record that lists the endpoint.
@@ -295,7 +302,8 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 			out[i].Manifest = r.Manifest.String()
 		}
 	}
-	budget := MaxProbesPerFind - early.started()
+	// An early check counts as a dial, as rank's own checks do.
+	budget := MaxProbesPerFind - early.started() - early.checks()
 	used := 0 // early probes taken
 
 	// Which records' peers run on this machine: local ones, or shown so
@@ -322,7 +330,20 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, r := range ask {
-		key := "machine/" + memKey(r, "")
+		key := machineKey(r)
+		if c := early.checkOf(r.Peer); c != nil {
+			wg.Go(func() {
+				<-c.done // within its probe timeout
+				mu.Lock()
+				defer mu.Unlock()
+				onMachine[r.Peer] = c.ok
+				notWhy[r.Peer] = c.why
+				if !c.ok && c.dialled && parent.Err() == nil {
+					p.remember(key, failure{at: now, why: c.why})
+				}
+			})
+			continue
+		}
 		if f, ok := p.remembered(key, now); ok {
 			mu.Lock()
 			notWhy[r.Peer] = fmt.Sprintf("%s %s ago", f.why, now.Sub(f.at).Round(time.Second))
