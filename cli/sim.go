@@ -51,15 +51,15 @@ network, find by find, and reports cellnode's figures as ratios to it.
 
 --sweep runs the scenario at each of the given sizes, one network after the
 other, and prints one line per size (with --json, one object whose "sweep"
-holds the reports); --plot writes a PNG of find latency in RTTs against the
-network size.
+holds the reports). cellnode-plot (go run ./cmd/cellnode-plot) draws the
+--json output as a PNG of find latency in RTTs against the network size.
 
 Progress goes to stderr; the report to stdout (one JSON object with --json).`,
 		Example: `  cellnode sim
   cellnode sim --nodes 1000 --latency 20ms --json
   cellnode sim --scenario sim/testdata/churn.json --baseline
   cellnode sim --nodes 200 --churn 0.3 --seed 7
-  cellnode sim --sweep 50,100,200,500,1000 --baseline --plot latency.png`,
+  cellnode sim --sweep 50,100,200,500,1000 --baseline --json > sweep.json`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runSim(c, e, scenarioFile, asJSON, baseline, timeout, sweep, plotFile, f)
@@ -71,7 +71,8 @@ Progress goes to stderr; the report to stdout (one JSON object with --json).`,
 	fs.BoolVar(&baseline, "baseline", false, "also measure stock kad-dht value records and report ratios to them")
 	fs.DurationVar(&timeout, "timeout", 0, "give up after this long (0: no limit)")
 	fs.IntSliceVar(&sweep, "sweep", nil, "run at each of these sizes (comma-separated node counts) and print one line per size")
-	fs.StringVar(&plotFile, "plot", "", "write a PNG plot of find latency (RTT) against network size to this file")
+	fs.StringVar(&plotFile, "plot", "", "gone: see cellnode-plot")
+	_ = fs.MarkHidden("plot")
 	f.add(c)
 	return c
 }
@@ -135,18 +136,6 @@ func writeJSON(e *env, v any) error {
 	return enc.Encode(v)
 }
 
-func writePlot(file string, reps []*sim.Report) error {
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if err := sim.WritePlot(f, reps); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 // writeSweep prints one line per size.
 func writeSweep(e *env, reps []*sim.Report) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -166,6 +155,10 @@ func writeSweep(e *env, reps []*sim.Report) error {
 
 // runSim runs a simulation and prints its report.
 func runSim(c *cobra.Command, e *env, scenarioFile string, asJSON bool, baseline bool, timeout time.Duration, sweep []int, plotFile string, f simFlags) error {
+	if plotFile != "" {
+		// Before any run: a sweep can take minutes.
+		return usageErr("--plot is no longer in cellnode (its plotting libraries slowed every cellnode process's start): print the reports with --json and draw them with cellnode-plot, for example: cellnode sim ... --json > r.json && go run ./cmd/cellnode-plot -o %s r.json", plotFile)
+	}
 	sc := simDefaults
 	if scenarioFile != "" {
 		var err error
@@ -201,11 +194,6 @@ func runSim(c *cobra.Command, e *env, scenarioFile string, asJSON bool, baseline
 			return failErr(err)
 		}
 		progress("done")
-		if plotFile != "" {
-			if err := writePlot(plotFile, []*sim.Report{rep}); err != nil {
-				return failErr(err)
-			}
-		}
 		if asJSON {
 			return writeJSON(e, rep)
 		}
@@ -225,11 +213,6 @@ func runSim(c *cobra.Command, e *env, scenarioFile string, asJSON bool, baseline
 		reps = append(reps, rep)
 	}
 	progress("done")
-	if plotFile != "" {
-		if err := writePlot(plotFile, reps); err != nil {
-			return failErr(err)
-		}
-	}
 	if asJSON {
 		return writeJSON(e, map[string]any{"sweep": reps})
 	}

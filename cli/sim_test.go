@@ -158,10 +158,13 @@ func TestSimScenarioFile(t *testing.T) {
 		{"missing file", []string{"sim", "--scenario", filepath.Join(dir, "nope.json")}},
 		{"bad field", []string{"sim", "--churn", "2"}},
 		{"argument", []string{"sim", "extra"}},
+		{"plot", []string{"sim", "--plot", filepath.Join(dir, "latency.png")}}, // refused before any run; cellnode-plot draws
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if code, _, stderr := run(t, tc.args...); code != ExitUsage {
 				t.Fatalf("exit %d, want %d: %s", code, ExitUsage, stderr)
+			} else if tc.name == "plot" && !strings.Contains(stderr, "cellnode-plot") {
+				t.Fatalf("the error does not name cellnode-plot: %s", stderr)
 			}
 		})
 	}

@@ -26,16 +26,20 @@ const module = "github.com/cellnode/cellnode"
 //     the other way round.
 //   - cli is the command line; it may use sim (a `sim` command).
 //   - sim drives nodes and DHTs; it is not a command line.
+//   - cmd/cellnode does not link sim/simplot: its plotting libraries' package
+//     inits would slow every cellnode process's start (cmd/cellnode-plot
+//     draws the simulator's reports instead).
 //
 // No package of the module, listed here or not (new ones included), may
 // depend on a command (cmd/cellnode or any other package under cmd/).
 var layers = map[string][]string{
-	"dht":        {"cli", "node", "sim"},
-	"dht/record": {"dht", "manifest", "bootstrap"},
-	"manifest":   {"cli", "node", "sim", "dht", "manifest/gitobj", "manifest/project"},
-	"bootstrap":  {"cli", "node", "sim"},
-	"node":       {"cli", "sim"},
-	"sim":        {"cli"},
+	"dht":          {"cli", "node", "sim"},
+	"dht/record":   {"dht", "manifest", "bootstrap"},
+	"manifest":     {"cli", "node", "sim", "dht", "manifest/gitobj", "manifest/project"},
+	"bootstrap":    {"cli", "node", "sim"},
+	"node":         {"cli", "sim"},
+	"sim":          {"cli"},
+	"cmd/cellnode": {"sim/simplot"},
 }
 
 // mustExist are packages whose absence means the test looks at the wrong

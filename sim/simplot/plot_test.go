@@ -1,20 +1,22 @@
-package sim
+package simplot
 
 import (
 	"bytes"
 	"image/png"
 	"testing"
+
+	"github.com/cellnode/cellnode/sim"
 )
 
-func TestWritePlot(t *testing.T) {
-	var reps []*Report
+func TestWrite(t *testing.T) {
+	var reps []*sim.Report
 	for _, n := range []int{1000, 50, 200} {
-		r := &Report{Nodes: n, RTTMS: 40, Find: Latency{P50RTT: 2, P95RTT: 3}, FindFirst: Latency{P50RTT: 1.5}}
-		r.Baseline = &Report{Find: Latency{P50RTT: 6}}
+		r := &sim.Report{Nodes: n, RTTMS: 40, Find: sim.Latency{P50RTT: 2, P95RTT: 3}, FindFirst: sim.Latency{P50RTT: 1.5}}
+		r.Baseline = &sim.Report{Find: sim.Latency{P50RTT: 6}}
 		reps = append(reps, r)
 	}
 	var b bytes.Buffer
-	if err := WritePlot(&b, reps); err != nil {
+	if err := Write(&b, reps); err != nil {
 		t.Fatal(err)
 	}
 	img, err := png.Decode(&b)
@@ -36,7 +38,7 @@ func TestWritePlot(t *testing.T) {
 	if blue < 50 {
 		t.Fatalf("%d pixels of the p50 line", blue)
 	}
-	if err := WritePlot(&b, nil); err == nil {
+	if err := Write(&b, nil); err == nil {
 		t.Fatal("plot of nothing")
 	}
 }

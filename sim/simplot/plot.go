@@ -1,4 +1,9 @@
-package sim
+// Package simplot draws the simulator's reports: find latency in round
+// trips against network size, as a PNG, with gonum.org/v1/plot. It is kept
+// out of the cellnode binary (cmd/cellnode-plot uses it), because the
+// plotting libraries' package inits cost every cellnode process about
+// 3 ms at its start (docs/performance.md, session 15).
+package simplot
 
 import (
 	"errors"
@@ -8,6 +13,8 @@ import (
 	"math"
 	"slices"
 
+	"github.com/cellnode/cellnode/sim"
+
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -15,25 +22,25 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// WritePlot draws find latency in RTTs against network size, one point per
+// Write draws find latency in RTTs against network size, one point per
 // report (reports of the same scenario at different sizes, as a sweep
 // makes them), and writes it as a 720×440 PNG: the full set's p50 and p95,
 // the first instance's p50 and, where the reports have one, the baseline's
 // p50. The x axis is logarithmic. It draws with gonum.org/v1/plot.
-func WritePlot(w io.Writer, reps []*Report) error {
+func Write(w io.Writer, reps []*sim.Report) error {
 	if len(reps) == 0 {
-		return errors.New("sim: plot: no reports")
+		return errors.New("simplot: no reports")
 	}
 	reps = slices.Clone(reps)
-	slices.SortFunc(reps, func(a, b *Report) int { return a.Nodes - b.Nodes })
+	slices.SortFunc(reps, func(a, b *sim.Report) int { return a.Nodes - b.Nodes })
 	series := []plotSeries{
-		{"full set p50", color.RGBA{0x1f, 0x77, 0xb4, 0xff}, func(r *Report) float64 { return r.Find.P50RTT }},
-		{"full set p95", color.RGBA{0xae, 0xc7, 0xe8, 0xff}, func(r *Report) float64 { return r.Find.P95RTT }},
-		{"first instance p50", color.RGBA{0x2c, 0xa0, 0x2c, 0xff}, func(r *Report) float64 { return r.FindFirst.P50RTT }},
+		{"full set p50", color.RGBA{0x1f, 0x77, 0xb4, 0xff}, func(r *sim.Report) float64 { return r.Find.P50RTT }},
+		{"full set p95", color.RGBA{0xae, 0xc7, 0xe8, 0xff}, func(r *sim.Report) float64 { return r.Find.P95RTT }},
+		{"first instance p50", color.RGBA{0x2c, 0xa0, 0x2c, 0xff}, func(r *sim.Report) float64 { return r.FindFirst.P50RTT }},
 	}
 	if reps[0].Baseline != nil {
 		series = append(series, plotSeries{"kad-dht value records p50", color.RGBA{0xd6, 0x27, 0x28, 0xff},
-			func(r *Report) float64 {
+			func(r *sim.Report) float64 {
 				if r.Baseline == nil {
 					return math.NaN()
 				}
@@ -62,7 +69,7 @@ func WritePlot(w io.Writer, reps []*Report) error {
 		}
 		l, sc, err := plotter.NewLinePoints(pts)
 		if err != nil {
-			return fmt.Errorf("sim: plot: %w", err)
+			return fmt.Errorf("simplot: %w", err)
 		}
 		l.Color, l.Width = s.c, vg.Points(1.5)
 		sc.Color, sc.Shape, sc.Radius = s.c, draw.CircleGlyph{}, vg.Points(2.5)
@@ -81,7 +88,7 @@ func WritePlot(w io.Writer, reps []*Report) error {
 }
 
 // nodeTicks labels the x axis at the reports' sizes.
-func nodeTicks(reps []*Report) plot.ConstantTicks {
+func nodeTicks(reps []*sim.Report) plot.ConstantTicks {
 	var t plot.ConstantTicks
 	for _, r := range reps {
 		t = append(t, plot.Tick{Value: float64(r.Nodes), Label: fmt.Sprint(r.Nodes)})
@@ -92,5 +99,5 @@ func nodeTicks(reps []*Report) plot.ConstantTicks {
 type plotSeries struct {
 	name string
 	c    color.RGBA
-	y    func(*Report) float64
+	y    func(*sim.Report) float64
 }
