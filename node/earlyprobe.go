@@ -33,11 +33,11 @@ const maxEarlyProbes = MaxProbesPerFind / 2
 // also while the gather runs, once this node is connected to the peer or
 // knows a loopback address of it; its endpoints are dialled once that
 // check is done, with the guard its verdict gives (the loopback ones only
-// if it holds). rank takes an early check of the same peer and an early probe
-// of the same endpoint and guard (waiting for them if they are still
-// running) and makes the rest itself; an early probe of a record that the
-// merge drops is not reported. Safe for concurrent use; its zero value
-// makes no probe.
+// if it holds). rank takes an early check of the same peer and an early
+// probe of the same endpoint and guard (waiting for them if they are
+// still running) and makes the rest itself; an early probe of a record
+// that the merge drops is not reported. Safe for concurrent use; its zero
+// value makes no probe.
 type earlyProbes struct {
 	n      *Node
 	ctx    context.Context // the probes': the find's, cancelled by close
