@@ -108,7 +108,7 @@ func (e *earlyProbes) saw(r *record.Record) {
 		}
 		return
 	}
-	if len(e.targets)+len(e.machine) >= maxEarlyProbes {
+	if e.dialsLocked() >= maxEarlyProbes {
 		return
 	}
 	if _, ok := n.probes.remembered(machineKey(r), n.now()); ok {
@@ -150,7 +150,7 @@ func (e *earlyProbes) probeLocked(r *record.Record, guard bool) {
 	n := e.n
 	now := n.now()
 	for _, s := range r.Endpoints {
-		if len(e.targets)+len(e.machine) >= maxEarlyProbes {
+		if e.dialsLocked() >= maxEarlyProbes {
 			return
 		}
 		ep, err := ParseEndpoint(s)
@@ -215,15 +215,18 @@ func (e *earlyProbes) checkOf(p peer.ID) *machineCheck {
 	return e.machine[p]
 }
 
-// checks returns how many early checks were started.
-func (e *earlyProbes) checks() int {
+// dials returns how many early probes and checks were started: each
+// counts as a dial of the find's.
+func (e *earlyProbes) dials() int {
 	if e == nil {
 		return 0
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return len(e.machine)
+	return e.dialsLocked()
 }
+
+func (e *earlyProbes) dialsLocked() int { return len(e.targets) + len(e.machine) }
 
 // stop starts no more probes or checks for records seen from now on: the
 // gather has ended (a GET still out may bring a record later). A check

@@ -303,7 +303,7 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 		}
 	}
 	// An early check counts as a dial, as rank's own checks do.
-	budget := MaxProbesPerFind - early.started() - early.checks()
+	budget := MaxProbesPerFind - early.dials()
 	used := 0 // early probes taken
 
 	// Which records' peers run on this machine: local ones, or shown so
@@ -329,18 +329,22 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	// settle takes the verdict of a check of r's peer, early or rank's own.
+	settle := func(r *record.Record, key string, ok bool, why string, dialled bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		onMachine[r.Peer] = ok
+		notWhy[r.Peer] = why
+		if !ok && dialled && parent.Err() == nil {
+			p.remember(key, failure{at: now, why: why})
+		}
+	}
 	for _, r := range ask {
 		key := machineKey(r)
 		if c := early.checkOf(r.Peer); c != nil {
 			wg.Go(func() {
 				<-c.done // within its probe timeout
-				mu.Lock()
-				defer mu.Unlock()
-				onMachine[r.Peer] = c.ok
-				notWhy[r.Peer] = c.why
-				if !c.ok && c.dialled && parent.Err() == nil {
-					p.remember(key, failure{at: now, why: c.why})
-				}
+				settle(r, key, c.ok, c.why, c.dialled)
 			})
 			continue
 		}
@@ -361,13 +365,7 @@ func (n *Node) rank(ctx context.Context, recs []*record.Record, early *earlyProb
 		}
 		wg.Go(func() {
 			ok, reason, dialled := n.onThisMachine(ctx, r.Peer)
-			mu.Lock()
-			defer mu.Unlock()
-			onMachine[r.Peer] = ok
-			notWhy[r.Peer] = reason
-			if !ok && dialled && parent.Err() == nil {
-				p.remember(key, failure{at: now, why: reason})
-			}
+			settle(r, key, ok, reason, dialled)
 		})
 	}
 	wg.Wait()

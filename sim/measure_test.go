@@ -61,7 +61,7 @@ func TestCompare(t *testing.T) {
 			// driven by the run, never beside a find, so not one message
 			// of the other design may be counted.
 			for _, k := range tc.notFind {
-				// Seen once in CI under load (1 of 1,023 value-records find
+				// Seen once in CI under load (1 of 1,024 value-records find
 				// messages): most likely a handoff, a storer's PUT to a peer
 				// that has just entered its routing table, which a
 				// value-records find's lookups can bring about; the meter
