@@ -194,7 +194,9 @@ func BenchmarkDNS(b *testing.B) {
 func BenchmarkAgent100Cells(b *testing.B) {
 	const cells = 100
 	bin := filepath.Join(b.TempDir(), "cellnode")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/cellnode/cellnode/cmd/cellnode").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", bin, "github.com/cellnode/cellnode/cmd/cellnode")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as deployed (loopback.StaticBuild)
+	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
 	bn := newBenchNet(b)

@@ -102,6 +102,7 @@ func buildCellnode(tb testing.TB) string {
 	}
 	out := filepath.Join(tb.TempDir(), "cellnode")
 	cmd := exec.Command("go", "build", "-o", out, "github.com/cellnode/cellnode/cmd/cellnode")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as deployed (loopback.StaticBuild)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("go build: %v\n%s", err, b)
 	}

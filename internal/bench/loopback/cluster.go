@@ -25,12 +25,20 @@ const apiSocket = "api.sock"
 // machine's other addresses.
 var Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 
+// StaticBuild is the environment variable with which the benchmarks build
+// cellnode: a static binary without cgo, as docs/deploy/Containerfile
+// builds the one that is deployed. Its one-shot processes start without
+// the dynamic loader and libc: cold finds 0.96× those of the default
+// (cgo) build on this package's network (docs/performance.md, session 17).
+const StaticBuild = "CGO_ENABLED=0"
+
 // Build compiles ./cmd/cellnode of the module rooted at moduleDir into
 // dir/cellnode and returns its path.
 func Build(ctx context.Context, moduleDir, dir string) (string, error) {
 	bin := filepath.Join(dir, "cellnode")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cellnode")
 	cmd.Dir = moduleDir
+	cmd.Env = append(os.Environ(), StaticBuild)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("loopback: go build ./cmd/cellnode: %w\n%s", err, out)
 	}
@@ -237,11 +245,17 @@ func status(ctx context.Context, hc *http.Client) (*Status, error) {
 // no node to use and no cell on this machine) and returns how long the
 // process took, from start to exit, and its answer.
 func (c *Cluster) ColdFind(ctx context.Context, name string) (time.Duration, *FindResult, error) {
+	return c.ColdFindWith(ctx, c.Bin, name)
+}
+
+// ColdFindWith is ColdFind with another cellnode binary than the
+// network's (the pair benchmark's second binary).
+func (c *Cluster) ColdFindWith(ctx context.Context, bin, name string) (time.Duration, *FindResult, error) {
 	args := []string{"find", name, "--home", c.newDir("find"), "--json"}
 	for _, a := range c.Addrs {
 		args = append(args, "--bootstrap", a)
 	}
-	cmd := exec.CommandContext(ctx, c.Bin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = childEnv([]string{"CELLNODE_RUNTIME_DIR=" + c.newDir("rt-find")})
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

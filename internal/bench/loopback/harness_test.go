@@ -629,3 +629,52 @@ func TestCPUConfigFromEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestPairedRatio(t *testing.T) {
+	ms := func(v ...int) *Sample {
+		var s Sample
+		for _, x := range v {
+			s.Add(time.Duration(x) * time.Millisecond)
+		}
+		return &s
+	}
+	cases := []struct {
+		name string
+		a, b *Sample
+		want float64
+	}{
+		{"odd", ms(10, 30, 20), ms(10, 10, 10), 2},
+		{"even", ms(10, 20, 30, 40), ms(10, 10, 10, 10), 2.5},
+		// The machine slowed down between pairs: the ratio of medians
+		// (25/25 = 1) hides that A is slower in every pair.
+		{"drift", ms(11, 22, 33, 44), ms(10, 20, 30, 40), 1.1},
+		{"longer a", ms(20, 20, 99), ms(10, 10), 2},
+	}
+	for _, c := range cases {
+		if got := PairedRatio(c.a, c.b); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		a, b *Sample
+	}{{"empty", ms(), ms(1)}, {"zero b", ms(1), ms(0)}} {
+		if got := PairedRatio(c.a, c.b); !math.IsNaN(got) {
+			t.Errorf("%s: got %v, want NaN", c.name, got)
+		}
+	}
+}
+
+func TestTimeRun(t *testing.T) {
+	ctx := context.Background()
+	if d, err := TimeRun(ctx, "sh", []string{"-c", "exit 0"}, nil); err != nil || d <= 0 {
+		t.Fatalf("sh -c 'exit 0': %v, %v", d, err)
+	}
+	_, err := TimeRun(ctx, "sh", []string{"-c", "echo broken >&2; exit 3"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "broken") || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("a failing command: %v; want its exit status and stderr", err)
+	}
+	if _, err := TimeRun(ctx, "/nonexistent/cellnode", nil, nil); err == nil {
+		t.Fatal("a missing binary: no error")
+	}
+}

@@ -65,6 +65,7 @@ func BenchmarkLoopback(b *testing.B) {
 	b.Run("latency", func(b *testing.B) { benchLatency(b, cfg, bin) })
 	b.Run("withdrawals", func(b *testing.B) { benchWithdrawals(b, cfg, bin) })
 	b.Run("bootstrapkill", func(b *testing.B) { benchBootstrapKill(b, cfg, bin) })
+	b.Run("pair", func(b *testing.B) { benchPair(b, cfg, bin, os.Getenv("LOOPBACK_BIN_B")) })
 }
 
 // prepare is what every benchmark of the package needs first: the open
@@ -284,6 +285,7 @@ func benchLatency(b *testing.B, cfg Config, bin string) {
 	churned := t.Measure("start_to_findable_peer_left", "d. c with a peer SIGKILLed each round")
 	warmAfter := t.Measure("warm_find_after_churn", "a'. a after c, e and d (peers gone)")
 	coldAfter := t.Measure("cold_find_after_churn", "b'. b after c, e and d (peers gone)")
+	procStart := t.Measure("process_start", "p. process start: cellnode version / etcdctl version")
 	var badExit, incomplete int
 	ctx := e.ctx
 	want := endpoints(e.stable)
@@ -374,9 +376,34 @@ func benchLatency(b *testing.B, cfg Config, bin string) {
 		})
 	}
 
+	// p. What b's processes cost before they do any work: a process that
+	// starts, prints its version and exits, on each side. b's ratio is
+	// read beside this one.
+	startRound := func(m *Measure, r, n int) {
+		pair(r, func() {
+			for range n {
+				if d, err := TimeRun(ctx, bin, []string{"version"}, nil); err != nil {
+					m.Cell.Fail()
+					t.Note("%s round %d: %v", m.Key, r, err)
+				} else {
+					m.Cell.Add(d)
+				}
+			}
+		}, func() {
+			for range n {
+				if d, err := TimeRun(ctx, "etcdctl", []string{"version"}, []string{"ETCDCTL_API=3"}); err != nil {
+					m.Etcd.Fail()
+				} else {
+					m.Etcd.Add(d)
+				}
+			}
+		})
+	}
+
 	for r := range cfg.Rounds {
 		warmRound(warm, r)
 		coldRound(cold, r, cfg.ColdFinds)
+		startRound(procStart, r, cfg.ColdFinds)
 	}
 	for r := range cfg.Rounds {
 		// c. Start to findable; e. SIGTERM to gone, on the same sidecar.
@@ -446,6 +473,62 @@ func benchLatency(b *testing.B, cfg Config, bin string) {
 	t.Note("d: etcd has no peer to lose (a client that dies leaves a lease to expire), so its side does c's work again")
 	t.Note("%d long-lived sidecars (the warm finders, %d instances of %s), %d more kept to be SIGKILLed; etcd holds the same instances", cfg.Sidecars, cfg.Sidecars, svcCell, cfg.Churn)
 	e.report(fmt.Sprintf("loopback latency: %d rounds, %d warm and %d cold finds per side per round", cfg.Rounds, cfg.WarmFinds, cfg.ColdFinds))
+}
+
+// benchPair times cold finds of two cellnode binaries on one network (of
+// the first binary's sidecars), in turn: LOOPBACK_BIN (or the binary built
+// from this tree) as A against LOOPBACK_BIN_B as B, Rounds × ColdFinds
+// pairs, A first in even pairs and B first in odd ones. It reports each
+// side's p50 and p99 and the median of the pairs' ratios A/B: how a change
+// to the one-shot process (build flags, start-up, the find) moves the
+// whole process, which a difference of a few per cent in a benchmark of
+// its own does not show. Skipped without LOOPBACK_BIN_B:
+//
+//	LOOPBACK_BIN=/tmp/new LOOPBACK_BIN_B=/tmp/old go test -run '^$' -bench Loopback/pair -benchtime 1x ./internal/bench/loopback
+func benchPair(b *testing.B, cfg Config, binA, binB string) {
+	if binB == "" {
+		b.Skip("LOOPBACK_BIN_B is not set: no second binary to compare with")
+	}
+	if _, err := os.Stat(binB); err != nil {
+		b.Fatalf("LOOPBACK_BIN_B: %v", err)
+	}
+	e := setup(b, cfg, binA, cfg.Churn, true)
+	want := endpoints(e.stable)
+	var sa, sb Sample
+	failed := 0
+	one := func(bin string, s *Sample) {
+		d, res, err := e.cl.ColdFindWith(e.ctx, bin, svcCell)
+		switch {
+		case err != nil:
+			b.Logf("%s: %v", bin, err)
+			failed++
+		case res.Count(want) != len(want):
+			failed++
+		default:
+			s.Add(d)
+			return
+		}
+		s.Fail()
+	}
+	n := cfg.Rounds * cfg.ColdFinds
+	for i := range n {
+		// A pair whose side failed is dropped from both, to keep the
+		// pairs aligned.
+		la, lb := sa.Len(), sb.Len()
+		pair(i, func() { one(binA, &sa) }, func() { one(binB, &sb) })
+		if sa.Len() != sb.Len() {
+			sa.d, sb.d = sa.d[:la], sb.d[:lb]
+		}
+	}
+	ratio := PairedRatio(&sa, &sb)
+	fmt.Printf("\ncold finds in pairs on one network (%d sidecars of A, default flags), load average at start %s, at end %s\n", cfg.Sidecars+cfg.Churn, e.load0, loadavg())
+	fmt.Printf("  A %s: p50 %.1f ms, p99 %.1f ms (%d)\n", binA, ms(sa.Percentile(50)), ms(sa.Percentile(99)), sa.Len())
+	fmt.Printf("  B %s: p50 %.1f ms, p99 %.1f ms (%d)\n", binB, ms(sb.Percentile(50)), ms(sb.Percentile(99)), sb.Len())
+	fmt.Printf("  A/B, median of the pairs' ratios: %.3f; finds that failed or missed an instance: %d of %d\n", ratio, failed, 2*n)
+	b.ReportMetric(ms(sa.Percentile(50)), "a_p50_ms")
+	b.ReportMetric(ms(sb.Percentile(50)), "b_p50_ms")
+	b.ReportMetric(ratio, "a/b_p50")
+	b.ReportMetric(float64(failed), "failed_finds")
 }
 
 // startFindable starts a sidecar of startCell and polls warm finders until

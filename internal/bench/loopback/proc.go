@@ -68,6 +68,24 @@ func StartProc(name, bin string, args, env []string, logPath string) (*Proc, err
 	return p, nil
 }
 
+// TimeRun runs bin with args and env (as StartProc's) to its exit and
+// returns how long it took, from just before the start to the exit
+// reaped. Its output is thrown away but for the end of its stderr, which a
+// failure (an exit other than 0) carries.
+func TimeRun(ctx context.Context, bin string, args, env []string) (time.Duration, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = childEnv(env)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	err := cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		return d, fmt.Errorf("loopback: %s %s: %w\n%s", bin, strings.Join(args, " "), err, tail(stderr.String(), 2000))
+	}
+	return d, nil
+}
+
 // childEnv is the benchmark's environment without CELLNODE_ variables
 // (a developer's CELLNODE_HOME or CELLNODE_BOOTSTRAP must not leak into
 // the run), plus extra.

@@ -49,3 +49,27 @@ func Ratio(a, b time.Duration) float64 {
 
 // ms converts d to milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// PairedRatio returns the median of a[i]/b[i] over the pairs both samples
+// hold (the first min(len) of each, in the order taken), or NaN when there
+// is none or a b[i] is zero. Two commands timed in turn drift together
+// with the machine's speed; the ratio of each pair does not, so its
+// median says more than the ratio of the two medians.
+func PairedRatio(a, b *Sample) float64 {
+	n := min(len(a.d), len(b.d))
+	if n == 0 {
+		return math.NaN()
+	}
+	r := make([]float64, n)
+	for i := range n {
+		if b.d[i] == 0 {
+			return math.NaN()
+		}
+		r[i] = float64(a.d[i]) / float64(b.d[i])
+	}
+	slices.Sort(r)
+	if n%2 == 1 {
+		return r[n/2]
+	}
+	return (r[n/2-1] + r[n/2]) / 2
+}
