@@ -124,6 +124,13 @@ type Config struct {
 	// connections closed, which ends the request) instead of after its
 	// request budget. It must return when ctx ends.
 	PeerGone func(ctx context.Context, p peer.ID) bool
+	// PeerLeft, when set, reports whether p's process at the address from
+	// (the remote address of a connection to p that has just closed) is
+	// known to have exited (the node's host: every TCP port of p on that
+	// IP refuses a connect). A peer of the routing tables whose last
+	// connection closed is checked with it, and dropped from the tables
+	// when it is gone (departed.go). It must return when ctx ends.
+	PeerLeft func(ctx context.Context, p peer.ID, from ma.Multiaddr) bool
 }
 
 // Node is a node's view of the cell namespace: two kad-dht instances with
@@ -150,6 +157,7 @@ type Node struct {
 	limMu    sync.Mutex
 	limiters map[peer.ID]*rate.Limiter // per remote peer, for the instances protocol
 	fwd      *forwarding               // as a forwarder of newcomers' first PUTs
+	left     *departures               // Config.PeerLeft's checks; nil without it
 
 	// oldStorer, in tests, makes the node answer GETs as a storer that
 	// predates Request.MoreShards: shard asked alone.
@@ -230,6 +238,9 @@ func New(h host.Host, cfg Config) (*Node, error) {
 		go d.handoffLoop(sub)
 	}
 	h.SetStreamHandler(ProtocolID, d.handle)
+	if cfg.PeerLeft != nil {
+		d.watchDepartures()
+	}
 	d.wg.Add(1)
 	go d.gcLoop()
 	return d, nil
@@ -609,6 +620,7 @@ func (d *Node) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		d.host.RemoveStreamHandler(ProtocolID)
+		d.stopDepartures()
 		close(d.done)
 		if d.dual != nil {
 			err = d.dual.Close()

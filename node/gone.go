@@ -111,9 +111,9 @@ func (g *goneDials) setNetwork(n network.Network) {
 // its handshake.
 func (g *goneDials) PeerGone(ctx context.Context, p peer.ID) bool {
 	g.mu.Lock()
-	n, ps := g.net, g.ps
+	n := g.net
 	g.mu.Unlock()
-	if n == nil || ps == nil {
+	if n == nil {
 		return false
 	}
 	ips := map[netip.Addr]bool{}
@@ -121,6 +121,34 @@ func (g *goneDials) PeerGone(ctx context.Context, p peer.ID) bool {
 		if k, ok := keyOf(p, c.RemoteMultiaddr()); ok {
 			ips[k.ip] = true
 		}
+	}
+	return g.refusedOn(ctx, p, ips)
+}
+
+// PeerLeft reports whether p's process at the IP of from (the remote
+// address of a connection to p that has just closed) is known to have
+// exited: every plain TCP address the peerstore holds for p on that IP
+// refuses a TCP connect, as for PeerGone. The DHT asks it about a peer of
+// its routing table whose last connection closed (dht.Config.PeerLeft): a
+// peer that stopped closes its connections, and kad-dht would keep it in
+// its table, and hand it out to every lookup, until a query to it failed.
+func (g *goneDials) PeerLeft(ctx context.Context, p peer.ID, from ma.Multiaddr) bool {
+	k, ok := keyOf(p, from)
+	if !ok {
+		return false
+	}
+	return g.refusedOn(ctx, p, map[netip.Addr]bool{k.ip: true})
+}
+
+// refusedOn dials every plain TCP address of p on ips at once and reports
+// whether all of them refused; it is false when p has none there. Refused
+// addresses also count for the QUIC dials to p (tcpRefused).
+func (g *goneDials) refusedOn(ctx context.Context, p peer.ID, ips map[netip.Addr]bool) bool {
+	g.mu.Lock()
+	ps := g.ps
+	g.mu.Unlock()
+	if ps == nil || len(ips) == 0 {
+		return false
 	}
 	var addrs []ma.Multiaddr
 	for _, a := range ps.Addrs(p) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/transport"
@@ -218,5 +219,59 @@ func TestPeerGoneAsksTheTCPPorts(t *testing.T) {
 	k, _ := keyOf(other.ID(), other.Addrs()[0])
 	if _, err := g.startQUIC(k, func(error) {}); !errors.Is(err, errPeerGone) {
 		t.Fatalf("a QUIC dial after PeerGone: want errPeerGone, got %v", err)
+	}
+}
+
+// TestStoppedPeerLeavesRoutingTables: real nodes on loopback (TCP and
+// QUIC, default DHT modes). A node that stops closes its connections; the
+// others find its TCP port refusing and drop it from their routing tables
+// at once (kad-dht alone keeps it until one of their queries to it fails,
+// and meanwhile names it to every lookup), and a node that only lost a
+// connection stays.
+func TestStoppedPeerLeavesRoutingTables(t *testing.T) {
+	start := func(boot []peer.AddrInfo) *Node {
+		t.Helper()
+		n, err := New(Config{
+			Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
+			RuntimeDir: t.TempDir(), Bootstrap: boot,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		if boot != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := n.Bootstrap(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n
+	}
+	boot := start(nil)
+	info := []peer.AddrInfo{{ID: boot.ID(), Addrs: boot.Host().Addrs()}}
+	nodes := []*Node{start(info), start(info), start(info)}
+	waitFor(t, "the bootstrap's LAN table holds every node", func() bool { return boot.DHT().TableSizes()["lan"] == len(nodes) })
+
+	// A lost connection: the peer is alive, its port answers.
+	if err := boot.Host().Network().ClosePeer(nodes[0].ID()); err != nil {
+		t.Fatal(err)
+	}
+	// (Either side may dial again at once, and a peer connected again is
+	// not checked.)
+	waitFor(t, "the closed connection's peer checked or connected again", func() bool {
+		return boot.DHT().Counters()["departure_checks"] >= 1 || boot.Host().Network().Connectedness(nodes[0].ID()) == network.Connected
+	})
+	time.Sleep(50 * time.Millisecond) // past a check's answer
+	if n := boot.DHT().TableSizes()["lan"]; n != len(nodes) {
+		t.Fatalf("after a connection to a live peer closed, the table holds %d peers, want %d", n, len(nodes))
+	}
+
+	if err := nodes[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stopped node dropped from the bootstrap's table", func() bool { return boot.DHT().TableSizes()["lan"] == len(nodes)-1 })
+	if n := boot.DHT().Counters()["peers_departed"]; n != 1 {
+		t.Errorf("peers_departed %d, want 1", n)
 	}
 }

@@ -197,6 +197,12 @@ func New(cfg Config) (_ *Node, err error) {
 	if gone != nil && dcfg.PeerGone == nil {
 		dcfg.PeerGone = gone.PeerGone
 	}
+	// A node that lives drops the peers that leave from its routing
+	// tables (dht/departed.go); a one-shot node ends first, and its own
+	// exit closes every connection it has.
+	if gone != nil && dcfg.PeerLeft == nil && !cfg.Ephemeral {
+		dcfg.PeerLeft = gone.PeerLeft
+	}
 	dcfg.BootstrapPeers = cfg.Bootstrap
 	dcfg.Logger = log
 	if cfg.Ephemeral {
