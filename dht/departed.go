@@ -118,15 +118,8 @@ func (d *Node) disconnected(c network.Conn) {
 			return
 		}
 		d.count.add("departure_checks", 1)
-		ctx, cancel := context.WithTimeout(context.Background(), leftBudget)
+		ctx, cancel := d.background(context.Background(), leftBudget) // Close ends the check
 		defer cancel()
-		go func() { // Close ends the check
-			select {
-			case <-d.done:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		if !d.cfg.PeerLeft(ctx, p, from) {
 			return
 		}

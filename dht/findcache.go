@@ -211,7 +211,7 @@ func (d *Node) cacheOnPath(g *gatherer) {
 	d.count.add("path_cache_started", 1)
 	go func() {
 		defer d.count.add("path_cache_ended", 1)
-		ctx, cancel := d.background(context.WithoutCancel(g.ctx))
+		ctx, cancel := d.background(context.WithoutCancel(g.ctx), d.cfg.RequestTimeout)
 		defer cancel()
 		for _, r := range Newest(req.Name, raws, now(), nil) {
 			d.count.add("path_cache_sent", 1)

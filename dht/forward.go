@@ -169,7 +169,7 @@ func (d *Node) maybeForward(sender peer.ID, req request) []peer.ID {
 	req.Forward = false
 	d.count.add("forwarded", 1)
 	go func() { // as the path cache's PUTs: they end when the node closes
-		ctx, cancel := d.background(context.Background())
+		ctx, cancel := d.background(context.Background(), d.cfg.RequestTimeout)
 		defer cancel()
 		var wg sync.WaitGroup
 		for _, p := range to {

@@ -305,7 +305,7 @@ func amongSenders(rt *kb.RoutingTable, k kb.ID, p, self peer.ID) bool {
 // reason than the record itself (p is gone, or refuses the set's key).
 func (d *Node) hand(p peer.ID, reqs []request) {
 	defer d.wg.Done()
-	ctx, cancel := d.background(context.Background())
+	ctx, cancel := d.background(context.Background(), d.cfg.RequestTimeout)
 	defer cancel()
 	const inFlight = 4
 	var mu sync.Mutex
@@ -342,10 +342,10 @@ func (d *Node) hand(p peer.ID, reqs []request) {
 }
 
 // background returns a context for requests the node sends on its own
-// (handoffs, path caching): it ends after RequestTimeout, or when the node
-// closes.
-func (d *Node) background(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(parent, d.cfg.RequestTimeout)
+// (handoffs, path caching, departure checks): it ends after budget, or
+// when the node closes.
+func (d *Node) background(parent context.Context, budget time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, budget)
 	go func() {
 		select {
 		case <-d.done:

@@ -229,25 +229,7 @@ func TestPeerGoneAsksTheTCPPorts(t *testing.T) {
 // and meanwhile names it to every lookup), and a node that only lost a
 // connection stays.
 func TestStoppedPeerLeavesRoutingTables(t *testing.T) {
-	start := func(boot []peer.AddrInfo) *Node {
-		t.Helper()
-		n, err := New(Config{
-			Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
-			RuntimeDir: t.TempDir(), Bootstrap: boot,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		if boot != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := n.Bootstrap(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return n
-	}
+	start := func(boot []peer.AddrInfo) *Node { return startLoopbackNode(t, Config{}, boot) }
 	boot := start(nil)
 	info := []peer.AddrInfo{{ID: boot.ID(), Addrs: boot.Host().Addrs()}}
 	nodes := []*Node{start(info), start(info), start(info)}

@@ -20,25 +20,7 @@ func TestNoSpecialNodeOnLoopback(t *testing.T) {
 	clk := &fakeClock{t: time.Now()}
 	start := func(mode dht.Mode, boot []peer.AddrInfo) *Node {
 		t.Helper()
-		n, err := New(Config{
-			Home:   t.TempDir(),
-			Listen: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"},
-			// Each node has a runtime directory of its own: nothing is
-			// learnt through this machine's registry of local cells.
-			RuntimeDir: t.TempDir(), Bootstrap: boot, DHT: dht.Config{Mode: mode}, Now: clk.Now,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		if boot != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := n.Bootstrap(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return n
+		return startLoopbackNode(t, Config{DHT: dht.Config{Mode: mode}, Now: clk.Now}, boot)
 	}
 	boot := start(dht.ModeServer, nil) // as `cellnode bootstrap` runs
 	bootInfo := []peer.AddrInfo{{ID: boot.ID(), Addrs: boot.Host().Addrs()}}
@@ -85,4 +67,27 @@ func TestNoSpecialNodeOnLoopback(t *testing.T) {
 		res, err := finder.Find(ctx, "acme/lan")
 		return err == nil && len(res.Instances) == cells
 	})
+}
+
+// startLoopbackNode starts a node as `cellnode run` would, on loopback TCP
+// and QUIC, with cfg's other fields, a home and a runtime directory of its
+// own (nothing is learnt through this machine's registry of local cells),
+// and bootstrapped from boot when boot is not nil.
+func startLoopbackNode(t *testing.T, cfg Config, boot []peer.AddrInfo) *Node {
+	t.Helper()
+	cfg.Home, cfg.RuntimeDir, cfg.Bootstrap = t.TempDir(), t.TempDir(), boot
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	if boot != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.Bootstrap(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
 }
