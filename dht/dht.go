@@ -831,17 +831,24 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 	}, nil, func(closest []peer.ID) { storeClosest(closest) })
 	peers = storeClosest(peers)
 	wg.Wait()
-	if stored > 0 {
-		if err == nil { // remember the closest that took r, and all that did
-			var reuse []peer.ID
-			for _, p := range peers {
-				if slices.Contains(took, p) {
-					reuse = append(reuse, p)
-				}
+	switch held := union(took, forwardedTo); {
+	case stored > 0 && err == nil: // remember the closest that took r, and all that did
+		var reuse []peer.ID
+		for _, p := range peers {
+			if slices.Contains(took, p) {
+				reuse = append(reuse, p)
 			}
-			sp.storers.put(key, reuse, time.Now())
-			sp.holders.put(key, union(took, forwardedTo), time.Now())
 		}
+		sp.storers.put(key, reuse, time.Now())
+		sp.holders.put(key, held, time.Now())
+	case len(held) > 0:
+		// A lookup that failed, or PUTs that did (only forwarders took
+		// r): the peers that took it still hold it, and so may the
+		// holders of the records before it, which this publish did not
+		// reach. A withdrawal must reach them all.
+		sp.holders.put(key, union(sp.holders.get(key, time.Now()), held), time.Now())
+	}
+	if stored > 0 {
 		return len(peers), len(sentTo), stored, advice, nil
 	}
 	if err != nil {

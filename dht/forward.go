@@ -121,18 +121,23 @@ func (d *Node) connectedClosest(spaces []*space, key string, n int, except peer.
 // sp closest to key that this node is connected to, in wg, and hands the
 // peers they say they forward it to (at most Replication from each) to
 // forwarding, for the publish's holders: a withdrawal must reach them. A
-// forwarder's own refusal counts for nothing (a forwarder is seldom a
-// storer).
+// forwarder that stored the record itself (it answered without an error:
+// it is among the key's closest by its own table, which the publish's
+// lookup need not return) is handed to forwarding too; its refusal to
+// store counts for nothing (a forwarder is seldom a storer).
 func (d *Node) askForward(ctx context.Context, wg *sync.WaitGroup, sp *space, key string, req request, forwarding func([]peer.ID)) {
 	req.Forward = true
 	for _, p := range d.connectedClosest([]*space{sp}, key, forwardVia, "") {
 		d.count.add("forward_asked", 1)
 		wg.Go(func() {
-			resp, _ := d.call(ctx, p, req)
+			resp, err := d.call(ctx, p, req)
 			if resp == nil {
 				return
 			}
 			var to []peer.ID
+			if err == nil {
+				to = append(to, p)
+			}
 			for _, b := range resp.Forwarding[:min(len(resp.Forwarding), d.cfg.Replication)] {
 				if id, err := peer.IDFromBytes(b); err == nil && id != d.host.ID() {
 					to = append(to, id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,6 +153,80 @@ func TestYoungPublishAsksForward(t *testing.T) {
 	for _, h := range holders(nodes, name, newcomer.host.ID()) {
 		if !slices.Contains(held, h) && handed == handedBefore {
 			t.Errorf("%s holds the newcomer's record but is not among its holders %v: its withdrawal would miss it", h, held)
+		}
+	}
+}
+
+// A forwarder that stores the record itself (it is among the key's
+// closest by its own table, the rule by which any storer takes a PUT) is
+// among the peers askForward hands to the publish's holders, so that a
+// withdrawal reaches it even when the publish's lookup does not name it;
+// one that only forwards is not.
+func TestForwarderThatStoresIsAHolder(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	// A table that holds every peer, and a replication well below their
+	// number: the forwarder is among the closest for some names only.
+	nodes, mn := testMocknet(t, 12, clk, func(c *Config) { c.BucketSize, c.Replication = 20, 3 })
+	fwd := nodes[0] // connected to every other node
+	sender := join(t, mn, Config{Mode: ModeClient, Flat: true, BucketSize: 4, Store: StoreConfig{Now: clk.Now}, DisableAutoRefresh: true}, fwd)
+	poll.T(t, "the sender's table holds the forwarder", func() bool { return sender.dht.Kad().RoutingTable().Find(fwd.host.ID()) != "" })
+	for _, n := range nodes[1:] { // fwd is the one peer asked to forward
+		_ = mn.UnlinkPeers(sender.host.ID(), n.host.ID())
+		_ = sender.host.Network().ClosePeer(n.host.ID())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, stores := range []bool{true, false} {
+		name := ""
+		for i := 0; name == "" && i < 1000; i++ {
+			n := fmt.Sprintf("acme/holder%d", i)
+			if fwd.dht.among(n, nil, 2*fwd.dht.cfg.Replication) == stores { // the rule of a PUT
+				name = n
+			}
+		}
+		if name == "" {
+			t.Fatalf("no name for which the forwarder stores: %v (table of %d)", stores, fwd.dht.Kad().RoutingTable().Size())
+		}
+		raw := sender.record(t, name, 1, clk.Now(), "10.0.0.9:1").Bytes()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var to []peer.ID
+		sender.dht.askForward(ctx, &wg, sender.dht.spaces[0], setKey(name, nil), request{Op: opPut, Name: name, Record: raw}, func(p []peer.ID) {
+			mu.Lock()
+			to = append(to, p...)
+			mu.Unlock()
+		})
+		wg.Wait()
+		if asked := sender.dht.Counters()["forward_asked"]; asked != map[bool]uint64{true: 1, false: 2}[stores] {
+			t.Fatalf("%s: %d peers asked to forward so far, want only the forwarder", name, asked)
+		}
+		stored := slices.Contains(holders([]*testNode{fwd}, name, sender.host.ID()), fwd.host.ID())
+		if stored != stores {
+			t.Fatalf("%s: the forwarder stored it: %v, want %v", name, stored, stores)
+		}
+		if got := slices.Contains(to, fwd.host.ID()); got != stores {
+			t.Errorf("%s: the forwarder stored the record: %v; among the holders handed on: %v (%v)", name, stored, got, to)
+		}
+		if len(to) == 0 {
+			t.Errorf("%s: no holder handed on (the forwarder forwards to its closest)", name)
+		}
+	}
+	// A whole publish whose own PUTs all fail (the sender reaches no
+	// storer) still remembers the peers the record was forwarded to.
+	name := ""
+	for i := 0; name == "" && i < 1000; i++ {
+		if n := fmt.Sprintf("acme/unreached%d", i); !fwd.dht.among(n, nil, 2*fwd.dht.cfg.Replication) {
+			name = n
+		}
+	}
+	if _, err := sender.dht.Publish(ctx, sender.record(t, name, 1, clk.Now(), "10.0.0.9:1")); err == nil {
+		t.Fatalf("%s: a publish that no storer took reported no error", name)
+	}
+	poll.T(t, "the forwarded copies stored", func() bool { return len(holders(nodes[1:], name, sender.host.ID())) > 0 })
+	held := sender.dht.spaces[0].holders.get(setKey(name, nil), time.Now())
+	for _, h := range holders(nodes, name, sender.host.ID()) {
+		if !slices.Contains(held, h) {
+			t.Errorf("%s holds %s but is not among the failed publish's holders %v: its withdrawal would miss it", h, name, held)
 		}
 	}
 }
