@@ -753,7 +753,7 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sentTo := map[peer.ID]bool{}
-	var took, forwardedTo []peer.ID
+	var took, forwardedTo, forwarders []peer.ID // forwarders: those that stored r themselves
 	store := func(p peer.ID) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -808,9 +808,12 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		// A newcomer's first PUTs of a set wait for a lookup and a
 		// handshake with each storer: peers it is connected to forward
 		// the record meanwhile (see forward.go).
-		d.askForward(ctx, &wg, sp, key, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub, Shard: uint64(shard)}, func(to []peer.ID) {
+		d.askForward(ctx, &wg, sp, key, request{Op: opPut, Name: r.Name, Record: r.Bytes(), Publisher: pub, Shard: uint64(shard)}, func(took bool, to []peer.ID) {
 			mu.Lock()
 			forwardedTo = append(forwardedTo, to...)
+			if took {
+				forwarders = append(forwarders, to[0])
+			}
 			mu.Unlock()
 		})
 	}
@@ -848,6 +851,9 @@ func (d *Node) publishAt(ctx context.Context, sp *space, r *record.Record, pub e
 		// reach. A withdrawal must reach them all.
 		sp.holders.put(key, union(sp.holders.get(key, time.Now()), held), time.Now())
 	}
+	// A forwarder that stored r is a remote peer that took it, though no
+	// PUT of this publish reached it (the lookup failed or did not name it).
+	stored = len(union(took, forwarders))
 	if stored > 0 {
 		return len(peers), len(sentTo), stored, advice, nil
 	}

@@ -123,9 +123,10 @@ func (d *Node) connectedClosest(spaces []*space, key string, n int, except peer.
 // forwarding, for the publish's holders: a withdrawal must reach them. A
 // forwarder that stored the record itself (it answered without an error:
 // it is among the key's closest by its own table, which the publish's
-// lookup need not return) is handed to forwarding too; its refusal to
-// store counts for nothing (a forwarder is seldom a storer).
-func (d *Node) askForward(ctx context.Context, wg *sync.WaitGroup, sp *space, key string, req request, forwarding func([]peer.ID)) {
+// lookup need not return) is handed to forwarding too, first, with stored
+// true: a remote peer took the record. Its refusal to store counts for
+// nothing (a forwarder is seldom a storer).
+func (d *Node) askForward(ctx context.Context, wg *sync.WaitGroup, sp *space, key string, req request, forwarding func(stored bool, to []peer.ID)) {
 	req.Forward = true
 	for _, p := range d.connectedClosest([]*space{sp}, key, forwardVia, "") {
 		d.count.add("forward_asked", 1)
@@ -143,7 +144,7 @@ func (d *Node) askForward(ctx context.Context, wg *sync.WaitGroup, sp *space, ke
 					to = append(to, id)
 				}
 			}
-			forwarding(to)
+			forwarding(err == nil, to)
 		})
 	}
 }

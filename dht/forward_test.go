@@ -191,9 +191,11 @@ func TestForwarderThatStoresIsAHolder(t *testing.T) {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		var to []peer.ID
-		sender.dht.askForward(ctx, &wg, sender.dht.spaces[0], setKey(name, nil), request{Op: opPut, Name: name, Record: raw}, func(p []peer.ID) {
+		var took bool
+		sender.dht.askForward(ctx, &wg, sender.dht.spaces[0], setKey(name, nil), request{Op: opPut, Name: name, Record: raw}, func(stored bool, p []peer.ID) {
 			mu.Lock()
 			to = append(to, p...)
+			took = took || stored && p[0] == fwd.host.ID()
 			mu.Unlock()
 		})
 		wg.Wait()
@@ -206,6 +208,9 @@ func TestForwarderThatStoresIsAHolder(t *testing.T) {
 		}
 		if got := slices.Contains(to, fwd.host.ID()); got != stores {
 			t.Errorf("%s: the forwarder stored the record: %v; among the holders handed on: %v (%v)", name, stored, got, to)
+		}
+		if took != stores { // Publish counts it as a remote store
+			t.Errorf("%s: the forwarder stored the record: %v; askForward says so: %v", name, stored, took)
 		}
 		if len(to) == 0 {
 			t.Errorf("%s: no holder handed on (the forwarder forwards to its closest)", name)
